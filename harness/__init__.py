@@ -1,0 +1,8 @@
+"""Benchmark and ablation harness for "Feature Pooling" (Pei et al., 2020).
+
+Run ``python -m harness list`` for the tables, variants and profiles.
+"""
+
+from .errors import UserError
+
+__all__ = ["UserError"]

@@ -1,0 +1,154 @@
+"""``python -m harness``: list, plan, run and report the paper's tables."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from registry import list_variants, variant_info
+
+from .data import DATASETS
+from .errors import UserError
+from .report import RENDERERS, build_report, default_profile, write_report
+from .runner import resolve_device, run_table, table_cells
+from .store import RunStore
+from .tables import PROFILES, TABLES, get_table
+
+# Rough sustained throughput for plan's estimate (FLOP/s, training); records beat it.
+_ASSUMED_THROUGHPUT = {"cpu": 5e10, "cuda": 2e13}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad arguments as a one-line UserError."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{self.prog}: {message}")
+
+
+def _add_common(p: argparse.ArgumentParser, *, profile_default: str | None = "paper") -> None:
+    p.add_argument("--profile", default=profile_default, help=f"one of {', '.join(PROFILES)}")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="run records (default runs/)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m harness", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sub.add_parser("list", help="tables, variants and profiles")
+
+    plan = sub.add_parser("plan", help="cells of a table, which are done, rough cost")
+    plan.add_argument("table")
+    _add_common(plan)
+    plan.add_argument("--seeds", type=int, default=1)
+
+    run = sub.add_parser("run", help="run the missing cells of tables and write their reports")
+    run.add_argument("tables", nargs="+", metavar="TABLE")
+    _add_common(run)
+    run.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per row (default 1)")
+    run.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
+    run.add_argument("--data-root", type=Path, default=Path("data"), help="datasets (default data/)")
+    run.add_argument("--out", type=Path, default=Path("reports"), help="reports (default reports/)")
+    run.add_argument("--force", action="store_true", help="rerun cells that already have records")
+    run.add_argument("--no-download", action="store_true", help="never download missing datasets")
+
+    report = sub.add_parser("report", help="render tables from run records")
+    report.add_argument("tables", nargs="+", metavar="TABLE")
+    _add_common(report, profile_default=None)
+    report.add_argument("--format", choices=tuple(RENDERERS), help="one format (default md, tex, csv)")
+    report.add_argument("--out", type=Path, help="folder for the files (default reports/)")
+    return parser
+
+
+def cmd_list(_: argparse.Namespace) -> None:
+    print("Tables:")
+    for spec in TABLES.values():
+        state = f"profiles {', '.join(spec.protocols)}" if spec.built else f"not built yet ({spec.issue})"
+        print(f"  {spec.name:<12} {spec.title}  [{state}]")
+    print("\nVariants:")
+    for name in list_variants():
+        info = variant_info(name)
+        where = ", ".join(f"{p.table}: {p.row}" for p in info.paper) or "not in the paper"
+        print(f"  {name:<20} {info.description}  [{where}]")
+    print("\nProfiles:")
+    for name, text in PROFILES.items():
+        print(f"  {name:<7} {text}")
+
+
+def cmd_plan(args: argparse.Namespace) -> None:
+    from registry import create_model
+
+    from .runner import measure_model
+
+    spec = get_table(args.table)
+    protocol = spec.protocol(args.profile)
+    store = RunStore(args.runs_dir)
+    configs = table_cells(spec, args.profile, args.seeds)
+    dataset = DATASETS[protocol.dataset]
+    n_train = min(dataset.train_size, protocol.train_limit or dataset.train_size)
+    print(f"{spec.title} — profile {args.profile}, {args.seeds} seed(s), data: {dataset.summary}")
+    total_flops, done, measured_flops = 0.0, 0, {}
+    for config in configs:
+        variant = config["variant"]
+        if variant not in measured_flops:
+            measured_flops[variant] = measure_model(create_model(variant), spec.paper_flops, (1, 28, 28))[
+                "flops"
+            ]
+        record = store.load(config)
+        done += record is not None
+        cost = 2 * 3 * measured_flops[variant] * n_train * protocol.epochs
+        total_flops += 0 if record else cost
+        state = f"done ({record['wall_s']:.0f} s)" if record else f"to run (~{cost / 1e12:.2f} TFLOP)"
+        print(f"  {config['row']:<42} seed {config['seed']}  {state}")
+    print(f"{done} of {len(configs)} cells done; remaining ~{total_flops / 1e12:.1f} TFLOP of training")
+    for device, rate in _ASSUMED_THROUGHPUT.items():
+        print(f"  rough time on {device}: {total_flops / rate / 60:.1f} min (assuming {rate:.0e} FLOP/s)")
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    specs = [get_table(name) for name in args.tables]
+    for spec in specs:  # validate everything before any work
+        spec.protocol(args.profile)
+        table_cells(spec, args.profile, args.seeds)
+    device = resolve_device(args.device)
+    store = RunStore(args.runs_dir)
+    store.check_writable()
+    for spec in specs:
+        run_table(
+            spec, profile=args.profile, seeds=args.seeds, device=device, store=store,
+            data_root=args.data_root, download=not args.no_download, force=args.force,
+        )  # fmt: skip
+        report = build_report(spec, args.profile, store)
+        for path in write_report(report, args.out, ("md", "tex", "csv")):
+            print(f"wrote {path}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    specs = [get_table(name) for name in args.tables]
+    store = RunStore(args.runs_dir)
+    for spec in specs:
+        report = build_report(spec, args.profile or default_profile(spec, store), store)
+        if args.format in ("csv", "json") and args.out is None:
+            sys.stdout.write(RENDERERS[args.format](report))
+            continue
+        formats = (args.format,) if args.format else ("md", "tex", "csv")
+        for path in write_report(report, args.out or Path("reports"), formats):
+            print(f"wrote {path}")
+
+
+COMMANDS = {"list": cmd_list, "plan": cmd_plan, "run": cmd_run, "report": cmd_report}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        COMMANDS[args.command](args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished cells are saved; run the same command again to resume",
+              file=sys.stderr)  # fmt: skip
+        return 130
+    return 0

@@ -1,0 +1,237 @@
+"""Reports: run records -> one pandas frame per table -> Markdown, LaTeX, CSV, JSON.
+
+The frame follows the CSV contract of DESIGN.md: one line per table row in the
+paper's order, ``row`` holding the paper's label, the measured columns, their
+``_std`` and ``n_seeds`` when a row has several seeds, and ``paper_<column>`` for
+every value the paper prints. Markdown and LaTeX add units and a header that
+says where, how and on what data the numbers were made.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from registry import variant_info
+
+from .errors import UserError
+from .runner import cell_config, cell_key
+from .store import RunStore, atomic_write_text
+from .tables import PROFILES, TableSpec
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    unit: str
+    fmt: str
+
+
+COLUMNS: dict[str, Column] = {
+    "accuracy": Column("Accuracy", "fraction", "{:.4f}"),
+    "train_time_s": Column("Train time", "s/epoch", "{:.2f}"),
+    "test_time_s": Column("Test time", "s, whole test set", "{:.3f}"),
+    "params": Column("Params", "exact count", "{:,.0f}"),
+    "params_M_paper_conv": Column("Params, paper conv.", "M = 2^20", "{:.3f}"),
+    "flops": Column("FLOPs", "MACs/image, fvcore", "{:.3e}"),
+    "flops_paper_conv": Column("FLOPs, paper conv.", "paper's rule", "{:.3e}"),
+}
+
+CONVENTIONS = (
+    "accuracy: fraction of the whole test set classified correctly.",
+    "train time: median over epochs of one epoch's synchronised training time "
+    "(evaluation excluded); test time: median of 3 synchronised passes over the whole "
+    "test set after a warm-up pass.",
+    "params: exact trainable parameters; params (paper conv.): the same in units of 2^20, "
+    "as the paper counts.",
+    "FLOPs: true forward cost of one image, fvcore, one multiply-add = 1, comparisons "
+    "(feature pooling, ReLU) = 1, top-k = C*ceil(log2 C) per pixel. FLOPs (paper conv.): "
+    "the paper's column, about twice a parameter count (the rule for this table is below).",
+)
+
+_PAPER_FLOP_RULES = {
+    "2x_params": "FLOPs (paper conv.) here = 2 x trainable parameters.",
+    "2x_weights": "FLOPs (paper conv.) here = 2 x weights, biases excluded.",
+}
+
+_PROFILE_BANNER = {
+    "demo": "**Demo run** (profile `demo`): small offline data on the CPU; "
+    "the numbers are not comparable to the paper's.",
+    "smoke": "**Smoke run** (profile `smoke`): seconds of training on a handful of "
+    "samples to exercise the pipeline; the numbers mean nothing.",
+}
+
+
+@dataclass
+class Report:
+    spec: TableSpec
+    profile: str
+    frame: pd.DataFrame
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def default_profile(spec: TableSpec, store: RunStore) -> str:
+    """The profile of the newest record of this table, else ``paper``."""
+    newest = max(store.records(spec.name), key=lambda r: r.get("started_at", ""), default=None)
+    return newest["config"]["profile"] if newest else "paper"
+
+
+def build_report(spec: TableSpec, profile: str, store: RunStore) -> Report:
+    spec.protocol(profile)  # validates the profile
+    records = list(store.records(spec.name, profile))
+    rows, used = [], []
+    several = False
+    for variant in spec.rows:
+        key = cell_key(cell_config(spec, variant, profile, 0))
+        mine = [r for r in records if r.get("cell_key") == key]
+        used += mine
+        row: dict[str, Any] = {"row": spec.row_label(variant), "variant": variant}
+        paper = variant_info(variant).paper_row(spec.name)
+        for col in spec.columns:
+            values = pd.Series([r["metrics"].get(col, math.nan) for r in mine], dtype=float)
+            row[col] = values.mean() if len(values) else math.nan
+            row[f"{col}_std"] = values.std(ddof=1) if len(values) > 1 else math.nan
+            if paper and col in paper.values:
+                row[f"paper_{col}"] = paper.number(col)
+        row["n_seeds"] = len(mine)
+        several |= len(mine) > 1
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    order = ["row", "variant"]
+    for col in spec.columns:
+        order += [col] + ([f"{col}_std"] if several else []) + (
+            [f"paper_{col}"] if f"paper_{col}" in frame else []
+        )
+    frame = frame[[*order, "n_seeds"]]
+    envs = {(r["env"]["device_name"], r["env"]["torch"]) for r in used}
+    meta = {
+        "table": spec.name,
+        "title": spec.title,
+        "profile": profile,
+        "cells_done": len(used),
+        "rows_done": int((frame["n_seeds"] > 0).sum()),
+        "rows": len(spec.rows),
+        "stale_records": len(records) - len(used),
+        "data": sorted({r["data"] for r in used}),
+        "measured_on": sorted(f"{d} (torch {t})" for d, t in envs),
+        "commits": sorted({(r["env"].get("git_commit") or "unknown")[:10] for r in used}),
+        "protocol": cell_config(spec, spec.rows[0], profile, 0)["protocol"],
+        "diverged": sorted({r["config"]["variant"] for r in used if r.get("diverged")}),
+        "runs_dir": str(store.root / spec.name / profile),
+    }
+    return Report(spec, profile, frame, meta)
+
+
+def _display(report: Report, pm: str) -> pd.DataFrame:
+    """Strings for humans: mean (± std), paper values beside, units in headers."""
+    f = report.frame
+    out = pd.DataFrame({"Row": f["row"]})
+    for col in report.spec.columns:
+        c = COLUMNS[col]
+        head = f"{c.header} ({c.unit})"
+
+        def show(v: float, fmt: str = c.fmt) -> str:
+            return "–" if pd.isna(v) else fmt.format(v)
+
+        if f"{col}_std" in f:
+            out[head] = [
+                show(m) + ("" if pd.isna(s) else f" {pm} {show(s)}")
+                for m, s in zip(f[col], f[f"{col}_std"], strict=True)
+            ]
+        else:
+            out[head] = f[col].map(show)
+        if f"paper_{col}" in f:
+            out[f"{c.header}, paper"] = f[f"paper_{col}"].map(show)
+    out["Seeds"] = f["n_seeds"].astype(str)
+    return out
+
+
+def _header_lines(report: Report) -> list[str]:
+    m, p = report.meta, report.meta["protocol"]
+    lines = []
+    if report.profile in _PROFILE_BANNER:
+        lines.append(_PROFILE_BANNER[report.profile])
+    lines.append(f"Data: {'; '.join(m['data']) or 'no runs yet'}.")
+    lines.append(
+        f"Protocol (`{report.profile}`): {p['epochs']} epochs, batch {p['batch_size']}, "
+        f"{p['optimizer']} lr {p['lr']:g}. {p['choices']}"
+    )
+    lines.append(
+        f"Cells: {m['cells_done']} records for {m['rows_done']} of {m['rows']} rows under "
+        f"`{m['runs_dir']}`; mean ± sample std over seeds where a row has several."
+        + (f" {m['stale_records']} records from other configs ignored." if m["stale_records"] else "")
+    )
+    if m["measured_on"]:
+        lines.append(f"Measured on: {', '.join(m['measured_on'])}; code {', '.join(m['commits'])}.")
+    if m["diverged"]:
+        lines.append(f"Diverged during training (loss not finite): {', '.join(m['diverged'])}.")
+    return lines
+
+
+def render_markdown(report: Report) -> str:
+    parts = [f"# {report.spec.title}", ""]
+    parts += [f"> {line}" if i == 0 and report.profile in _PROFILE_BANNER else f"- {line}"
+              for i, line in enumerate(_header_lines(report))]  # fmt: skip
+    parts += ["", _display(report, "±").to_markdown(index=False, disable_numparse=True), ""]
+    parts += ["Paper values are as printed in Pei et al. (2020); ours come from the run records.", ""]
+    conventions = [*CONVENTIONS, _PAPER_FLOP_RULES[report.spec.paper_flops]]
+    parts += ["Conventions:", *[f"- {c}" for c in conventions]]
+    if report.spec.notes:
+        parts += ["", "Notes:", *[f"- {n}" for n in report.spec.notes]]
+    return "\n".join(parts) + "\n"
+
+
+def render_latex(report: Report) -> str:
+    display = _display(report, "±")
+    caption = f"{report.spec.title}. " + " ".join(_header_lines(report))
+    styler = display.style.hide(axis="index").format(escape="latex")
+    styler = styler.format_index(escape="latex", axis=1)
+    caption = caption.replace("**", "").replace("`", "")
+    return styler.to_latex(
+        hrules=True, caption=_latex_text(caption), label=f"tab:{report.spec.name}",
+        column_format="l" + "r" * (display.shape[1] - 1), position_float="centering",
+    )  # fmt: skip
+
+
+_LATEX_SPECIAL = str.maketrans(
+    {c: "\\" + c for c in "&%$#_{}"} | {"~": r"\textasciitilde{}", "^": r"\^{}", "\\": r"\textbackslash{}"}
+)
+
+
+def _latex_text(text: str) -> str:
+    """Escape free text (the caption) as pandas escapes cells."""
+    return text.translate(_LATEX_SPECIAL)
+
+
+def render_csv(report: Report) -> str:
+    return report.frame.to_csv(index=False)
+
+
+def render_json(report: Report) -> str:
+    rows = json.loads(report.frame.to_json(orient="records"))
+    return json.dumps({"meta": report.meta, "rows": rows}, indent=1) + "\n"
+
+
+RENDERERS = {"md": render_markdown, "tex": render_latex, "csv": render_csv, "json": render_json}
+
+
+def write_report(report: Report, out_dir: Path, formats: Iterable[str]) -> list[Path]:
+    """Write each format atomically as ``<out_dir>/<table>.<ext>``."""
+    paths = []
+    for fmt in formats:
+        path = Path(out_dir) / f"{report.spec.name}.{fmt}"
+        try:
+            atomic_write_text(path, RENDERERS[fmt](report))
+        except OSError as exc:
+            raise UserError(f"cannot write {path} ({exc.strerror}); pass --out a writable folder") from None
+        paths.append(path)
+    return paths
+
+
+__all__ = ["COLUMNS", "PROFILES", "Report", "build_report", "default_profile", "write_report"]

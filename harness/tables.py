@@ -1,0 +1,166 @@
+"""What each paper table is, as data: its rows, columns and protocol per profile.
+
+Adding a table means adding a :class:`TableSpec` here (and registering its
+variants in ``registry``); the runner, store and reports need no new code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from registry import variant_info
+
+from .errors import UserError
+
+PROFILES: Mapping[str, str] = MappingProxyType(
+    {
+        "paper": "the paper's protocol on the full datasets (downloaded under --data-root)",
+        "demo": "offline, real data shipped inside installed packages, CPU, minutes; "
+        "not comparable to the paper",
+        "smoke": "seconds on tiny data; what the tests use",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How one cell is trained and tested. Fields the paper leaves open are documented
+    in ``choices`` and shown in every report."""
+
+    dataset: str
+    epochs: int
+    batch_size: int
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    # (epoch, lr) pairs: from that epoch on the learning rate is lr
+    lr_steps: tuple[tuple[int, float], ...] = ()
+    eval_points_per_epoch: int = 4
+    test_batch_size: int = 1000
+    test_repeats: int = 3
+    train_limit: int | None = None
+    test_limit: int | None = None
+    choices: str = ""
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    title: str
+    rows: tuple[str, ...] = ()
+    columns: tuple[str, ...] = ()
+    protocols: Mapping[str, Protocol] = field(default_factory=dict)
+    # how the paper's FLOPs column is derived: "2x_params" or "2x_weights" (biases excluded)
+    paper_flops: str = "2x_params"
+    notes: tuple[str, ...] = ()
+    built: bool = True
+    issue: str = ""
+
+    def protocol(self, profile: str) -> Protocol:
+        if profile not in PROFILES:
+            raise UserError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
+        if profile not in self.protocols:
+            raise UserError(
+                f"{self.name} has no {profile!r} profile; choose one of: {', '.join(self.protocols)}"
+            )
+        return self.protocols[profile]
+
+    def row_label(self, variant: str) -> str:
+        """The paper's label for a row, or the variant's description marked as extra."""
+        info = variant_info(variant)
+        paper = info.paper_row(self.name)
+        return paper.row if paper else f"{info.description} (not in the paper)"
+
+
+_MNIST_CHOICES = (
+    "The paper does not name the optimiser or the activation: Adam (lr 1e-3, the "
+    "TensorFlow default) and ReLU are used. Weights Xavier-uniform, biases zero."
+)
+
+TABLE1 = TableSpec(
+    name="table1",
+    title="Table 1: MNIST test results, feature pooling vs. conv dimension reduction",
+    rows=(
+        "mnist.baseline",
+        "mnist.fp_max_s2",
+        "mnist.fp_max_s4",
+        "mnist.topk_s2",
+        "mnist.topk_s4",
+        "mnist.conv_s2",
+        "mnist.conv_s4",
+    ),
+    columns=(
+        "accuracy",
+        "train_time_s",
+        "test_time_s",
+        "params",
+        "params_M_paper_conv",
+        "flops",
+        "flops_paper_conv",
+    ),
+    protocols=MappingProxyType(
+        {
+            "paper": Protocol(dataset="mnist", epochs=5, batch_size=100, choices=_MNIST_CHOICES),
+            "demo": Protocol(
+                dataset="mnist5k",
+                epochs=3,
+                batch_size=100,
+                choices=_MNIST_CHOICES + " Demo: 3 epochs instead of 5.",
+            ),
+            "smoke": Protocol(
+                dataset="mnist5k",
+                epochs=1,
+                batch_size=50,
+                eval_points_per_epoch=2,
+                test_repeats=1,
+                train_limit=300,
+                test_limit=100,
+                choices=_MNIST_CHOICES + " Smoke: 300 training and 100 test digits, 1 epoch.",
+            ),
+        }
+    ),
+    paper_flops="2x_weights",
+    notes=(
+        "Compression: share of conv2's 32 maps removed before the FC layers (50% = stride 2).",
+        "Paper timings were taken on a GTX 1070 with TensorFlow; ours on the device named above.",
+    ),
+)
+
+
+def _planned(name: str, title: str, issue: str) -> TableSpec:
+    return TableSpec(name=name, title=title, built=False, issue=issue)
+
+
+TABLES: Mapping[str, TableSpec] = MappingProxyType(
+    {
+        t.name: t
+        for t in (
+            TABLE1,
+            _planned("table2", "Table 2: VGG-16 on CIFAR-10, stride 2", "issue 3"),
+            _planned("table3", "Table 3: VGG-16 on CIFAR-10, stride 4", "issue 3"),
+            _planned("table4", "Table 4: denoiser PSNR on BSD500", "issue 4"),
+            _planned("table5", "Table 5: denoiser on CIFAR-10, spatial vs top-k", "issue 4"),
+            _planned("table6", "Table 6: vs BM3D, K-SVD, SURE-GMM, NL-Bayes", "issue 5"),
+            _planned("table7", "Table 7: vs DnCNN on BSD68", "issue 5"),
+            _planned("table8", "Table 8: vs RED-Net on BSD200", "issue 5"),
+            _planned("imagenet", "ResNet-50 on ImageNet", "issue 8"),
+            _planned("adversarial", "FGSM adversarial denoising", "issue 8"),
+        )
+    }
+)
+
+
+def get_table(name: str) -> TableSpec:
+    """The spec of a built table, or a UserError naming the valid choices."""
+    spec = TABLES.get(name)
+    built = [t.name for t in TABLES.values() if t.built]
+    if spec is None:
+        raise UserError(f"unknown table {name!r}; choose one of: {', '.join(built)}")
+    if not spec.built:
+        raise UserError(
+            f"{name} is not built yet ({spec.issue}); tables available now: {', '.join(built)}"
+        )
+    return spec

@@ -1,0 +1,151 @@
+"""The variant registry: architectures by name, and named variants of them.
+
+An *architecture* is a builder function registered with :func:`register_arch`.
+A *variant* is data: an architecture, the keyword arguments that configure it and
+metadata (what it is, which row of which paper table it reproduces and the numbers
+the paper prints there). Variants are declared with :func:`register_variant`;
+names follow ``arch.tag`` and are matched with fnmatch patterns.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Any
+
+from torch import nn
+
+__all__ = [
+    "PaperRow",
+    "VariantInfo",
+    "create_model",
+    "list_archs",
+    "list_variants",
+    "printed_value",
+    "register_arch",
+    "register_variant",
+    "variant_info",
+]
+
+Builder = Callable[..., nn.Module]
+
+_ARCHS: dict[str, Builder] = {}
+_VARIANTS: dict[str, VariantInfo] = {}
+
+
+@dataclass(frozen=True)
+class PaperRow:
+    """One row of a paper table: its label and the values exactly as printed.
+
+    Values are kept as text (``"12.260"``, ``"2.571e7"``, ``"93.25%"``) so that the
+    printed precision survives; :func:`printed_value` turns one into a number.
+    """
+
+    table: str
+    row: str
+    values: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "values", MappingProxyType(dict(self.values)))
+
+    def number(self, column: str) -> float:
+        return printed_value(self.values[column])[0]
+
+
+@dataclass(frozen=True)
+class VariantInfo:
+    """Everything known about a named variant besides its weights."""
+
+    name: str
+    arch: str
+    kwargs: Mapping[str, Any]
+    description: str = ""
+    paper: tuple[PaperRow, ...] = ()
+
+    @property
+    def in_paper(self) -> bool:
+        return bool(self.paper)
+
+    def paper_row(self, table: str) -> PaperRow | None:
+        return next((p for p in self.paper if p.table == table), None)
+
+
+def printed_value(text: str) -> tuple[float, float]:
+    """A printed number and one unit of its last printed digit.
+
+    ``"12.260"`` -> (12.26, 0.001); ``"2.571e7"`` -> (25710000.0, 10000.0);
+    ``"93.25%"`` -> (0.9325, 0.0001), percentages becoming fractions.
+    """
+    scale = Decimal(1)
+    text = text.strip()
+    if text.endswith("%"):
+        text, scale = text[:-1], Decimal("0.01")
+    number = Decimal(text)
+    unit = Decimal(1).scaleb(number.as_tuple().exponent)
+    return float(number * scale), float(unit * scale)
+
+
+def register_arch(name: str) -> Callable[[Builder], Builder]:
+    """Decorator registering an architecture builder under ``name``."""
+
+    def decorate(builder: Builder) -> Builder:
+        if name in _ARCHS:
+            raise ValueError(f"architecture {name!r} is already registered")
+        _ARCHS[name] = builder
+        return builder
+
+    return decorate
+
+
+def register_variant(
+    name: str,
+    arch: str,
+    *,
+    description: str = "",
+    paper: tuple[PaperRow, ...] | list[PaperRow] = (),
+    **kwargs: Any,
+) -> VariantInfo:
+    """Declare a named variant of a registered architecture."""
+    if name in _VARIANTS:
+        raise ValueError(f"variant {name!r} is already registered")
+    if arch not in _ARCHS:
+        raise ValueError(f"variant {name!r} names unknown architecture {arch!r}")
+    info = VariantInfo(name, arch, MappingProxyType(dict(kwargs)), description, tuple(paper))
+    _VARIANTS[name] = info
+    return info
+
+
+def list_variants(pattern: str = "*") -> list[str]:
+    """Registered variant names matching an fnmatch ``pattern``, sorted."""
+    return sorted(n for n in _VARIANTS if fnmatch.fnmatchcase(n, pattern))
+
+
+def list_archs() -> list[str]:
+    return sorted(_ARCHS)
+
+
+def variant_info(name: str) -> VariantInfo:
+    try:
+        return _VARIANTS[name]
+    except KeyError:
+        raise ValueError(_unknown("variant", name, _VARIANTS)) from None
+
+
+def create_model(name: str, **overrides: Any) -> nn.Module:
+    """Build a variant (or a bare architecture) by name; ``overrides`` win over its kwargs."""
+    if name in _VARIANTS:
+        info = _VARIANTS[name]
+        return _ARCHS[info.arch](**{**info.kwargs, **overrides})
+    if name in _ARCHS:
+        return _ARCHS[name](**overrides)
+    raise ValueError(_unknown("variant or architecture", name, {**_VARIANTS, **_ARCHS}))
+
+
+def _unknown(what: str, name: str, known: Mapping[str, Any]) -> str:
+    close = difflib.get_close_matches(name, known, n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(sorted(known))}"
+    return f"unknown {what} {name!r}{hint}"
