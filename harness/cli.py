@@ -29,7 +29,9 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_common(p: argparse.ArgumentParser, *, profile_default: str | None = "paper") -> None:
     p.add_argument("--profile", default=profile_default, help=f"one of {', '.join(PROFILES)}")
-    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="run records (default runs/)")
+    p.add_argument(
+        "--runs-dir", type=Path, default=Path("runs"), help="run records (default runs/)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(run)
     run.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per row (default 1)")
     run.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
-    run.add_argument("--data-root", type=Path, default=Path("data"), help="datasets (default data/)")
+    run.add_argument(
+        "--data-root", type=Path, default=Path("data"), help="datasets (default data/)"
+    )
     run.add_argument("--out", type=Path, default=Path("reports"), help="reports (default reports/)")
     run.add_argument("--force", action="store_true", help="rerun cells that already have records")
     run.add_argument("--no-download", action="store_true", help="never download missing datasets")
@@ -56,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="render tables from run records")
     report.add_argument("tables", nargs="+", metavar="TABLE")
     _add_common(report, profile_default=None)
-    report.add_argument("--format", choices=tuple(RENDERERS), help="one format (default md, tex, csv)")
+    report.add_argument(
+        "--format", choices=tuple(RENDERERS), help="one format (default md, tex, csv)"
+    )
     report.add_argument("--out", type=Path, help="folder for the files (default reports/)")
     return parser
 
@@ -64,7 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_list(_: argparse.Namespace) -> None:
     print("Tables:")
     for spec in TABLES.values():
-        state = f"profiles {', '.join(spec.protocols)}" if spec.built else f"not built yet ({spec.issue})"
+        state = (
+            f"profiles {', '.join(spec.protocols)}"
+            if spec.built
+            else f"not built yet ({spec.issue})"
+        )
         print(f"  {spec.name:<12} {spec.title}  [{state}]")
     print("\nVariants:")
     for name in list_variants():
@@ -92,18 +102,24 @@ def cmd_plan(args: argparse.Namespace) -> None:
     for config in configs:
         variant = config["variant"]
         if variant not in measured_flops:
-            measured_flops[variant] = measure_model(create_model(variant), spec.paper_flops, (1, 28, 28))[
-                "flops"
-            ]
+            measured_flops[variant] = measure_model(
+                create_model(variant), spec.paper_flops, (1, 28, 28)
+            )["flops"]
         record = store.load(config)
         done += record is not None
         cost = 2 * 3 * measured_flops[variant] * n_train * protocol.epochs
         total_flops += 0 if record else cost
-        state = f"done ({record['wall_s']:.0f} s)" if record else f"to run (~{cost / 1e12:.2f} TFLOP)"
+        state = (
+            f"done ({record['wall_s']:.0f} s)" if record else f"to run (~{cost / 1e12:.2f} TFLOP)"
+        )
         print(f"  {config['row']:<42} seed {config['seed']}  {state}")
-    print(f"{done} of {len(configs)} cells done; remaining ~{total_flops / 1e12:.1f} TFLOP of training")
+    print(
+        f"{done} of {len(configs)} cells done; remaining ~{total_flops / 1e12:.1f} TFLOP of training"
+    )
     for device, rate in _ASSUMED_THROUGHPUT.items():
-        print(f"  rough time on {device}: {total_flops / rate / 60:.1f} min (assuming {rate:.0e} FLOP/s)")
+        print(
+            f"  rough time on {device}: {total_flops / rate / 60:.1f} min (assuming {rate:.0e} FLOP/s)"
+        )
 
 
 def cmd_run(args: argparse.Namespace) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gzip
 import importlib.resources
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 from torch import Tensor
 
 from .errors import UserError
+from .store import check_writable_dir
 
 
 @dataclass(frozen=True)
@@ -58,37 +58,36 @@ class DatasetInfo:
     needs_root: bool
 
 
-def check_data_root(root: Path, *, must_write: bool) -> None:
-    """Fail with one line if ``root`` cannot serve as a data folder."""
-    if root.exists() and not root.is_dir():
-        raise UserError(f"--data-root {root} is not a directory; pass a folder for datasets")
-    if must_write:
-        probe = root if root.exists() else next((p for p in root.parents if p.exists()), Path("."))
-        if not os.access(probe, os.W_OK):
-            raise UserError(
-                f"--data-root {root} is not writable; pass a folder you can write to, "
-                "or one that already holds the data"
-            )
-
-
 def _load_mnist(root: Path, download: bool) -> ClassificationData:
     from torchvision.datasets import MNIST
 
-    check_data_root(root, must_write=download)
+    if root.exists() and not root.is_dir():
+        raise UserError(f"--data-root {root} is not a directory; pass a folder for datasets")
     parts = []
     for train in (True, False):
         try:
-            ds = MNIST(str(root), train=train, download=download)
-        except Exception as exc:  # torchvision raises RuntimeError or URLError when offline
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            fetch = "could not be downloaded" if download else "downloads are disabled"
-            raise UserError(
-                f"MNIST is not under {root / 'MNIST' / 'raw'} and {fetch} ({reason}); "
-                "put train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte "
-                "and t10k-labels-idx1-ubyte there, or use --profile demo"
-            ) from None
+            ds = MNIST(str(root), train=train, download=False)
+        except RuntimeError:  # not there yet
+            if not download:
+                raise UserError(_mnist_missing(root, "downloads are disabled")) from None
+            check_writable_dir(root, "--data-root")
+            try:
+                ds = MNIST(str(root), train=train, download=True)
+            except Exception as exc:  # RuntimeError or URLError when offline
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise UserError(
+                    _mnist_missing(root, f"could not be downloaded: {reason}")
+                ) from None
         parts += [ds.data.unsqueeze(1).contiguous(), ds.targets.long()]
     return ClassificationData(*parts, description=f"MNIST via torchvision from {root}")
+
+
+def _mnist_missing(root: Path, why: str) -> str:
+    return (
+        f"MNIST is not under {root / 'MNIST' / 'raw'} and {why}; put train-images-idx3-ubyte, "
+        "train-labels-idx1-ubyte, t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte there "
+        "(or run once with network), or use --profile demo"
+    )
 
 
 def _load_mnist5k(root: Path, download: bool) -> ClassificationData:

@@ -19,10 +19,9 @@ from __future__ import annotations
 import math
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
-
-import warnings
 
 import torch
 from torch import nn
@@ -123,7 +122,9 @@ def paper_convention(model: nn.Module, rule: str) -> dict[str, float]:
         flop_base = params
     elif rule == "2x_weights":
         flop_base = sum(
-            p.numel() for n, p in model.named_parameters() if p.requires_grad and not n.endswith("bias")
+            p.numel()
+            for n, p in model.named_parameters()
+            if p.requires_grad and not n.endswith("bias")
         )
     else:
         raise ValueError(f"unknown paper FLOP rule {rule!r}")

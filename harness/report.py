@@ -31,16 +31,17 @@ class Column:
     header: str
     unit: str
     fmt: str
+    integer: bool = False  # exact counts stay integers in CSV and JSON
 
 
 COLUMNS: dict[str, Column] = {
     "accuracy": Column("Accuracy", "fraction", "{:.4f}"),
     "train_time_s": Column("Train time", "s/epoch", "{:.2f}"),
     "test_time_s": Column("Test time", "s, whole test set", "{:.3f}"),
-    "params": Column("Params", "exact count", "{:,.0f}"),
+    "params": Column("Params", "exact count", "{:,.0f}", integer=True),
     "params_M_paper_conv": Column("Params, paper conv.", "M = 2^20", "{:.3f}"),
-    "flops": Column("FLOPs", "MACs/image, fvcore", "{:.3e}"),
-    "flops_paper_conv": Column("FLOPs, paper conv.", "paper's rule", "{:.3e}"),
+    "flops": Column("FLOPs", "MACs/image, fvcore", "{:.3e}", integer=True),
+    "flops_paper_conv": Column("FLOPs, paper conv.", "paper's rule", "{:.3e}", integer=True),
 }
 
 CONVENTIONS = (
@@ -105,10 +106,15 @@ def build_report(spec: TableSpec, profile: str, store: RunStore) -> Report:
     frame = pd.DataFrame(rows)
     order = ["row", "variant"]
     for col in spec.columns:
-        order += [col] + ([f"{col}_std"] if several else []) + (
-            [f"paper_{col}"] if f"paper_{col}" in frame else []
+        order += (
+            [col]
+            + ([f"{col}_std"] if several else [])
+            + ([f"paper_{col}"] if f"paper_{col}" in frame else [])
         )
     frame = frame[[*order, "n_seeds"]]
+    for col in spec.columns:
+        if COLUMNS[col].integer:
+            frame[col] = frame[col].round().astype("Int64")
     envs = {(r["env"]["device_name"], r["env"]["torch"]) for r in used}
     meta = {
         "table": spec.name,
@@ -165,7 +171,11 @@ def _header_lines(report: Report) -> list[str]:
     lines.append(
         f"Cells: {m['cells_done']} records for {m['rows_done']} of {m['rows']} rows under "
         f"`{m['runs_dir']}`; mean ± sample std over seeds where a row has several."
-        + (f" {m['stale_records']} records from other configs ignored." if m["stale_records"] else "")
+        + (
+            f" {m['stale_records']} records from other configs ignored."
+            if m["stale_records"]
+            else ""
+        )
     )
     if m["measured_on"]:
         lines.append(f"Measured on: {', '.join(m['measured_on'])}; code {', '.join(m['commits'])}.")
@@ -179,7 +189,10 @@ def render_markdown(report: Report) -> str:
     parts += [f"> {line}" if i == 0 and report.profile in _PROFILE_BANNER else f"- {line}"
               for i, line in enumerate(_header_lines(report))]  # fmt: skip
     parts += ["", _display(report, "±").to_markdown(index=False, disable_numparse=True), ""]
-    parts += ["Paper values are as printed in Pei et al. (2020); ours come from the run records.", ""]
+    parts += [
+        "Paper values are as printed in Pei et al. (2020); ours come from the run records.",
+        "",
+    ]
     conventions = [*CONVENTIONS, _PAPER_FLOP_RULES[report.spec.paper_flops]]
     parts += ["Conventions:", *[f"- {c}" for c in conventions]]
     if report.spec.notes:
@@ -200,7 +213,8 @@ def render_latex(report: Report) -> str:
 
 
 _LATEX_SPECIAL = str.maketrans(
-    {c: "\\" + c for c in "&%$#_{}"} | {"~": r"\textasciitilde{}", "^": r"\^{}", "\\": r"\textbackslash{}"}
+    {c: "\\" + c for c in "&%$#_{}"}
+    | {"~": r"\textasciitilde{}", "^": r"\^{}", "\\": r"\textbackslash{}"}
 )
 
 
@@ -229,7 +243,9 @@ def write_report(report: Report, out_dir: Path, formats: Iterable[str]) -> list[
         try:
             atomic_write_text(path, RENDERERS[fmt](report))
         except OSError as exc:
-            raise UserError(f"cannot write {path} ({exc.strerror}); pass --out a writable folder") from None
+            raise UserError(
+                f"cannot write {path} ({exc.strerror}); pass --out a writable folder"
+            ) from None
         paths.append(path)
     return paths
 

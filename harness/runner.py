@@ -65,7 +65,9 @@ class RunSummary:
     skipped: int = 0
 
 
-def measure_model(model: torch.nn.Module, rule: str, input_shape: tuple[int, ...]) -> dict[str, float]:
+def measure_model(
+    model: torch.nn.Module, rule: str, input_shape: tuple[int, ...]
+) -> dict[str, float]:
     """The architecture-only columns (they do not depend on training)."""
     return {
         "params": count_params(model),

@@ -49,7 +49,9 @@ def environment(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
-        name = f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+        name = (
+            f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+        )
     return {
         "device": str(device),
         "device_name": name,
@@ -87,6 +89,21 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def check_writable_dir(path: Path, option: str) -> None:
+    """Create ``path`` if needed and prove a file can be written there, or fail with one line."""
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{option} {path} is not a directory; pass a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".probe.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(
+            f"{option} {path} is not writable ({exc.strerror}); pass a folder you can write to"
+        ) from None
+
+
 class RunStore:
     """Reads and writes run records under one folder."""
 
@@ -95,17 +112,7 @@ class RunStore:
 
     def check_writable(self) -> None:
         """Fail with one line before any work if records could not be saved."""
-        if self.root.exists() and not self.root.is_dir():
-            raise UserError(f"--runs-dir {self.root} is not a directory; pass a folder for run records")
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            fd, probe = tempfile.mkstemp(dir=self.root, prefix=".probe.")
-            os.close(fd)
-            os.unlink(probe)
-        except OSError as exc:
-            raise UserError(
-                f"--runs-dir {self.root} is not writable ({exc.strerror}); pass a folder you can write to"
-            ) from None
+        check_writable_dir(self.root, "--runs-dir")
 
     def path(self, config: dict[str, Any]) -> Path:
         name = f"{config['variant']}-seed{config['seed']}-{config_hash(config)}.json"

@@ -114,8 +114,9 @@ def train_classifier(
     eval_at = _eval_steps(steps_per_epoch, protocol.eval_points_per_epoch)
     stats_batch = data.test_x[:_STATS_BATCH]
     model.train()
-    bar = tqdm(total=protocol.epochs * steps_per_epoch, desc=desc, leave=False, unit="step",
-                disable=None)
+    bar = tqdm(
+        total=protocol.epochs * steps_per_epoch, desc=desc, leave=False, unit="step", disable=None
+    )
     for epoch in range(protocol.epochs):
         for group in optimizer.param_groups:
             group["lr"] = lr_for_epoch(protocol, epoch)
@@ -126,8 +127,8 @@ def train_classifier(
         while step < steps_per_epoch:
             stop = min(s for s in eval_at if s > step)
             with watch:
-                for step in range(step, stop):
-                    idx = order[step * protocol.batch_size : (step + 1) * protocol.batch_size]
+                for i in range(step, stop):
+                    idx = order[i * protocol.batch_size : (i + 1) * protocol.batch_size]
                     loss = F.cross_entropy(model(as_input(data.train_x[idx])), data.train_y[idx])
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
@@ -149,7 +150,9 @@ def train_classifier(
                     **hidden_stats(model, stats_batch),
                 }
             )  # fmt: skip
-            bar.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{result.history[-1]['test_accuracy']:.4f}")
+            bar.set_postfix(
+                loss=f"{mean_loss:.3f}", acc=f"{result.history[-1]['test_accuracy']:.4f}"
+            )
             if result.diverged:
                 break
         result.epoch_times_s.append(watch.elapsed)

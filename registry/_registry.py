@@ -147,5 +147,7 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
 
 def _unknown(what: str, name: str, known: Mapping[str, Any]) -> str:
     close = difflib.get_close_matches(name, known, n=3)
-    hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(sorted(known))}"
+    hint = (
+        f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(sorted(known))}"
+    )
     return f"unknown {what} {name!r}{hint}"

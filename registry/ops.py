@@ -37,9 +37,7 @@ def feature_pool(x: Tensor, stride: int, mode: str = "max") -> Tensor:
     if not isinstance(stride, int) or stride < 1:
         raise ValueError(f"feature_pool stride must be a positive integer, got {stride!r}")
     if channels % stride:
-        raise ValueError(
-            f"feature_pool: {channels} channels are not divisible by stride {stride}"
-        )
+        raise ValueError(f"feature_pool: {channels} channels are not divisible by stride {stride}")
     if stride == 1:
         return x
     groups = x.unflatten(1, (channels // stride, stride))

@@ -36,13 +36,17 @@ class Reduction:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise ValueError(f"unknown reduction kind {self.kind!r}; choose one of {', '.join(KINDS)}")
+            raise ValueError(
+                f"unknown reduction kind {self.kind!r}; choose one of {', '.join(KINDS)}"
+            )
         if not isinstance(self.stride, int) or isinstance(self.stride, bool):
             raise ValueError(f"reduction stride must be an integer, got {self.stride!r}")
         if self.kind == "none" and self.stride != 1:
             raise ValueError("reduction kind 'none' takes stride 1")
         if self.kind != "none" and self.stride < 2:
-            raise ValueError(f"reduction {self.kind!r} needs a stride of 2 or more, got {self.stride}")
+            raise ValueError(
+                f"reduction {self.kind!r} needs a stride of 2 or more, got {self.stride}"
+            )
 
     @property
     def tag(self) -> str:
