@@ -1,4 +1,4 @@
-"""``python -m harness``: list, plan, run and report the paper's tables."""
+"""``python -m harness``: list, plan, run and report the paper's tables; draw its figures."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from registry import list_variants, variant_info
 
 from .data import DATASETS
 from .errors import UserError
+from .figures import FIGURES_DIR, figure_names, make_figures, write_table_plot
 from .report import RENDERERS, build_report, default_profile, write_report
 from .runner import resolve_device, run_table, table_cells
 from .store import RunStore
@@ -64,6 +65,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", choices=tuple(RENDERERS), help="one format (default md, tex, csv)"
     )
     report.add_argument("--out", type=Path, help="folder for the files (default reports/)")
+
+    figures = sub.add_parser("figures", help="draw the paper's figures and the tables' plots")
+    figures.add_argument("names", nargs="*", metavar="FIGURE",
+                         help=f"any of {', '.join(figure_names())} (default: all that can be drawn)")  # fmt: skip
+    _add_common(figures, profile_default=None)
+    figures.add_argument("--out", type=Path, default=Path("reports") / FIGURES_DIR,
+                         help=f"folder for the PNG and PDF files (default reports/{FIGURES_DIR}/)")  # fmt: skip
+    figures.add_argument(
+        "--data-root", type=Path, default=Path("data"), help="datasets (default data/)"
+    )
+    figures.add_argument(
+        "--run", action="store_true", help="first run the missing cells the figures need (one seed)"
+    )
     return parser
 
 
@@ -136,7 +150,8 @@ def cmd_run(args: argparse.Namespace) -> None:
             data_root=args.data_root, download=not args.no_download, force=args.force,
         )  # fmt: skip
         report = build_report(spec, args.profile, store)
-        for path in write_report(report, args.out, ("md", "tex", "csv")):
+        plot = write_table_plot(report, args.out)  # before the Markdown, which links it
+        for path in [*plot, *write_report(report, args.out, ("md", "tex", "csv"))]:
             print(f"wrote {path}")
 
 
@@ -149,11 +164,26 @@ def cmd_report(args: argparse.Namespace) -> None:
             sys.stdout.write(RENDERERS[args.format](report))
             continue
         formats = (args.format,) if args.format else ("md", "tex", "csv")
-        for path in write_report(report, args.out or Path("reports"), formats):
+        out = args.out or Path("reports")
+        plot = write_table_plot(report, out) if "md" in formats else []
+        for path in [*plot, *write_report(report, out, formats)]:
             print(f"wrote {path}")
 
 
-COMMANDS = {"list": cmd_list, "plan": cmd_plan, "run": cmd_run, "report": cmd_report}
+def cmd_figures(args: argparse.Namespace) -> None:
+    make_figures(
+        args.names, store=RunStore(args.runs_dir), profile=args.profile, out_dir=args.out,
+        data_root=args.data_root, run=args.run,
+    )  # fmt: skip
+
+
+COMMANDS = {
+    "list": cmd_list,
+    "plan": cmd_plan,
+    "run": cmd_run,
+    "report": cmd_report,
+    "figures": cmd_figures,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

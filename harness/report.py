@@ -189,6 +189,8 @@ def render_markdown(report: Report) -> str:
     parts += [f"> {line}" if i == 0 and report.profile in _PROFILE_BANNER else f"- {line}"
               for i, line in enumerate(_header_lines(report))]  # fmt: skip
     parts += ["", _display(report, "±").to_markdown(index=False, disable_numparse=True), ""]
+    if report.meta.get("figure"):  # set by harness.figures.write_table_plot
+        parts += [f"![{report.spec.title}]({report.meta['figure']})", ""]
     parts += [
         "Paper values are as printed in Pei et al. (2020); ours come from the run records.",
         "",

@@ -122,6 +122,7 @@ def run_table(
             model, data, protocol, seed=config["seed"], device=device,
             desc=f"[{i}/{len(pending)}] {config['variant']} seed {config['seed']}",
         )  # fmt: skip
+        weights = store.save_weights(config, model.state_dict())
         record = {
             "schema": SCHEMA,
             "status": "complete",
@@ -131,6 +132,7 @@ def run_table(
             "metrics": {**result.metrics, **measured},
             "diverged": result.diverged,
             "history": result.history,
+            "weights": weights.name,
             "epoch_times_s": result.epoch_times_s,
             "test_times_s": result.test_times_s,
             "data": data.description,

@@ -1,6 +1,7 @@
 """The run store: one JSON record per cell, keyed by a hash of its resolved config.
 
-Layout: ``<runs>/<table>/<profile>/<variant>-seed<k>-<hash>.json``. A record is
+Layout: ``<runs>/<table>/<profile>/<variant>-seed<k>-<hash>.json``, with the cell's
+final weights beside it as ``.pt`` (a state dict, read back weights-only). A record is
 written once, when its cell has finished, through a temporary file and an atomic
 rename, so a killed run never leaves a half-written record and a rerun picks up
 exactly the cells that are missing.
@@ -10,8 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
+import pickle
 import platform
 import subprocess
 import tempfile
@@ -76,11 +79,16 @@ def _git_commit() -> str | None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that readers see the old file or the whole new one."""
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -102,6 +110,20 @@ def check_writable_dir(path: Path, option: str) -> None:
         raise UserError(
             f"{option} {path} is not writable ({exc.strerror}); pass a folder you can write to"
         ) from None
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A saved state dict, refusing any file that holds more than tensors (no arbitrary pickle)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"weights file {path} is missing; rerun its table with --force") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"refusing to load {path}: not a plain tensor file ({reason})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"refusing to load {path}: not a state dict of tensors")
+    return state
 
 
 class RunStore:
@@ -130,6 +152,27 @@ class RunStore:
         path = self.path(record["config"])
         atomic_write_text(path, json.dumps(jsonable(record), indent=1, sort_keys=True))
         return path
+
+    def save_weights(self, config: dict[str, Any], state: dict[str, torch.Tensor]) -> Path:
+        """Write a cell's final weights beside its record (same name, ``.pt``), atomically.
+
+        Saved before the record, so every finished record's weights exist.
+        """
+        buffer = io.BytesIO()
+        torch.save({k: v.detach().cpu() for k, v in state.items()}, buffer)
+        path = self.path(config).with_suffix(".pt")
+        atomic_write_bytes(path, buffer.getvalue())
+        return path
+
+    def load_weights(self, record: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The weights a record names, through torch's weights-only loader."""
+        config = record["config"]
+        if not record.get("weights"):
+            raise UserError(
+                f"the {config['variant']} seed {config['seed']} record in {self.root} has no "
+                f"saved weights (made before weights were saved); rerun {config['table']} with --force"
+            )
+        return load_tensors(self.path(config).parent / Path(record["weights"]).name)
 
     def records(self, table: str, profile: str | None = None) -> Iterator[dict[str, Any]]:
         """Every finished record of ``table`` (optionally one profile), unreadable ones skipped."""

