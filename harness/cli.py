@@ -16,6 +16,7 @@ from .report import RENDERERS, build_report, default_profile, write_report
 from .runner import resolve_device, run_table, table_cells
 from .store import RunStore
 from .tables import PROFILES, TABLES, get_table
+from .train import AMP_MODES, Runtime
 
 # Rough sustained throughput for plan's estimate (FLOP/s, training); records beat it.
 _ASSUMED_THROUGHPUT = {"cpu": 5e10, "cuda": 2e13}
@@ -57,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=Path("reports"), help="reports (default reports/)")
     run.add_argument("--force", action="store_true", help="rerun cells that already have records")
     run.add_argument("--no-download", action="store_true", help="never download missing datasets")
+    run.add_argument("--amp", choices=AMP_MODES, default="off",
+                     help="bf16: train and test under bfloat16 autocast (default off)")  # fmt: skip
+    run.add_argument("--compile", action="store_true", help="torch.compile each model")
 
     report = sub.add_parser("report", help="render tables from run records")
     report.add_argument("tables", nargs="+", metavar="TABLE")
@@ -94,7 +98,7 @@ def cmd_list(_: argparse.Namespace) -> None:
     for name in list_variants():
         info = variant_info(name)
         where = ", ".join(f"{p.table}: {p.row}" for p in info.paper) or "not in the paper"
-        print(f"  {name:<20} {info.description}  [{where}]")
+        print(f"  {name:<24} {info.description}  [{where}]")
     print("\nProfiles:")
     for name, text in PROFILES.items():
         print(f"  {name:<7} {text}")
@@ -117,7 +121,7 @@ def cmd_plan(args: argparse.Namespace) -> None:
         variant = config["variant"]
         if variant not in measured_flops:
             measured_flops[variant] = measure_model(
-                create_model(variant), spec.paper_flops, (1, 28, 28)
+                create_model(variant), spec.paper_flops, dataset.shape
             )["flops"]
         record = store.load(config)
         done += record is not None
@@ -148,6 +152,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         run_table(
             spec, profile=args.profile, seeds=args.seeds, device=device, store=store,
             data_root=args.data_root, download=not args.no_download, force=args.force,
+            runtime=Runtime(amp=args.amp, compile=args.compile),
         )  # fmt: skip
         report = build_report(spec, args.profile, store)
         plot = write_table_plot(report, args.out)  # before the Markdown, which links it

