@@ -52,6 +52,10 @@ class ClassificationData:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
 
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train_x.shape[1:])
+
     def limited(self, train: int | None, test: int | None) -> ClassificationData:
         return replace(
             self, train_x=self.train_x[:train], train_y=self.train_y[:train],

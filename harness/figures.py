@@ -406,19 +406,20 @@ def _time_bars(report: Report) -> Figure:
     return fig
 
 
-def _accuracy_vs_params(report: Report) -> Figure:
-    """Each row a labelled point (ours filled, the paper's hollow, joined by a dotted line)."""
+def _accuracy_vs_params(report: Report, metric: str = "accuracy") -> Figure:
+    """Each row a labelled point (ours filled, the paper's hollow, joined by a dotted line);
+    ``metric`` is ``accuracy`` or ``top1``."""
     f = report.frame
     ours_x = (
         _values(f, "params_M_paper_conv")
         if "params_M_paper_conv" in f
         else _values(f, "params") / 2**20
     )
-    ours = np.stack([ours_x, _values(f, "accuracy") * 100], 1)
+    ours = np.stack([ours_x, _values(f, metric) * 100], 1)
     paper = np.stack(
-        [_values(f, "paper_params_M_paper_conv"), _values(f, "paper_accuracy") * 100], 1
+        [_values(f, "paper_params_M_paper_conv"), _values(f, f"paper_{metric}") * 100], 1
     )
-    std = _values(f, "accuracy_std") * 100
+    std = _values(f, f"{metric}_std") * 100
     fig = new_figure(SINGLE_COLUMN_IN, 2.9)
     ax = fig.add_subplot()
     for i, (variant, label) in enumerate(zip(f["variant"], f["row"], strict=True)):
@@ -432,7 +433,8 @@ def _accuracy_vs_params(report: Report) -> Figure:
         anchor = ours[i] if not np.isnan(ours[i]).any() else paper[i]
         if not np.isnan(anchor).any():
             ax.annotate(label, anchor, xytext=(3, 2), textcoords="offset points", fontsize=6)
-    ax.set(xlabel="parameters (M = 2^20)", ylabel="test accuracy (%)")
+    ylabel = "top-1 accuracy (%)" if metric == "top1" else "test accuracy (%)"
+    ax.set(xlabel="parameters (M = 2^20)", ylabel=ylabel)
     ax.legend(handles=_ours_and_paper(lines=False))
     return fig
 
@@ -468,6 +470,8 @@ def table_plot(report: Report) -> Drawn:
         fig = _psnr_curves(report, sigmas)
     elif {"accuracy", "params"} <= set(frame):
         fig = _accuracy_vs_params(report)
+    elif {"top1", "params"} <= set(frame):
+        fig = _accuracy_vs_params(report, "top1")
     else:
         raise UserError(f"{report.spec.name} has no columns that a plot is defined for")
     fig.suptitle(wrap(report.spec.title, fig.get_figwidth()))

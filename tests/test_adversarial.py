@@ -1,0 +1,50 @@
+"""FGSM against small random-weight models on fixture JPEGs; offline weight handling."""
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torchvision import datasets, transforms
+
+from harness.adversarial import Normalized, attack_and_denoise, fgsm, resnet101
+from harness.errors import UserError
+from tests.fixtures import write_image_folder
+
+
+@pytest.fixture
+def images(tmp_path):
+    root = write_image_folder(tmp_path, n_val=3)
+    folder = datasets.ImageFolder(str(root / "val"), transforms.ToTensor())
+    x, y = zip(*(folder[i] for i in range(len(folder))), strict=True)
+    return torch.stack(x), torch.tensor(y)
+
+
+def _small_classifier() -> nn.Module:
+    torch.manual_seed(0)
+    return Normalized(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(3)))
+
+
+def test_fgsm_raises_the_loss_within_epsilon(images):
+    x, y = images
+    model = _small_classifier()
+    model(x)  # materialise the lazy layer
+    adv = fgsm(model, x, y, epsilon=4 / 255)
+    with torch.no_grad():
+        assert F.cross_entropy(model(adv), y) > F.cross_entropy(model(x), y)
+    assert (adv - x).abs().max() <= 4 / 255 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+
+
+def test_attack_and_denoise_counts_three_accuracies(images):
+    model = _small_classifier()
+    model(images[0])
+    result = attack_and_denoise(model, nn.Identity(), [images], 8 / 255, torch.device("cpu"))
+    assert set(result) == {"top1_clean", "top1_adversarial", "top1_denoised"}
+    assert result["top1_denoised"] == result["top1_adversarial"]  # identity "denoiser"
+    assert all(0 <= v <= 1 for v in result.values())
+
+
+def test_missing_resnet101_weights_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(UserError, match="ResNet-101 ImageNet weights are not at") as err:
+        resnet101(pretrained=True)
+    assert "\n" not in str(err.value)
