@@ -9,9 +9,12 @@ from pathlib import Path
 
 from registry import list_variants, variant_info
 
+from .bench import add_bench_parser, cmd_bench
 from .data import DATASETS
+from .distributed import is_main
 from .errors import UserError
 from .figures import FIGURES_DIR, figure_names, make_figures, write_table_plot
+from .imagenet import FOLDER_SETS
 from .report import RENDERERS, build_report, default_profile, write_report
 from .runner import resolve_device, run_table, table_cells
 from .store import RunStore
@@ -41,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     sub.add_parser("list", help="tables, variants and profiles")
+    add_bench_parser(sub)
 
     plan = sub.add_parser("plan", help="cells of a table, which are done, rough cost")
     plan.add_argument("table")
@@ -61,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--amp", choices=AMP_MODES, default="off",
                      help="bf16: train and test under bfloat16 autocast (default off)")  # fmt: skip
     run.add_argument("--compile", action="store_true", help="torch.compile each model")
+    run.add_argument("--test-dir", type=Path, help="denoising tables: test on this folder of images")
 
     report = sub.add_parser("report", help="render tables from run records")
     report.add_argument("tables", nargs="+", metavar="TABLE")
@@ -69,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", choices=tuple(RENDERERS), help="one format (default md, tex, csv)"
     )
     report.add_argument("--out", type=Path, help="folder for the files (default reports/)")
+    report.add_argument("--test-dir", type=Path, help="denoising tables: the --test-dir of the run")
 
     figures = sub.add_parser("figures", help="draw the paper's figures and the tables' plots")
     figures.add_argument("names", nargs="*", metavar="FIGURE",
@@ -113,16 +119,21 @@ def cmd_plan(args: argparse.Namespace) -> None:
     protocol = spec.protocol(args.profile)
     store = RunStore(args.runs_dir)
     configs = table_cells(spec, args.profile, args.seeds)
-    dataset = DATASETS[protocol.dataset]
-    n_train = min(dataset.train_size, protocol.train_limit or dataset.train_size)
-    print(f"{spec.title} — profile {args.profile}, {args.seeds} seed(s), data: {dataset.summary}")
+    if protocol.dataset in DATASETS or protocol.dataset in FOLDER_SETS:
+        dataset = DATASETS.get(protocol.dataset) or FOLDER_SETS[protocol.dataset]
+        n_train = min(dataset.train_size, protocol.train_limit or dataset.train_size)
+        shape, summary = dataset.shape, dataset.summary
+    else:  # denoising training images: patches of photographs, or COCO resized to 224
+        side = protocol.patch_size or 224
+        n_train, shape = protocol.train_limit or 0, (3, side, side)
+        summary = f"{n_train} {side}x{side} {protocol.dataset} images"
+    print(f"{spec.title} — profile {args.profile}, {args.seeds} seed(s), data: {summary}")
     total_flops, done, measured_flops = 0.0, 0, {}
     for config in configs:
         variant = config["variant"]
         if variant not in measured_flops:
-            measured_flops[variant] = measure_model(
-                create_model(variant), spec.paper_flops, dataset.shape
-            )["flops"]
+            model = create_model(variant, **dict(protocol.model_kwargs))
+            measured_flops[variant] = measure_model(model, spec.paper_flops, shape)["flops"]
         record = store.load(config)
         done += record is not None
         cost = 2 * 3 * measured_flops[variant] * n_train * protocol.epochs
@@ -130,7 +141,8 @@ def cmd_plan(args: argparse.Namespace) -> None:
         state = (
             f"done ({record['wall_s']:.0f} s)" if record else f"to run (~{cost / 1e12:.2f} TFLOP)"
         )
-        print(f"  {config['row']:<42} seed {config['seed']}  {state}")
+        sigma = f" sigma {config['sigma']}" if "sigma" in config else ""
+        print(f"  {config['row']:<42}{sigma} seed {config['seed']}  {state}")
     print(
         f"{done} of {len(configs)} cells done; remaining ~{total_flops / 1e12:.1f} TFLOP of training"
     )
@@ -144,7 +156,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     specs = [get_table(name) for name in args.tables]
     for spec in specs:  # validate everything before any work
         spec.protocol(args.profile)
-        table_cells(spec, args.profile, args.seeds)
+        table_cells(spec, args.profile, args.seeds, args.test_dir)
     device = resolve_device(args.device)
     store = RunStore(args.runs_dir)
     store.check_writable()
@@ -152,9 +164,11 @@ def cmd_run(args: argparse.Namespace) -> None:
         run_table(
             spec, profile=args.profile, seeds=args.seeds, device=device, store=store,
             data_root=args.data_root, download=not args.no_download, force=args.force,
-            runtime=Runtime(amp=args.amp, compile=args.compile),
+            runtime=Runtime(amp=args.amp, compile=args.compile), test_dir=args.test_dir,
         )  # fmt: skip
-        report = build_report(spec, args.profile, store)
+        if not is_main():  # under torchrun only rank 0 writes reports
+            continue
+        report = build_report(spec, args.profile, store, test_dir=args.test_dir)
         plot = write_table_plot(report, args.out)  # before the Markdown, which links it
         for path in [*plot, *write_report(report, args.out, ("md", "tex", "csv"))]:
             print(f"wrote {path}")
@@ -164,7 +178,8 @@ def cmd_report(args: argparse.Namespace) -> None:
     specs = [get_table(name) for name in args.tables]
     store = RunStore(args.runs_dir)
     for spec in specs:
-        report = build_report(spec, args.profile or default_profile(spec, store), store)
+        profile = args.profile or default_profile(spec, store)
+        report = build_report(spec, profile, store, test_dir=args.test_dir)
         if args.format in ("csv", "json") and args.out is None:
             sys.stdout.write(RENDERERS[args.format](report))
             continue
@@ -188,6 +203,7 @@ COMMANDS = {
     "run": cmd_run,
     "report": cmd_report,
     "figures": cmd_figures,
+    "bench": cmd_bench,
 }
 
 

@@ -17,8 +17,10 @@ class ImageResultCache:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self._results: dict[str, dict[str, Any]] = {}
-        if self.path.is_file():
-            for line in self.path.read_text().splitlines():
+        text = self.path.read_text() if self.path.is_file() else ""
+        self._cut_short = bool(text) and not text.endswith("\n")
+        if text:
+            for line in text.splitlines():
                 try:
                     entry = json.loads(line)
                 except json.JSONDecodeError:
@@ -34,7 +36,9 @@ class ImageResultCache:
     def add(self, entry: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as handle:
-            handle.write(json.dumps(entry, sort_keys=True) + "\n")
+            # after a line cut short by a kill, start a fresh line
+            handle.write("\n" * self._cut_short + json.dumps(entry, sort_keys=True) + "\n")
+            self._cut_short = False
             handle.flush()
             os.fsync(handle.fileno())
         self._results[entry["image"]] = entry

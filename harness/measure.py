@@ -9,7 +9,8 @@ Conventions, stated once and shown in the reports:
   (Tables 2-3) or 2 x the weights without biases (Table 1), chosen per table.
 * ``flops``: the true forward cost of one image, counted by fvcore where one
   multiply-add counts as one (MACs). Ops fvcore does not count are given handles
-  here: each comparison in max/min reductions and ReLU counts one, top-k counts
+  here: each comparison in max/min reductions counts one, as does each output element
+  of ReLU, tanh, add, sub, mul and div; top-k counts
   C*ceil(log2 C) comparisons per pixel (a comparison sort over C channels). Any op
   left without a handle raises instead of being counted as zero.
 """
@@ -71,10 +72,17 @@ _EXTRA_HANDLES = {
     "aten::amin": _reduction_comparisons,
     "aten::max_pool2d": _reduction_comparisons,
     "aten::topk": _topk_comparisons,
+    # top-k pooling traces as a stable sort: sort.stable(self, stable, dim, descending)
+    # has dim third, as topk(self, k, dim, ...) does, and costs the same comparisons
+    "aten::sort": _topk_comparisons,
     "aten::relu": _elementwise,
     "aten::relu_": _elementwise,
     "aten::add": _elementwise,
     "aten::add_": _elementwise,
+    "aten::sub": _elementwise,
+    "aten::mul": _elementwise,
+    "aten::div": _elementwise,
+    "aten::tanh": _elementwise,
 }
 
 

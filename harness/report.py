@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,8 @@ class Column:
 
 COLUMNS: dict[str, Column] = {
     "accuracy": Column("Accuracy", "fraction", "{:.4f}"),
+    "top1": Column("Top-1", "fraction", "{:.5f}"),
+    "top5": Column("Top-5", "fraction", "{:.5f}"),
     "train_time_s": Column("Train time", "s/epoch", "{:.2f}"),
     "test_time_s": Column("Test time", "s, whole test set", "{:.3f}"),
     "params": Column("Params", "exact count", "{:,.0f}", integer=True),
@@ -52,9 +55,38 @@ CONVENTIONS = (
     "test set after a warm-up pass.",
     "params: exact trainable parameters; params (paper conv.): the same in units of 2^20, "
     "as the paper counts.",
-    "FLOPs: true forward cost of one image, fvcore, one multiply-add = 1, comparisons "
-    "(feature pooling, ReLU) = 1, top-k = C*ceil(log2 C) per pixel. FLOPs (paper conv.): "
+    "FLOPs: true forward cost of one image, fvcore, one multiply-add = 1, comparisons and "
+    "elementwise ops (feature pooling, ReLU, tanh, add) = 1, top-k = C*ceil(log2 C) per pixel. FLOPs (paper conv.): "
     "the paper's column, about twice a parameter count (the rule for this table is below).",
+)
+
+_SIGMA_COLUMN = re.compile(r"(psnr|noisy_psnr|ssim)_sigma(\d+)")
+_SIGMA_HEADERS = {
+    "psnr": ("PSNR", "dB"),
+    "noisy_psnr": ("Noisy PSNR", "dB"),
+    "ssim": ("SSIM", "0..1"),
+}
+
+
+def column(name: str) -> Column:
+    """Display facts of a report column, including the per-noise-level ones."""
+    match = _SIGMA_COLUMN.fullmatch(name)
+    if match:
+        header, unit = _SIGMA_HEADERS[match[1]]
+        return Column(f"{header} σ={match[2]}", unit, "{:.3f}" if match[1] == "ssim" else "{:.2f}")
+    return COLUMNS[name]
+
+
+DENOISING_CONVENTIONS = (
+    "PSNR: Gaussian noise of std sigma (0-255 scale) added unclipped, drawn from (image, "
+    "sigma, seed) alone; the estimate clamped to [0, 1] and rounded to 8 bits; "
+    "10*log10(255^2/MSE) over all pixels and channels, no border crop; mean over the test "
+    "images. Noisy PSNR: the noisy input under the same rule. SSIM: scikit-image, 8-bit, 7x7.",
+    "train time: median over epochs of one epoch's synchronised training time; test time: "
+    "synchronised forward passes summed over the whole test set (metrics and file reading "
+    "excluded).",
+    CONVENTIONS[2],
+    CONVENTIONS[3],
 )
 
 _PAPER_FLOP_RULES = {
@@ -84,25 +116,44 @@ def default_profile(spec: TableSpec, store: RunStore) -> str:
     return newest["config"]["profile"] if newest else "paper"
 
 
-def build_report(spec: TableSpec, profile: str, store: RunStore) -> Report:
+def _column_values(records: list[dict[str, Any]], col: str) -> pd.Series:
+    """One value per seed: ``psnr_sigma25`` reads ``psnr`` from the sigma-25 records;
+    other columns are averaged over a seed's noise levels (one value when there are none)."""
+    match = _SIGMA_COLUMN.fullmatch(col)
+    if match:
+        metric, sigma = match[1], int(match[2])
+        records = [r for r in records if r["config"].get("sigma") == sigma]
+        values = {r["config"]["seed"]: r["metrics"].get(metric, math.nan) for r in records}
+    else:
+        per_seed: dict[int, list[float]] = {}
+        for r in records:
+            per_seed.setdefault(r["config"]["seed"], []).append(r["metrics"].get(col, math.nan))
+        values = {seed: sum(v) / len(v) for seed, v in per_seed.items()}
+    return pd.Series(list(values.values()), dtype=float)
+
+
+def build_report(
+    spec: TableSpec, profile: str, store: RunStore, test_dir: Path | None = None
+) -> Report:
     spec.protocol(profile)  # validates the profile
     records = list(store.records(spec.name, profile))
     rows, used = [], []
     several = False
     for variant in spec.rows:
-        key = cell_key(cell_config(spec, variant, profile, 0))
+        key = cell_key(cell_config(spec, variant, profile, 0, test_dir=test_dir))
         mine = [r for r in records if r.get("cell_key") == key]
         used += mine
         row: dict[str, Any] = {"row": spec.row_label(variant), "variant": variant}
         paper = variant_info(variant).paper_row(spec.name)
         for col in spec.columns:
-            values = pd.Series([r["metrics"].get(col, math.nan) for r in mine], dtype=float)
+            values = _column_values(mine, col)
             row[col] = values.mean() if len(values) else math.nan
             row[f"{col}_std"] = values.std(ddof=1) if len(values) > 1 else math.nan
             if paper and col in paper.values:
                 row[f"paper_{col}"] = paper.number(col)
-        row["n_seeds"] = len(mine)
-        several |= len(mine) > 1
+        seeds = {r["config"]["seed"] for r in mine}
+        row["n_seeds"] = len(seeds)
+        several |= len(seeds) > 1
         rows.append(row)
     frame = pd.DataFrame(rows)
     order = ["row", "variant"]
@@ -114,7 +165,7 @@ def build_report(spec: TableSpec, profile: str, store: RunStore) -> Report:
         )
     frame = frame[[*order, "n_seeds"]]
     for col in spec.columns:
-        if COLUMNS[col].integer:
+        if column(col).integer:
             frame[col] = frame[col].round().astype("Int64")
     envs = {(r["env"]["device_name"], r["env"]["torch"]) for r in used}
     meta = {
@@ -131,6 +182,7 @@ def build_report(spec: TableSpec, profile: str, store: RunStore) -> Report:
         "execution": sorted({_execution(r) for r in used}),
         "protocol": cell_config(spec, spec.rows[0], profile, 0)["protocol"],
         "diverged": sorted({r["config"]["variant"] for r in used if r.get("diverged")}),
+        "image_notes": sorted({n for r in used for n in r.get("notes", [])}),
         "runs_dir": str(store.root / spec.name / profile),
     }
     return Report(spec, profile, frame, meta)
@@ -149,7 +201,7 @@ def _display(report: Report, pm: str) -> pd.DataFrame:
     f = report.frame
     out = pd.DataFrame({"Row": f["row"]})
     for col in report.spec.columns:
-        c = COLUMNS[col]
+        c = column(col)
         head = f"{c.header} ({c.unit})"
 
         def show(v: float, fmt: str = c.fmt) -> str:
@@ -194,6 +246,8 @@ def _header_lines(report: Report) -> list[str]:
         )
     if m["diverged"]:
         lines.append(f"Diverged during training (loss not finite): {', '.join(m['diverged'])}.")
+    if m["image_notes"]:
+        lines.append(f"Test images converted: {'; '.join(m['image_notes'])}.")
     return lines
 
 
@@ -208,7 +262,8 @@ def render_markdown(report: Report) -> str:
         "Paper values are as printed in Pei et al. (2020); ours come from the run records.",
         "",
     ]
-    conventions = [*CONVENTIONS, _PAPER_FLOP_RULES[report.spec.paper_flops]]
+    base = DENOISING_CONVENTIONS if report.spec.task == "denoising" else CONVENTIONS
+    conventions = [*base, _PAPER_FLOP_RULES[report.spec.paper_flops]]
     parts += ["Conventions:", *[f"- {c}" for c in conventions]]
     if report.spec.notes:
         parts += ["", "Notes:", *[f"- {n}" for n in report.spec.notes]]

@@ -13,17 +13,26 @@ import torch
 
 from registry import create_model, variant_info
 
-from .data import DATASETS, load_classification
+from . import distributed
+from .data import ClassificationData, load_classification
+from .denoise import DenoiseData, load_denoise_data, run_denoise_cell
 from .errors import UserError
+from .imagenet import FOLDER_SETS, FolderData, open_folders, run_folder_cell
 from .measure import count_flops, count_params, paper_convention
 from .store import SCHEMA, RunStore, config_hash, environment, jsonable
-from .tables import TableSpec
-from .train import Runtime, train_classifier
+from .tables import Protocol, TableSpec
+from .train import Runtime, TrainResult, train_classifier
 
 
-def cell_config(spec: TableSpec, variant: str, profile: str, seed: int) -> dict[str, Any]:
+def cell_config(
+    spec: TableSpec, variant: str, profile: str, seed: int, sigma: int | None = None,
+    test_dir: Path | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """Everything that determines a cell's result; its hash names the record."""
     info = variant_info(variant)
+    extra: dict[str, Any] = {} if sigma is None else {"sigma": sigma}
+    if test_dir is not None:
+        extra["test_dir"] = str(Path(test_dir).resolve())
     return {
         "schema": SCHEMA,
         "table": spec.name,
@@ -35,18 +44,29 @@ def cell_config(spec: TableSpec, variant: str, profile: str, seed: int) -> dict[
         "seed": seed,
         "protocol": jsonable(spec.protocol(profile)),
         "paper_flops": spec.paper_flops,
+        **extra,
     }
 
 
 def cell_key(config: dict[str, Any]) -> str:
-    """The hash of a config without its seed: records of one row share it."""
-    return config_hash({k: v for k, v in config.items() if k != "seed"})
+    """The hash of a config without its seed and noise level: records of one row share it."""
+    return config_hash({k: v for k, v in config.items() if k not in ("seed", "sigma")})
 
 
-def table_cells(spec: TableSpec, profile: str, seeds: int) -> list[dict[str, Any]]:
+def table_cells(
+    spec: TableSpec, profile: str, seeds: int, test_dir: Path | None = None
+) -> list[dict[str, Any]]:
+    """Rows x noise levels (denoising tables) x seeds, in the paper's row order."""
     if seeds < 1:
         raise UserError(f"--seeds must be 1 or more, got {seeds}")
-    return [cell_config(spec, v, profile, s) for v in spec.rows for s in range(seeds)]
+    if test_dir is not None and spec.task != "denoising":
+        raise UserError(f"--test-dir applies to denoising tables; {spec.name} is {spec.task}")
+    return [
+        cell_config(spec, v, profile, s, sigma, test_dir)
+        for v in spec.rows
+        for sigma in spec.sigmas or (None,)
+        for s in range(seeds)
+    ]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -57,6 +77,11 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu", "cuda"):
         raise UserError(f"unknown device {name!r}; choose one of: cpu, cuda, auto")
     return torch.device(name)
+
+
+def _say(line: str) -> None:
+    """Progress lines, flushed so that logs redirected to a file show them as they happen."""
+    print(line, flush=True)
 
 
 @dataclass
@@ -76,6 +101,33 @@ def measure_model(
     }
 
 
+def _classify_cell(
+    model: torch.nn.Module, data: ClassificationData, protocol: Protocol, config: dict[str, Any],
+    *, store: RunStore, device: torch.device, desc: str, runtime: Runtime, save_weights: bool,
+) -> tuple[TrainResult, Path | None]:  # fmt: skip
+    result = train_classifier(
+        model, data, protocol, seed=config["seed"], device=device, desc=desc, runtime=runtime
+    )
+    weights = store.save_weights(config, model.state_dict()) if save_weights else None
+    return result, weights
+
+
+def _load_data(
+    spec: TableSpec, protocol: Protocol, data_root: Path, download: bool, device: torch.device,
+    test_dir: Path | None,
+) -> ClassificationData | DenoiseData | FolderData:  # fmt: skip
+    if protocol.dataset in FOLDER_SETS:  # JPEG folders read through DataLoaders
+        return open_folders(protocol.dataset, data_root)
+    if spec.task == "denoising":
+        return load_denoise_data(
+            protocol, data_root, download=download, device=device, test_dir=test_dir
+        )
+    return load_classification(
+        protocol.dataset, data_root, download=download,
+        train_limit=protocol.train_limit, test_limit=protocol.test_limit,
+    ).to(device)  # fmt: skip
+
+
 def run_table(
     spec: TableSpec,
     *,
@@ -87,11 +139,20 @@ def run_table(
     download: bool = True,
     force: bool = False,
     runtime: Runtime = Runtime(),
-    log: Callable[[str], None] = print,
+    test_dir: Path | None = None,
+    log: Callable[[str], None] = _say,
 ) -> RunSummary:
     """Run every cell of ``spec`` that has no finished record (all of them with ``force``)."""
     protocol = spec.protocol(profile)
-    configs = table_cells(spec, profile, seeds)
+    configs = table_cells(spec, profile, seeds, test_dir)
+    here, device = distributed.setup(device)
+    if here.distributed and protocol.dataset not in FOLDER_SETS:
+        raise UserError(
+            f"{spec.name} keeps its data on one device and runs as one process; torchrun is "
+            "for tables read from image folders (imagenet)"
+        )
+    if not here.is_main:
+        log = _silent
     store.check_writable()
     summary = RunSummary()
     pending = []
@@ -105,47 +166,67 @@ def run_table(
     if not pending:
         return summary
 
-    data = load_classification(
-        protocol.dataset, data_root, download=download,
-        train_limit=protocol.train_limit, test_limit=protocol.test_limit,
-    ).to(device)  # fmt: skip
+    data = _load_data(spec, protocol, data_root, download, device, test_dir)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     env = environment(device)
-    input_shape = tuple(data.train_x.shape[1:])
+    input_shape = data.input_shape
+    measured: dict[str, dict[str, float]] = {}
     for i, config in enumerate(pending, 1):
+        if force:
+            store.discard(config)
         started, clock = datetime.now(UTC), time.perf_counter()
         torch.manual_seed(config["seed"])
-        model = create_model(config["variant"])
-        measured = measure_model(model, spec.paper_flops, input_shape)
+        model = create_model(config["variant"], **dict(protocol.model_kwargs))
+        if config["variant"] not in measured:  # the same for every seed and noise level
+            measured[config["variant"]] = measure_model(model, spec.paper_flops, input_shape)
         model.to(device)
-        result = train_classifier(
-            model, data, protocol, seed=config["seed"], device=device,
-            desc=f"[{i}/{len(pending)}] {config['variant']} seed {config['seed']}", runtime=runtime,
-        )  # fmt: skip
-        weights = store.save_weights(config, model.state_dict())
+        sigma = f" sigma {config['sigma']}" if "sigma" in config else ""
+        desc = f"[{i}/{len(pending)}] {config['variant']}{sigma} seed {config['seed']}"
+        if isinstance(data, FolderData):
+            result, weights = run_folder_cell(
+                model, data, protocol, config, store=store, device=device, desc=desc,
+                runtime=runtime, save_weights=spec.save_weights,
+            )  # fmt: skip
+        elif spec.task == "denoising":
+            result, weights = run_denoise_cell(
+                model, data, protocol, config, store=store, device=device, desc=desc
+            )
+        else:
+            result, weights = _classify_cell(
+                model, data, protocol, config, store=store, device=device, desc=desc,
+                runtime=runtime, save_weights=spec.save_weights,
+            )  # fmt: skip
         record = {
             "schema": SCHEMA,
             "status": "complete",
             "key": config_hash(config),
             "cell_key": cell_key(config),
             "config": config,
-            "metrics": {**result.metrics, **measured},
+            "metrics": {**result.metrics, **measured[config["variant"]]},
             "diverged": result.diverged,
             "history": result.history,
-            "weights": weights.name,
+            "weights": weights.name if weights else None,
             "epoch_times_s": result.epoch_times_s,
             "test_times_s": result.test_times_s,
+            "notes": result.notes,
             "data": data.description,
-            "dataset_info": DATASETS[protocol.dataset].summary,
             "env": env,
             "runtime": runtime,
             "started_at": started.isoformat(timespec="seconds"),
             "wall_s": time.perf_counter() - clock,
         }
-        path = store.save(record)
         summary.ran += 1
-        m = result.metrics
-        log(f"  {config['variant']} seed {config['seed']}: accuracy {m['accuracy']:.4f}, "
-            f"train {m['train_time_s']:.2f} s/epoch, test {m['test_time_s']:.3f} s -> {path}")  # fmt: skip
+        if not here.is_main:  # under torchrun only rank 0 writes
+            continue
+        path = store.save(record)
+        shown = ", ".join(f"{k} {result.metrics[k]:.4g}" for k in _LOGGED if k in result.metrics)
+        log(f"  {desc[desc.index(']') + 2 :]}: {shown} -> {path}")
     return summary
+
+
+def _silent(_: str) -> None:
+    """The log of ranks other than 0."""
+
+
+_LOGGED = ("top1", "top5", "accuracy", "psnr", "noisy_psnr", "train_time_s", "test_time_s")

@@ -67,16 +67,22 @@ class TrainResult:
     test_times_s: list[float] = field(default_factory=list)
     diverged: bool = False
     metrics: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # e.g. test images converted from grey
 
 
 def make_optimizer(model: nn.Module, protocol: Protocol) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
+    options = dict(protocol.optimizer_options)
     if protocol.optimizer == "adam":
-        return torch.optim.Adam(params, lr=protocol.lr, weight_decay=protocol.weight_decay)
-    if protocol.optimizer == "sgd":
-        return torch.optim.SGD(
-            params, lr=protocol.lr, momentum=protocol.momentum, weight_decay=protocol.weight_decay
+        return torch.optim.Adam(
+            params, lr=protocol.lr, weight_decay=protocol.weight_decay, **options
         )
+    if protocol.optimizer in ("sgd", "rmsprop"):
+        kind = torch.optim.SGD if protocol.optimizer == "sgd" else torch.optim.RMSprop
+        return kind(
+            params, lr=protocol.lr, momentum=protocol.momentum,
+            weight_decay=protocol.weight_decay, **options,
+        )  # fmt: skip
     raise ValueError(f"unknown optimizer {protocol.optimizer!r}")
 
 
@@ -125,7 +131,7 @@ def hidden_stats(model: nn.Module, batch: Tensor, prepare: Prepare = as_input) -
     return {"hidden_mean": act.mean().item(), "hidden_var": act.var().item()}
 
 
-def _eval_steps(steps_per_epoch: int, points: int) -> set[int]:
+def eval_steps(steps_per_epoch: int, points: int) -> set[int]:
     points = max(1, min(points, steps_per_epoch))
     return {round((i + 1) * steps_per_epoch / points) for i in range(points)}
 
@@ -187,7 +193,7 @@ def train_classifier(
     gen = torch.Generator(device="cpu").manual_seed(seed)
     n = len(data.train_x)
     steps_per_epoch = math.ceil(n / protocol.batch_size)
-    eval_at = _eval_steps(steps_per_epoch, protocol.eval_points_per_epoch)
+    eval_at = eval_steps(steps_per_epoch, protocol.eval_points_per_epoch)
     stats_batch = data.test_x[:_STATS_BATCH]
     model.train()
     bar = tqdm(

@@ -1,0 +1,160 @@
+"""The bitonic top-k against the reference: values, gradient routing, ties, dtypes, layouts."""
+
+import pytest
+import torch
+
+import registry.bitonic
+import registry.ops
+from registry import topk_pool
+
+DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
+GRAD_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+
+
+def make_input(kind: str, shape: tuple[int, ...], dtype: torch.dtype, seed: int) -> torch.Tensor:
+    """Random maps: distinct values, ReLU'd (many tied zeros) or small integers (ties)."""
+    gen = torch.Generator().manual_seed(seed)
+    if kind == "integers":
+        x = torch.randint(-2, 3, shape, generator=gen).float()
+    else:
+        x = torch.randn(shape, generator=gen)
+        x = x.relu() if kind == "relu" else x
+    return x.to(dtype)
+
+
+def run(x: torch.Tensor, k: int, largest: bool, impl: str, upstream: torch.Tensor):
+    """Values and the gradient each input receives for a given upstream gradient."""
+    x = x.detach().clone().requires_grad_()
+    out = topk_pool(x, k, largest, impl=impl)
+    out.backward(upstream)
+    return out.detach(), x.grad
+
+
+@pytest.mark.parametrize("dtype", GRAD_DTYPES)
+@pytest.mark.parametrize("kind", ["distinct", "relu", "integers"])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(("channels", "k"), [(2, 1), (8, 4), (32, 8), (64, 32), (16, 16)])
+@pytest.mark.parametrize("largest", [True, False])
+def test_bitonic_matches_reference_values_and_gradients(
+    dtype, kind, channels_last, channels, k, largest
+):
+    x = make_input(kind, (3, channels, 5, 7), dtype, seed=channels + k)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    upstream = torch.randn(3, k, 5, 7, generator=torch.Generator().manual_seed(1)).to(dtype)
+    got_values, got_grad = run(x, k, largest, "bitonic", upstream)
+    ref_values, ref_grad = run(x, k, largest, "reference", upstream)
+    assert got_values.shape == (3, k, 5, 7) and got_values.dtype == dtype
+    torch.testing.assert_close(got_values, ref_values, rtol=0, atol=0)
+    torch.testing.assert_close(got_grad, ref_grad, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["distinct", "relu", "integers"])
+@pytest.mark.parametrize("largest", [True, False])
+def test_bitonic_without_gradient_matches_reference(dtype, kind, largest):
+    x = make_input(kind, (4, 32, 3, 5), dtype, seed=7)
+    with torch.no_grad():
+        got = topk_pool(x, 16, largest, impl="bitonic")
+    assert got.is_contiguous()
+    torch.testing.assert_close(got, topk_pool(x, 16, largest, impl="reference"), rtol=0, atol=0)
+
+
+def test_ties_go_to_the_lower_channel_first():
+    x = torch.tensor([0.0, 2.0, 2.0, -0.0, 1.0, 2.0, 0.0, 1.0]).view(1, 8, 1, 1)
+    for impl in ("reference", "bitonic"):
+        xr = x.clone().requires_grad_()
+        out = topk_pool(xr, 4, impl=impl)
+        # slots get upstream gradients 1, 2, 3, 4: tied 2.0s in channel order, then 1.0 at 4
+        out.backward(torch.tensor([1.0, 2.0, 3.0, 4.0]).view(1, 4, 1, 1))
+        assert out.flatten().tolist() == [2.0, 2.0, 2.0, 1.0]
+        assert xr.grad.flatten().tolist() == [0, 1, 2, 0, 4, 3, 0, 0], impl
+        xr.grad = None
+        topk_pool(xr, 3, largest=False, impl=impl).backward(
+            torch.tensor([1.0, 2.0, 3.0]).view(1, 3, 1, 1)
+        )
+        # -0.0 ties with +0.0: the zeros in channels 0, 3, 6 in that order
+        assert xr.grad.flatten().tolist() == [1, 0, 0, 2, 0, 0, 3, 0], impl
+
+
+def test_infinities_sort_like_the_reference():
+    x = torch.tensor([1.0, float("inf"), -float("inf"), 0.0] * 4).view(1, 16, 1, 1)
+    for largest in (True, False):
+        for k in (1, 8, 16):
+            torch.testing.assert_close(
+                topk_pool(x.requires_grad_(), k, largest, impl="bitonic"),
+                topk_pool(x, k, largest, impl="reference"),
+            )
+
+
+def test_reference_agrees_with_torch_topk_where_topk_is_defined():
+    x = torch.randn(2, 16, 4, 4, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(2, 6, 4, 4, dtype=torch.float64)
+    ours = topk_pool(x, 6, impl="reference")
+    torch.testing.assert_close(ours, torch.topk(x, 6, dim=1).values)
+    (grad,) = torch.autograd.grad(ours, x, upstream)
+    (topk_grad,) = torch.autograd.grad(torch.topk(x, 6, dim=1).values, x, upstream)
+    torch.testing.assert_close(grad, topk_grad)  # no ties: the routing is the same
+    relu = torch.randn(4, 32, 3, 3).relu()
+    torch.testing.assert_close(topk_pool(relu, 16), torch.topk(relu, 16, dim=1).values)
+
+
+@pytest.mark.parametrize("chunk_bytes", [2560, 12800])  # within an image / whole images
+def test_chunked_pixels_give_the_same_result(monkeypatch, chunk_bytes):
+    x = make_input("integers", (5, 16, 7, 3), torch.float32, seed=3)
+    upstream = torch.randn(5, 8, 7, 3)
+    whole = run(x, 8, True, "bitonic", upstream)
+    monkeypatch.setattr(registry.bitonic, "_CHUNK_BYTES", chunk_bytes)
+    for got, want in zip(run(x, 8, True, "bitonic", upstream), whole, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(topk_pool(x, 8, impl="bitonic"), whole[0], rtol=0, atol=0)
+
+
+def test_auto_picks_bitonic_only_where_it_applies():
+    pick = registry.ops._topk_impl
+    big = torch.randn(8, 32, 16, 16)
+    assert pick(big, "auto") == "bitonic"
+    assert pick(big.requires_grad_(), "auto") == "bitonic"
+    assert pick(torch.randn(2, 32, 4, 4), "auto") == "reference"  # too small to pay off
+    assert pick(torch.randn(8, 48, 16, 16), "auto") == "reference"  # not a power of two
+    assert pick(torch.randn(8, 32, 16, 16, dtype=torch.float64), "auto") == "bitonic"
+    assert pick(torch.randn(8, 32, 16, 16, dtype=torch.float64).requires_grad_(), "auto") == (
+        "reference"
+    )
+    nan = torch.randn(8, 32, 16, 16)
+    nan[3, 5, 2, 2] = float("nan")
+    assert pick(nan, "auto") == "reference"
+    assert pick(big, "reference") == "reference"
+
+
+@pytest.mark.parametrize(
+    ("x", "message"),
+    [
+        (torch.randn(1, 6, 2, 2), "power-of-two"),
+        (torch.randn(1, 8, 2, 2, dtype=torch.float64).requires_grad_(), "float32"),
+        (torch.full((1, 8, 2, 2), float("nan")), "NaN"),
+        (torch.ones(1, 8, 2, 2, dtype=torch.int64), "float dtypes"),
+    ],
+)
+def test_bitonic_refuses_what_it_cannot_do(x, message):
+    with pytest.raises(ValueError, match=message):
+        topk_pool(x, 2, impl="bitonic")
+
+
+def test_unknown_impl_is_a_value_error():
+    with pytest.raises(ValueError, match="auto, reference, bitonic"):
+        topk_pool(torch.randn(1, 8, 2, 2), 2, impl="fast")
+
+
+def test_nan_takes_the_reference_path_and_ranks_nan_first():
+    x = torch.randn(4, 32, 16, 16)
+    x[0, 3, 0, 0] = float("nan")
+    out = topk_pool(x, 4)
+    assert torch.isnan(out[0, 0, 0, 0]) and not torch.isnan(out[0, 1:, 0, 0]).any()
+
+
+def test_opposite_infinities_are_not_mistaken_for_nan():
+    x = torch.randn(4, 32, 16, 16)
+    x[0, 0, 0, 0], x[1, 1, 1, 1] = float("inf"), -float("inf")  # their sum is NaN
+    assert registry.ops._topk_impl(x, "bitonic") == "bitonic"
