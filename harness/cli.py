@@ -65,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--amp", choices=AMP_MODES, default="off",
                      help="bf16: train and test under bfloat16 autocast (default off)")  # fmt: skip
     run.add_argument("--compile", action="store_true", help="torch.compile each model")
-    run.add_argument("--test-dir", type=Path, help="denoising tables: test on this folder of images")
+    run.add_argument(
+        "--test-dir", type=Path, help="denoising tables: test on this folder of images"
+    )
 
     report = sub.add_parser("report", help="render tables from run records")
     report.add_argument("tables", nargs="+", metavar="TABLE")

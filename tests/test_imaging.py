@@ -21,7 +21,9 @@ def test_psnr_agrees_with_scikit_image():
     gen = torch.Generator().manual_seed(0)
     a = torch.randint(0, 256, (3, 17, 9), generator=gen, dtype=torch.uint8)
     b = torch.randint(0, 256, (3, 17, 9), generator=gen, dtype=torch.uint8)
-    assert psnr(a, b) == pytest.approx(peak_signal_noise_ratio(a.numpy(), b.numpy(), data_range=255))
+    assert psnr(a, b) == pytest.approx(
+        peak_signal_noise_ratio(a.numpy(), b.numpy(), data_range=255)
+    )
 
 
 def test_to_uint8_clamps_and_rounds():
