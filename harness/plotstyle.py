@@ -22,8 +22,7 @@ from matplotlib.figure import Figure
 
 from registry import Reduction, variant_info
 
-from .errors import UserError
-from .store import atomic_write_bytes
+from .store import write_output
 
 SINGLE_COLUMN_IN = 3.4  # one column of a two-column paper
 DOUBLE_COLUMN_IN = 7.0  # full text width
@@ -145,11 +144,6 @@ def render(draw: Callable[[], tuple[Figure, str]], out_dir: Path, name: str) -> 
             buffer = io.BytesIO()
             fig.savefig(buffer, format=fmt, dpi=PNG_DPI)
             path = Path(out_dir) / f"{name}.{fmt}"
-            try:
-                atomic_write_bytes(path, buffer.getvalue())
-            except OSError as exc:
-                raise UserError(
-                    f"cannot write {path} ({exc.strerror}); pass --out a writable folder"
-                ) from None
+            write_output(path, buffer.getvalue())
             paths.append(path)
     return paths

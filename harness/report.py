@@ -21,9 +21,8 @@ import pandas as pd
 
 from registry import variant_info
 
-from .errors import UserError
 from .runner import cell_config, cell_key
-from .store import RunStore, atomic_write_text
+from .store import RunStore, write_output
 from .tables import PROFILES, TableSpec
 from .train import Runtime
 
@@ -310,12 +309,7 @@ def write_report(report: Report, out_dir: Path, formats: Iterable[str]) -> list[
     paths = []
     for fmt in formats:
         path = Path(out_dir) / f"{report.spec.name}.{fmt}"
-        try:
-            atomic_write_text(path, RENDERERS[fmt](report))
-        except OSError as exc:
-            raise UserError(
-                f"cannot write {path} ({exc.strerror}); pass --out a writable folder"
-            ) from None
+        write_output(path, RENDERERS[fmt](report).encode())
         paths.append(path)
     return paths
 

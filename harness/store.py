@@ -97,6 +97,16 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def write_output(path: Path, data: bytes) -> None:
+    """Write a report or figure atomically; a folder that refuses it is the user's to fix."""
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as exc:
+        raise UserError(
+            f"cannot write {path} ({exc.strerror}); pass --out a writable folder"
+        ) from None
+
+
 def check_writable_dir(path: Path, option: str) -> None:
     """Create ``path`` if needed and prove a file can be written there, or fail with one line."""
     if path.exists() and not path.is_dir():

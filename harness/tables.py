@@ -101,6 +101,16 @@ _MNIST_CHOICES = (
     "TensorFlow default) and ReLU are used. Weights Xavier-uniform, biases zero."
 )
 
+CLASSIFICATION_COLUMNS = (
+    "accuracy",
+    "train_time_s",
+    "test_time_s",
+    "params",
+    "params_M_paper_conv",
+    "flops",
+    "flops_paper_conv",
+)
+
 TABLE1 = TableSpec(
     name="table1",
     title="Table 1: MNIST test results, feature pooling vs. conv dimension reduction",
@@ -113,15 +123,7 @@ TABLE1 = TableSpec(
         "mnist.conv_s2",
         "mnist.conv_s4",
     ),
-    columns=(
-        "accuracy",
-        "train_time_s",
-        "test_time_s",
-        "params",
-        "params_M_paper_conv",
-        "flops",
-        "flops_paper_conv",
-    ),
+    columns=CLASSIFICATION_COLUMNS,
     protocols=MappingProxyType(
         {
             "paper": Protocol(dataset="mnist", epochs=5, batch_size=100, choices=_MNIST_CHOICES),
@@ -171,15 +173,7 @@ def _vgg_table(name: str) -> TableSpec:
         name=name,
         title=f"Table {name[-1]}: VGG-16 on CIFAR-10, feature pooling with stride {stride}",
         rows=table_rows(name),
-        columns=(
-            "accuracy",
-            "train_time_s",
-            "test_time_s",
-            "params",
-            "params_M_paper_conv",
-            "flops",
-            "flops_paper_conv",
-        ),
+        columns=CLASSIFICATION_COLUMNS,
         protocols=MappingProxyType(
             {
                 "paper": _VGG_PAPER,
