@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--test-dir", type=Path, help="denoising tables: test on this folder of images"
     )
+    run.add_argument("--denoiser-weights", type=Path, metavar="PATH",
+                     help="adversarial: the denoiser's .pt from a denoising run")  # fmt: skip
 
     report = sub.add_parser("report", help="render tables from run records")
     report.add_argument("tables", nargs="+", metavar="TABLE")
@@ -159,6 +161,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     for spec in specs:  # validate everything before any work
         spec.protocol(args.profile)
         table_cells(spec, args.profile, args.seeds, args.test_dir)
+    if args.denoiser_weights and not any(s.task == "adversarial" for s in specs):
+        raise UserError("--denoiser-weights applies to the adversarial table only")
     device = resolve_device(args.device)
     store = RunStore(args.runs_dir)
     store.check_writable()
@@ -167,6 +171,7 @@ def cmd_run(args: argparse.Namespace) -> None:
             spec, profile=args.profile, seeds=args.seeds, device=device, store=store,
             data_root=args.data_root, download=not args.no_download, force=args.force,
             runtime=Runtime(amp=args.amp, compile=args.compile), test_dir=args.test_dir,
+            denoiser_weights=args.denoiser_weights,
         )  # fmt: skip
         if not is_main():  # under torchrun only rank 0 writes reports
             continue

@@ -439,6 +439,27 @@ def _accuracy_vs_params(report: Report, metric: str = "accuracy") -> Figure:
     return fig
 
 
+def _attack_bars(report: Report) -> Figure:
+    """Top-1 on clean, FGSM and denoised FGSM images: ours filled, the paper's hatched."""
+    f, columns = report.frame, ("top1_clean", "top1_adversarial", "top1_denoised")
+    fig = new_figure(SINGLE_COLUMN_IN, 2.4)
+    ax = fig.add_subplot()
+    x = np.arange(len(columns))
+    c = colour(f["variant"].iloc[0])
+    ours = [_values(f, col)[0] * 100 for col in columns]
+    paper = [_values(f, f"paper_{col}")[0] * 100 if f"paper_{col}" in f else np.nan
+             for col in columns]  # fmt: skip
+    ax.bar(x - 0.2, np.nan_to_num(ours), width=0.4, color=c)
+    ax.bar(x + 0.2, np.nan_to_num(paper), width=0.4, color="white", edgecolor=c, hatch="/////")
+    ax.set_xticks(x, ["clean", "FGSM", "FGSM + denoiser"])
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.legend(
+        handles=[Patch(facecolor=c, label="ours"),
+                 Patch(facecolor="white", edgecolor=c, hatch="/////", label="paper")],
+    )  # fmt: skip
+    return fig
+
+
 def _psnr_curves(report: Report, sigmas: Sequence[int]) -> Figure:
     """PSNR against noise level, one colour per row: ours solid, the paper's dashed."""
     f = report.frame
@@ -472,6 +493,8 @@ def table_plot(report: Report) -> Drawn:
         fig = _accuracy_vs_params(report)
     elif {"top1", "params"} <= set(frame):
         fig = _accuracy_vs_params(report, "top1")
+    elif "top1_adversarial" in frame:
+        fig = _attack_bars(report)
     else:
         raise UserError(f"{report.spec.name} has no columns that a plot is defined for")
     fig.suptitle(wrap(report.spec.title, fig.get_figwidth()))

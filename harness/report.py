@@ -45,6 +45,9 @@ COLUMNS: dict[str, Column] = {
     "params_M_paper_conv": Column("Params, paper conv.", "M = 2^20", "{:.3f}"),
     "flops": Column("FLOPs", "MACs/image, fvcore", "{:.3e}", integer=True),
     "flops_paper_conv": Column("FLOPs, paper conv.", "paper's rule", "{:.3e}", integer=True),
+    "top1_clean": Column("Top-1 clean", "fraction", "{:.4f}"),
+    "top1_adversarial": Column("Top-1 FGSM", "fraction", "{:.4f}"),
+    "top1_denoised": Column("Top-1 FGSM + denoiser", "fraction", "{:.4f}"),
 }
 
 CONVENTIONS = (
@@ -225,10 +228,16 @@ def _header_lines(report: Report) -> list[str]:
     if report.profile in _PROFILE_BANNER:
         lines.append(_PROFILE_BANNER[report.profile])
     lines.append(f"Data: {'; '.join(m['data']) or 'no runs yet'}.")
-    lines.append(
-        f"Protocol (`{report.profile}`): {p['epochs']} epochs, batch {p['batch_size']}, "
-        f"{p['optimizer']} lr {p['lr']:g}. {p['choices']}"
-    )
+    if report.spec.task == "adversarial":
+        lines.append(
+            f"Protocol (`{report.profile}`): FGSM epsilon {p['epsilon']:.6g}, no training. "
+            f"{p['choices']}"
+        )
+    else:
+        lines.append(
+            f"Protocol (`{report.profile}`): {p['epochs']} epochs, batch {p['batch_size']}, "
+            f"{p['optimizer']} lr {p['lr']:g}. {p['choices']}"
+        )
     lines.append(
         f"Cells: {m['cells_done']} records for {m['rows_done']} of {m['rows']} rows under "
         f"`{m['runs_dir']}`; mean ± sample std over seeds where a row has several."
@@ -246,7 +255,10 @@ def _header_lines(report: Report) -> list[str]:
     if m["diverged"]:
         lines.append(f"Diverged during training (loss not finite): {', '.join(m['diverged'])}.")
     if m["image_notes"]:
-        lines.append(f"Test images converted: {'; '.join(m['image_notes'])}.")
+        label = (
+            "Weights and images" if report.spec.task == "adversarial" else "Test images converted"
+        )
+        lines.append(f"{label}: {'; '.join(m['image_notes'])}.")
     return lines
 
 

@@ -14,13 +14,14 @@ import torch
 from registry import create_model, variant_info
 
 from . import distributed
+from .adversarial import AttackData, open_attack_images, prepare_attack, run_attack_cell
 from .data import ClassificationData, load_classification
 from .denoise import DenoiseData, load_denoise_data, run_denoise_cell
 from .errors import UserError
 from .imagenet import FOLDER_SETS, FolderData, open_folders, run_folder_cell
 from .measure import count_flops, count_params, paper_convention
 from .store import SCHEMA, RunStore, config_hash, environment, jsonable
-from .tables import Protocol, TableSpec
+from .tables import ADVERSARIAL_FIELDS, Protocol, TableSpec
 from .train import Runtime, TrainResult, train_classifier
 
 
@@ -42,7 +43,11 @@ def cell_config(
         "model": jsonable(info.kwargs),
         "profile": profile,
         "seed": seed,
-        "protocol": jsonable(spec.protocol(profile)),
+        "protocol": {
+            k: v
+            for k, v in jsonable(spec.protocol(profile)).items()
+            if k not in ADVERSARIAL_FIELDS or jsonable(ADVERSARIAL_FIELDS[k]) != v
+        },
         "paper_flops": spec.paper_flops,
         **extra,
     }
@@ -115,7 +120,9 @@ def _classify_cell(
 def _load_data(
     spec: TableSpec, protocol: Protocol, data_root: Path, download: bool, device: torch.device,
     test_dir: Path | None,
-) -> ClassificationData | DenoiseData | FolderData:  # fmt: skip
+) -> ClassificationData | DenoiseData | FolderData | AttackData:  # fmt: skip
+    if spec.task == "adversarial":  # validation images only, in pixel space
+        return open_attack_images(protocol.dataset, data_root)
     if protocol.dataset in FOLDER_SETS:  # JPEG folders read through DataLoaders
         return open_folders(protocol.dataset, data_root)
     if spec.task == "denoising":
@@ -140,13 +147,14 @@ def run_table(
     force: bool = False,
     runtime: Runtime = Runtime(),
     test_dir: Path | None = None,
+    denoiser_weights: Path | None = None,
     log: Callable[[str], None] = _say,
 ) -> RunSummary:
     """Run every cell of ``spec`` that has no finished record (all of them with ``force``)."""
     protocol = spec.protocol(profile)
     configs = table_cells(spec, profile, seeds, test_dir)
     here, device = distributed.setup(device)
-    if here.distributed and protocol.dataset not in FOLDER_SETS:
+    if here.distributed and (protocol.dataset not in FOLDER_SETS or spec.task == "adversarial"):
         raise UserError(
             f"{spec.name} keeps its data on one device and runs as one process; torchrun is "
             "for tables read from image folders (imagenet)"
@@ -166,6 +174,8 @@ def run_table(
     if not pending:
         return summary
 
+    # adversarial: weights first, so that a missing file is said before any data is read
+    attackers = prepare_attack(protocol, denoiser_weights) if spec.task == "adversarial" else None
     data = _load_data(spec, protocol, data_root, download, device, test_dir)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -177,13 +187,17 @@ def run_table(
             store.discard(config)
         started, clock = datetime.now(UTC), time.perf_counter()
         torch.manual_seed(config["seed"])
-        model = create_model(config["variant"], **dict(protocol.model_kwargs))
+        model = create_model(protocol.stand_in or config["variant"], **dict(protocol.model_kwargs))
         if config["variant"] not in measured:  # the same for every seed and noise level
             measured[config["variant"]] = measure_model(model, spec.paper_flops, input_shape)
         model.to(device)
         sigma = f" sigma {config['sigma']}" if "sigma" in config else ""
         desc = f"[{i}/{len(pending)}] {config['variant']}{sigma} seed {config['seed']}"
-        if isinstance(data, FolderData):
+        if attackers is not None:
+            assert isinstance(data, AttackData)
+            result = run_attack_cell(model, data, protocol, config, attackers, device=device)
+            weights = None
+        elif isinstance(data, FolderData):
             result, weights = run_folder_cell(
                 model, data, protocol, config, store=store, device=device, desc=desc,
                 runtime=runtime, save_weights=spec.save_weights,
@@ -229,4 +243,15 @@ def _silent(_: str) -> None:
     """The log of ranks other than 0."""
 
 
-_LOGGED = ("top1", "top5", "accuracy", "psnr", "noisy_psnr", "train_time_s", "test_time_s")
+_LOGGED = (
+    "top1_clean",
+    "top1_adversarial",
+    "top1_denoised",
+    "top1",
+    "top5",
+    "accuracy",
+    "psnr",
+    "noisy_psnr",
+    "train_time_s",
+    "test_time_s",
+)

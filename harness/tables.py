@@ -59,7 +59,21 @@ class Protocol:
     model_kwargs: tuple[tuple[str, Any], ...] = ()
     # keyword arguments for the torch optimiser beyond lr, momentum and weight decay
     optimizer_options: tuple[tuple[str, Any], ...] = ()
+    # adversarial: FGSM step (0..1 pixel scale), the row's classifier with torchvision's
+    # ImageNet weights (False: random weights), the denoiser variant and its keyword arguments
+    epsilon: float = 0.0
+    pretrained: bool = False
+    stand_in: str = ""  # an architecture built instead of the row's (random weights)
+    denoiser: str = ""
+    denoiser_kwargs: tuple[tuple[str, Any], ...] = ()
     choices: str = ""
+
+
+# Protocol fields that enter a cell's config (and hash) only when set, so that adding
+# them left the records of every other table valid
+ADVERSARIAL_FIELDS = {
+    "epsilon": 0.0, "pretrained": False, "stand_in": "", "denoiser": "", "denoiser_kwargs": (),
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -74,7 +88,7 @@ class TableSpec:
     notes: tuple[str, ...] = ()
     built: bool = True
     issue: str = ""
-    task: str = "classification"  # or "denoising"
+    task: str = "classification"  # or "denoising", "adversarial"
     # denoising: one model per noise level (sigma on the 0-255 scale), as the paper trains
     sigmas: tuple[int, ...] = ()
     # keep each cell's final weights beside its record (Figure 5, reuse of denoisers)
@@ -381,6 +395,52 @@ IMAGENET = TableSpec(
 )
 
 
+_EPSILON = 2 / 255
+_ADVERSARIAL_CHOICES = (
+    f"Unstated in the paper, chosen here: FGSM epsilon {_EPSILON:.6f} (2/255 on the 0..1 "
+    "pixel scale, one step, against the true label, then clipped to 0..1); the attack and "
+    "the denoiser see pixels, the classifier normalises them itself. Validation resize 256, "
+    "centre crop 224; 16,000 validation images sampled without replacement with the cell's "
+    "seed (the paper: about 16,000). Denoiser: denoiser.fp2 at full width with the weights "
+    "given by --denoiser-weights (a .pt from a denoising run). No training."
+)
+_ADVERSARIAL_PAPER = Protocol(
+    dataset="imagenet", epochs=0, batch_size=50, test_batch_size=50, test_repeats=1,
+    test_limit=16_000, epsilon=_EPSILON, pretrained=True, denoiser="denoiser.fp2",
+    choices=_ADVERSARIAL_CHOICES,
+)  # fmt: skip
+ADVERSARIAL = TableSpec(
+    name="adversarial",
+    title="FGSM against ResNet-101 on ImageNet, then our denoiser (section 4.2(D))",
+    rows=("resnet101.imagenet",),
+    columns=("top1_clean", "top1_adversarial", "top1_denoised"),
+    protocols=MappingProxyType(
+        {
+            "paper": _ADVERSARIAL_PAPER,
+            "smoke": replace(
+                _ADVERSARIAL_PAPER,
+                dataset="imagenet_smoke",
+                batch_size=6,
+                test_batch_size=6,
+                test_limit=None,
+                pretrained=False,
+                stand_in="resnet18",
+                denoiser_kwargs=(("width", 1 / 16),),
+                choices=_ADVERSARIAL_CHOICES + " Smoke: RANDOM WEIGHTS for a ResNet-18 standing "
+                "in for ResNet-101 and for a 1/16-width denoiser (unless --denoiser-weights is given), all images of a "
+                "tiny ImageFolder at 32x32.",
+            ),
+        }
+    ),
+    task="adversarial",
+    save_weights=False,
+    notes=(
+        "Top-1 as fractions of the sampled validation images: clean, after FGSM, and after "
+        "FGSM then the denoiser. The paper prints the last two only.",
+    ),
+)
+
+
 def _planned(name: str, title: str, issue: str) -> TableSpec:
     return TableSpec(name=name, title=title, built=False, issue=issue)
 
@@ -398,7 +458,7 @@ TABLES: Mapping[str, TableSpec] = MappingProxyType(
             _planned("table7", "Table 7: vs DnCNN on BSD68", "issue 5"),
             _planned("table8", "Table 8: vs RED-Net on BSD200", "issue 5"),
             IMAGENET,
-            _planned("adversarial", "FGSM adversarial denoising", "issue 8"),
+            ADVERSARIAL,
         )
     }
 )

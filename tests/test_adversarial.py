@@ -1,12 +1,17 @@
 """FGSM against small random-weight models on fixture JPEGs; offline weight handling."""
 
+import csv
+import json
+
 import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
 from torchvision import datasets, transforms
 
+from harness import adversarial
 from harness.adversarial import Normalized, attack_and_denoise, fgsm, resnet101
+from harness.cli import main
 from harness.errors import UserError
 from tests.fixtures import write_image_folder
 
@@ -48,3 +53,38 @@ def test_missing_resnet101_weights_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="ResNet-101 ImageNet weights are not at") as err:
         resnet101(pretrained=True)
     assert "\n" not in str(err.value)
+
+
+def _run_args(tmp_path, *extra):
+    return ["run", "adversarial", "--device", "cpu", "--data-root", str(tmp_path / "data"),
+            "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), *extra]  # fmt: skip
+
+
+def test_adversarial_table_smoke_says_random_weights(tmp_path):
+    write_image_folder(tmp_path / "data")
+    assert main(_run_args(tmp_path, "--profile", "smoke")) == 0
+    (record,) = (tmp_path / "runs" / "adversarial" / "smoke").glob("*.json")
+    notes = json.loads(record.read_text())["notes"]
+    assert any("RANDOM classifier weights" in n for n in notes)
+    assert any("RANDOM denoiser weights" in n for n in notes)
+    (row,) = csv.DictReader((tmp_path / "out" / "adversarial.csv").open())
+    assert row["row"] == "ResNet-101 + FGSM"
+    assert all(0 <= float(row[c]) <= 1 for c in ("top1_clean", "top1_adversarial", "top1_denoised"))
+    assert float(row["paper_top1_adversarial"]) == pytest.approx(0.2718)
+    assert float(row["paper_top1_denoised"]) == pytest.approx(0.3605)
+    markdown = (tmp_path / "out" / "adversarial.md").read_text()
+    assert "RANDOM classifier weights" in markdown and "RANDOM denoiser weights" in markdown
+
+
+def test_paper_without_resnet101_weights_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # empty: nothing cached
+    assert main(_run_args(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ResNet-101 ImageNet weights are not at" in err
+
+
+def test_paper_without_denoiser_weights_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(adversarial, "imagenet_weights", dict)  # as if cached
+    assert main(_run_args(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pass --denoiser-weights PATH" in err

@@ -192,7 +192,7 @@ def test_plan_and_list(smoke, capsys):
     ("args", "message"),
     [
         (["run", "table9"], "unknown table 'table9'; choose one of: table1"),
-        (["run", "adversarial"], "not built yet"),
+        (["run", "table6"], "not built yet"),
         (
             ["run", "table1", "--profile", "fast"],
             "unknown profile 'fast'; choose one of: paper, demo, smoke",

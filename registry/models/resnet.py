@@ -11,6 +11,10 @@ parameter keeps torchvision's name and the baseline is exactly
 The ``conv`` kind (the preceding conv emitting fewer maps) does not fit a residual
 stage whose output width is fixed by its identity shortcut, so it is refused;
 ``conv1x1`` is the learned alternative.
+
+Also here: plain ResNet-101 (the classifier of the FGSM experiment, section 4.2(D),
+loaded with torchvision's ImageNet weights by the harness) and ResNet-18, its fast
+random-weight stand-in in smoke runs.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from torch import nn
+from torchvision.models import resnet18 as tv_resnet18
 from torchvision.models import resnet50 as tv_resnet50
+from torchvision.models import resnet101 as tv_resnet101
 from torchvision.models.resnet import Bottleneck, ResNet, conv1x1
 
 from .._registry import PaperRow, register_arch, register_variant
@@ -101,3 +107,29 @@ register_variant(
     description="ResNet-50, max feature pooling stride 2 before stage 3 (512 -> 256 maps)",
 )
 IMAGENET_ROWS = ("resnet50.baseline", "resnet50.fp_max_s2", "resnet50.at3_fp_max_s2")
+
+
+@register_arch("resnet101")
+def resnet101(num_classes: int = 1000) -> ResNet:
+    """torchvision's ResNet-101 (random init; parameter names match its ImageNet weights)."""
+    return tv_resnet101(weights=None, num_classes=num_classes)
+
+
+@register_arch("resnet18")
+def resnet18(num_classes: int = 1000) -> ResNet:
+    """torchvision's ResNet-18 (random init): a fast stand-in for ResNet-101 in smoke runs."""
+    return tv_resnet18(weights=None, num_classes=num_classes)
+
+
+register_variant(
+    "resnet101.imagenet",
+    "resnet101",
+    description="ResNet-101 (torchvision ImageNet weights) under FGSM, then our denoiser",
+    paper=(
+        PaperRow(
+            "adversarial",
+            "ResNet-101 + FGSM",
+            {"top1_adversarial": "27.18%", "top1_denoised": "36.05%"},
+        ),
+    ),
+)
