@@ -143,7 +143,11 @@ def build_report(
     several = False
     for variant in spec.rows:
         key = cell_key(cell_config(spec, variant, profile, 0, test_dir=test_dir))
-        mine = [r for r in records if r.get("cell_key") == key]
+        newest: dict[tuple, dict[str, Any]] = {}
+        for r in sorted(records, key=lambda r: r.get("started_at", "")):
+            if r.get("cell_key") == key:
+                newest[(r["config"]["seed"], r["config"].get("sigma"))] = r
+        mine = list(newest.values())
         used += mine
         row: dict[str, Any] = {"row": spec.row_label(variant), "variant": variant}
         paper = variant_info(variant).paper_row(spec.name)
@@ -242,7 +246,7 @@ def _header_lines(report: Report) -> list[str]:
         f"Cells: {m['cells_done']} records for {m['rows_done']} of {m['rows']} rows under "
         f"`{m['runs_dir']}`; mean ± sample std over seeds where a row has several."
         + (
-            f" {m['stale_records']} records from other configs ignored."
+            f" {m['stale_records']} records ignored (other configs, or superseded by newer ones)."
             if m["stale_records"]
             else ""
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,9 +54,13 @@ def cell_config(
     }
 
 
+# config keys that tell records of one row apart (the report keeps the newest per seed and sigma)
+_PER_RECORD = ("seed", "sigma", "denoiser_weights")
+
+
 def cell_key(config: dict[str, Any]) -> str:
     """The hash of a config without its seed and noise level: records of one row share it."""
-    return config_hash({k: v for k, v in config.items() if k not in ("seed", "sigma")})
+    return config_hash({k: v for k, v in config.items() if k not in _PER_RECORD})
 
 
 def table_cells(
@@ -153,6 +158,11 @@ def run_table(
     """Run every cell of ``spec`` that has no finished record (all of them with ``force``)."""
     protocol = spec.protocol(profile)
     configs = table_cells(spec, profile, seeds, test_dir)
+    if denoiser_weights is not None and Path(denoiser_weights).is_file():
+        # a different weights file is a different cell: never reuse a record made with another
+        digest = hashlib.sha256(Path(denoiser_weights).read_bytes()).hexdigest()
+        for config in configs:
+            config["denoiser_weights"] = {"path": str(denoiser_weights), "sha256": digest}
     here, device = distributed.setup(device)
     if here.distributed and (protocol.dataset not in FOLDER_SETS or spec.task == "adversarial"):
         raise UserError(

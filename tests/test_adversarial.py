@@ -88,3 +88,23 @@ def test_paper_without_denoiser_weights_is_one_line(tmp_path, monkeypatch, capsy
     assert main(_run_args(tmp_path)) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pass --denoiser-weights PATH" in err
+
+
+def test_another_denoiser_weights_file_is_another_cell(tmp_path, capsys):
+    from harness.tables import TABLES
+    from registry import create_model
+
+    protocol = TABLES["adversarial"].protocol("smoke")
+    state = create_model(protocol.denoiser, **dict(protocol.denoiser_kwargs)).state_dict()
+    torch.save(state, tmp_path / "a.pt")
+    state = {k: v + 1 if v.is_floating_point() else v for k, v in state.items()}
+    torch.save(state, tmp_path / "b.pt")
+    write_image_folder(tmp_path / "data")
+    for weights, ran in (("a.pt", 1), ("a.pt", 0), ("b.pt", 1)):
+        args = _run_args(
+            tmp_path, "--profile", "smoke", "--denoiser-weights", str(tmp_path / weights)
+        )
+        assert main(args) == 0
+        assert f"{1 - ran} already done, {ran} to run" in capsys.readouterr().out
+    (row,) = csv.DictReader((tmp_path / "out" / "adversarial.csv").open())
+    assert row["n_seeds"] == "1"  # the newest record stands for the row, not a mix of both
