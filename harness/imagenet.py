@@ -20,6 +20,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -31,7 +32,7 @@ from . import distributed
 from .checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from .errors import UserError
 from .measure import Stopwatch, median_time
-from .store import RunStore
+from .store import RunStore, check_writable_dir
 from .tables import Protocol
 from .train import Runtime, TrainResult, lr_for_epoch, make_optimizer
 
@@ -57,6 +58,8 @@ class FolderSet:
         return (3, self.crop, self.crop)
 
 
+FIXTURE_FOLDER = "imagenet-fixture"  # never the real ImageNet folder
+
 FOLDER_SETS: Mapping[str, FolderSet] = MappingProxyType(
     {
         "imagenet": FolderSet(
@@ -64,11 +67,33 @@ FOLDER_SETS: Mapping[str, FolderSet] = MappingProxyType(
             "ILSVRC2012 as ImageFolder under <data-root>/imagenet/{train,val}/<wnid>/",
         ),
         "imagenet_smoke": FolderSet(
-            "imagenet", 32, 36, 0, 12, 6,
-            "a tiny ImageFolder in the ILSVRC2012 layout under <data-root>/imagenet, 32x32 crops",
+            FIXTURE_FOLDER, 32, 36, 0, 12, 6,
+            f"a tiny generated ImageFolder in the ILSVRC2012 layout under <data-root>/{FIXTURE_FOLDER} "
+            "(written when absent; 3 classes of tinted noise), 32x32 crops",
         ),
     }
 )  # fmt: skip
+
+
+def write_fixture_folder(
+    base: Path, classes: int = 3, n_train: int = 4, n_val: int = 2, side: int = 40, seed: int = 0
+) -> Path:
+    """Small JPEGs in ILSVRC2012's ImageFolder layout: ``base/{train,val}/<wnid>/``.
+
+    Each class is a colour tint plus noise, so that smoke runs need no download.
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", n_train), ("val", n_val)):
+        for c in range(classes):
+            folder = base / split / f"n{c:08d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                tint = np.array([60 + 80 * c, 200 - 60 * c, 128], dtype=np.int16)
+                pixels = np.clip(tint + rng.integers(-40, 40, (side, side, 3)), 0, 255)
+                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"img_{c}_{i}.JPEG")
+    return base
 
 
 class _Indexed(Dataset):
@@ -113,6 +138,9 @@ def open_folders(name: str, data_root: Path) -> FolderData:
 
     spec = FOLDER_SETS[name]
     root = Path(data_root) / spec.folder
+    if spec.folder == FIXTURE_FOLDER and not (root / "train").is_dir():
+        check_writable_dir(root, "--data-root")
+        write_fixture_folder(root)
     normalise = [transforms.ToTensor(), transforms.Normalize(MEAN, STD)]
     train_tf = transforms.Compose(
         [transforms.RandomResizedCrop(spec.crop), transforms.RandomHorizontalFlip(), *normalise]

@@ -55,20 +55,8 @@ def write_cifar10_fixture(
     return arrays
 
 
-def write_image_folder(
-    root: Path, classes: int = 3, n_train: int = 4, n_val: int = 2, side: int = 40, seed: int = 0
-) -> Path:
-    """Small JPEGs in ILSVRC2012's ImageFolder layout: ``root/imagenet/{train,val}/<wnid>/``."""
-    from PIL import Image
+def write_image_folder(root: Path, **kwargs: int) -> Path:
+    """The smoke ImageFolder under ``root/imagenet-fixture`` (ILSVRC2012 layout)."""
+    from harness.imagenet import FIXTURE_FOLDER, write_fixture_folder
 
-    rng = np.random.default_rng(seed)
-    base = root / "imagenet"
-    for split, count in (("train", n_train), ("val", n_val)):
-        for c in range(classes):
-            folder = base / split / f"n{c:08d}"
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(count):
-                tint = np.array([60 + 80 * c, 200 - 60 * c, 128], dtype=np.int16)
-                pixels = np.clip(tint + rng.integers(-40, 40, (side, side, 3)), 0, 255)
-                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"img_{c}_{i}.JPEG")
-    return base
+    return write_fixture_folder(root / FIXTURE_FOLDER, **kwargs)
