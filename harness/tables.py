@@ -115,6 +115,16 @@ _MNIST_CHOICES = (
     "TensorFlow default) and ReLU are used. Weights Xavier-uniform, biases zero."
 )
 
+# what a model costs: size (exact and as the paper counts) and time
+COST_COLUMNS = (
+    "params",
+    "params_M_paper_conv",
+    "flops",
+    "flops_paper_conv",
+    "train_time_s",
+    "test_time_s",
+)
+
 CLASSIFICATION_COLUMNS = (
     "accuracy",
     "train_time_s",
@@ -287,12 +297,7 @@ TABLE5 = TableSpec(
     rows=("denoiser.baseline", "denoiser.fp2", "denoiser.topk2"),
     columns=(
         *_psnr_columns((20, 30, 40, 50)),
-        "params",
-        "params_M_paper_conv",
-        "flops",
-        "flops_paper_conv",
-        "train_time_s",
-        "test_time_s",
+        *COST_COLUMNS,
     ),
     protocols=MappingProxyType(
         {
@@ -359,16 +364,7 @@ IMAGENET = TableSpec(
     name="imagenet",
     title="ResNet-50 on ImageNet (section 4.1(C)): feature pooling before stage 2",
     rows=IMAGENET_ROWS,
-    columns=(
-        "top1",
-        "top5",
-        "params",
-        "params_M_paper_conv",
-        "flops",
-        "flops_paper_conv",
-        "train_time_s",
-        "test_time_s",
-    ),
+    columns=("top1", "top5", *COST_COLUMNS),
     protocols=MappingProxyType(
         {
             "paper": _IMAGENET_PAPER,
