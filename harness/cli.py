@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--denoiser-weights", type=Path, metavar="PATH",
                      help="adversarial: the denoiser's .pt from a denoising run")  # fmt: skip
+    run.add_argument("--workers", type=int, default=1, metavar="N",
+                     help="denoising: evaluate classical methods on N images at once, one "
+                     "process each (default 1)")  # fmt: skip
 
     report = sub.add_parser("report", help="render tables from run records")
     report.add_argument("tables", nargs="+", metavar="TABLE")
@@ -98,12 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_list(_: argparse.Namespace) -> None:
     print("Tables:")
     for spec in TABLES.values():
-        state = (
-            f"profiles {', '.join(spec.protocols)}"
-            if spec.built
-            else f"not built yet ({spec.issue})"
-        )
-        print(f"  {spec.name:<12} {spec.title}  [{state}]")
+        print(f"  {spec.name:<12} {spec.title}  [profiles {', '.join(spec.protocols)}]")
     print("\nVariants:")
     for name in list_variants():
         info = variant_info(name)
@@ -115,9 +113,9 @@ def cmd_list(_: argparse.Namespace) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
-    from registry import create_model
+    from registry.models.classical import MissingDependency
 
-    from .runner import measure_model
+    from .runner import build_model, measure_model
 
     spec = get_table(args.table)
     protocol = spec.protocol(args.profile)
@@ -135,9 +133,14 @@ def cmd_plan(args: argparse.Namespace) -> None:
     total_flops, done, measured_flops = 0.0, 0, {}
     for config in configs:
         variant = config["variant"]
-        if variant not in measured_flops:
-            model = create_model(variant, **dict(protocol.model_kwargs))
-            measured_flops[variant] = measure_model(model, spec.paper_flops, shape)["flops"]
+        if variant not in measured_flops:  # classical methods train nothing: no FLOPs
+            try:
+                model = build_model(protocol, variant)
+            except MissingDependency:
+                measured_flops[variant] = 0.0
+            else:
+                measured = measure_model(model, spec.paper_flops, shape)
+                measured_flops[variant] = measured.get("flops", 0.0)
         record = store.load(config)
         done += record is not None
         cost = 2 * 3 * measured_flops[variant] * n_train * protocol.epochs
@@ -146,7 +149,8 @@ def cmd_plan(args: argparse.Namespace) -> None:
             f"done ({record['wall_s']:.0f} s)" if record else f"to run (~{cost / 1e12:.2f} TFLOP)"
         )
         sigma = f" sigma {config['sigma']}" if "sigma" in config else ""
-        print(f"  {config['row']:<42}{sigma} seed {config['seed']}  {state}")
+        block = f" [{config['test_set']}]" if "test_set" in config else ""
+        print(f"  {config['row']:<42}{block}{sigma} seed {config['seed']}  {state}")
     print(
         f"{done} of {len(configs)} cells done; remaining ~{total_flops / 1e12:.1f} TFLOP of training"
     )
@@ -163,6 +167,8 @@ def cmd_run(args: argparse.Namespace) -> None:
         table_cells(spec, args.profile, args.seeds, args.test_dir)
     if args.denoiser_weights and not any(s.task == "adversarial" for s in specs):
         raise UserError("--denoiser-weights applies to the adversarial table only")
+    if args.workers < 1:
+        raise UserError(f"--workers must be 1 or more, got {args.workers}")
     device = resolve_device(args.device)
     store = RunStore(args.runs_dir)
     store.check_writable()
@@ -171,7 +177,7 @@ def cmd_run(args: argparse.Namespace) -> None:
             spec, profile=args.profile, seeds=args.seeds, device=device, store=store,
             data_root=args.data_root, download=not args.no_download, force=args.force,
             runtime=Runtime(amp=args.amp, compile=args.compile), test_dir=args.test_dir,
-            denoiser_weights=args.denoiser_weights,
+            denoiser_weights=args.denoiser_weights, workers=args.workers,
         )  # fmt: skip
         if not is_main():  # under torchrun only rank 0 writes reports
             continue

@@ -10,10 +10,14 @@ at full size (same-size images are batched), with the fixed noise of
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import multiprocessing
 import statistics
-from collections.abc import Callable, Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, as_completed, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
+
+from registry.models.classical import ClassicalDenoiser
 
 from .data import load_classification
 from .evalcache import ImageResultCache
@@ -111,7 +117,98 @@ def _batches(images: Iterable[LoadedImage], size: int) -> Iterator[list[LoadedIm
         yield batch
 
 
+def _entry(image: LoadedImage, estimate: Tensor, noisy: Tensor, seconds: float) -> dict[str, Any]:
+    """One image's result: metrics of the 8-bit estimate and of the noisy input, the
+    method's time on it, and a fingerprint of the exact noisy input it was given."""
+    return {
+        "image": image.id,
+        "psnr": psnr(image.pixels, estimate),
+        "ssim": ssim(image.pixels, estimate),
+        "noisy_psnr": psnr(image.pixels, to_uint8(noisy)),
+        "time_s": seconds,
+        "noisy_sha256": hashlib.sha256(noisy.float().contiguous().numpy().tobytes()).hexdigest()[
+            :16
+        ],
+        "note": image.note,
+    }
+
+
+def noisy_input(image: LoadedImage, sigma: float, seed: int) -> Tensor:
+    """The noisy version every method sees: clean in [0, 1] plus the fixed noise draw."""
+    return image.pixels.float() / 255 + gaussian_noise(image.id, sigma, seed, image.pixels.shape)
+
+
 @torch.no_grad()
+def _classical_one(
+    image: LoadedImage, model: ClassicalDenoiser, sigma: float, seed: int
+) -> dict[str, Any]:
+    """Denoise one image on the CPU (in this process or a worker's) and score it."""
+    noisy = noisy_input(image, sigma, seed)
+    model.sigma = sigma
+    model.prepare()
+    start = time.perf_counter()
+    estimate = model(noisy[None])[0]
+    return _entry(image, to_uint8(estimate), noisy, time.perf_counter() - start)
+
+
+def _worker_start() -> None:
+    torch.set_num_threads(1)  # one image per process; N processes share the cores
+
+
+class WorkerPool:
+    """Worker processes for classical methods, started on first use and kept for the
+    whole run (starting one costs seconds: each imports torch). Spawned, not forked:
+    forking a process whose torch already runs threads can deadlock."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+
+    def map_unordered(
+        self, fn: Callable[..., Any], items: Iterable[Any], *args: Any
+    ) -> Iterator[Any]:
+        """``fn(item, *args)`` for every item, yielded as they finish, with at most two
+        items per worker in flight (so a large test set is never all in memory)."""
+        if self.workers <= 1:
+            yield from (fn(item, *args) for item in items)
+            return
+        if self._pool is None:
+            context = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(
+                self.workers, mp_context=context, initializer=_worker_start
+            )
+        pending: set[Future] = set()
+        for item in items:
+            pending.add(self._pool.submit(fn, item, *args))
+            if len(pending) >= 2 * self.workers:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                yield from (f.result() for f in finished)
+        for future in as_completed(pending):
+            yield future.result()
+
+
+def _network_entries(
+    model: nn.Module, todo: Iterable[LoadedImage], sigma: float, seed: int,
+    device: torch.device, batch_size: int,
+) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """Same-size images batched on the device; each gets its share of the batch's
+    synchronised forward time."""
+    for batch in _batches(todo, batch_size):
+        noisy = torch.stack([noisy_input(im, sigma, seed) for im in batch])
+        watch = Stopwatch(device)
+        with torch.no_grad(), watch:
+            estimate = model(noisy.to(device))
+        for im, est, y in zip(batch, to_uint8(estimate.float().cpu()), noisy, strict=True):
+            yield _entry(im, est, y, watch.elapsed / len(batch))
+
+
 def evaluate_denoiser(
     model: nn.Module,
     images: Iterable[LoadedImage],
@@ -122,56 +219,52 @@ def evaluate_denoiser(
     device: torch.device,
     cache: ImageResultCache | None = None,
     batch_size: int = 1,
+    pool: WorkerPool | None = None,
     desc: str = "",
 ) -> dict[str, float]:
-    """Mean PSNR/SSIM of the estimates and of the noisy inputs, and the forward time.
+    """Mean PSNR/SSIM of the estimates and of the noisy inputs, and the method's time.
 
-    ``test_time_s`` sums the synchronised forward passes (metrics and file reading
-    excluded) over the images evaluated in this call; images found in ``cache`` are
-    reused, not recomputed.
+    Networks run batched on ``device``; classical methods image by image on the CPU,
+    in the worker processes of ``pool`` (in this one without). Images found in ``cache`` are reused, never recomputed;
+    new results are added to it as they finish. ``test_time_s`` sums every image's
+    time (the method alone: noise, metrics and file reading excluded).
     """
     model.eval()
-    watch = Stopwatch(device)
     done: list[dict] = []
-    notes: list[str] = []
+    notes: set[str] = set()
     bar = tqdm(total=count, desc=desc, leave=False, unit="img", disable=None)
-    for batch in _batches(images, batch_size):
-        todo = []
-        for image in batch:
+
+    def todo() -> Iterator[LoadedImage]:
+        for image in images:
+            notes.update([image.note] if image.note else [])
             cached = cache.get(image.id) if cache is not None else None
             if cached:
                 done.append(cached)
+                bar.update()
             else:
-                todo.append(image)
-            if image.note:
-                notes.append(image.note)
-        if todo:
-            clean = torch.stack([im.pixels for im in todo])
-            noise = torch.stack(
-                [gaussian_noise(im.id, sigma, seed, im.pixels.shape) for im in todo]
-            )
-            noisy = clean.float() / 255 + noise
-            with watch:
-                estimate = model(noisy.to(device))
-            for im, est, y in zip(
-                todo, to_uint8(estimate.float().cpu()), to_uint8(noisy), strict=True
-            ):
-                entry = {"image": im.id, "psnr": psnr(im.pixels, est), "ssim": ssim(im.pixels, est),
-                         "noisy_psnr": psnr(im.pixels, y), "note": im.note}  # fmt: skip
-                if cache is not None:
-                    cache.add(entry)
-                done.append(entry)
-        bar.update(len(batch))
+                yield image
+
+    if isinstance(model, ClassicalDenoiser):
+        fresh = (pool or WorkerPool(1)).map_unordered(_classical_one, todo(), model, sigma, seed)
+    else:
+        fresh = _network_entries(model, todo(), sigma, seed, device, batch_size)
+    for entry in fresh:
+        if cache is not None:
+            cache.add(entry)
+        done.append(entry)
+        bar.update()
     bar.close()
     if not done:
         raise ValueError("no test images were evaluated")
+    times = [e.get("time_s", math.nan) for e in done]  # caches written before times were kept
     return {
         "psnr": statistics.fmean(e["psnr"] for e in done),
         "ssim": statistics.fmean(e["ssim"] for e in done),
         "noisy_psnr": statistics.fmean(e["noisy_psnr"] for e in done),
-        "test_time_s": watch.elapsed,
+        "test_time_s": math.fsum(times),
+        "time_per_image_s": statistics.fmean(times),
         "n_images": len(done),
-        "notes": sorted(set(notes)),
+        "notes": sorted(notes),
     }
 
 
@@ -179,28 +272,84 @@ def evaluate_denoiser(
 
 
 @dataclass(frozen=True)
+class TestImages:
+    """One test set: how many images, a fresh walk over them (cropped as the protocol
+    says), and where they come from."""
+
+    count: int
+    walk: Callable[[], Iterator[LoadedImage]]
+    source: str
+
+
+@dataclass(frozen=True)
 class DenoiseData:
-    """Training images (uint8, on the device) and a way to walk the test images."""
+    """Training images (uint8, on the device) and the test sets of a table, by name."""
 
     train_x: Tensor
-    test_count: int
-    test_images: Callable[[], Iterator[LoadedImage]]
+    tests: Mapping[str, TestImages]
     description: str
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.train_x.shape[1:])
 
+    def test(self, name: str | None) -> TestImages:
+        """The named test set (the only one when ``name`` is None)."""
+        return self.tests[name] if name is not None else next(iter(self.tests.values()))
+
 
 def _as_images(prefix: str, pixels: Tensor) -> list[LoadedImage]:
     return [LoadedImage(f"{prefix}-{i:05d}", p) for i, p in enumerate(pixels)]
+
+
+def _test_images(
+    protocol: Protocol, name: str, root: Path, test_dir: Path | None,
+    classification_test: list[LoadedImage] | None,
+) -> TestImages:  # fmt: skip
+    if test_dir is not None or name not in ("demo", "demo_patches", "cifar10"):
+        count, _ = iter_test_images(name, root, test_dir)  # fails early if missing
+        source = str(test_dir) if test_dir else f"{name} under {root}"
+
+        def walk() -> Iterator[LoadedImage]:
+            return iter_test_images(name, root, test_dir)[1]
+    else:
+        if name == "demo":
+            test = demo_photos("test")
+            source = f"{len(test)} bundled photographs at full size ({', '.join(DEMO_TEST)})"
+        elif name == "demo_patches":
+            pixels = random_patches(
+                [p.pixels for p in demo_photos("test")], 96, protocol.patch_size, seed=1
+            )
+            test = _as_images("demo-patch", pixels)
+            source = f"96 random {protocol.patch_size}x{protocol.patch_size} patches of {', '.join(DEMO_TEST)}"
+        else:
+            assert classification_test is not None
+            test = classification_test
+            source = f"{len(test)} test images of {protocol.dataset}"
+        count = len(test)
+
+        def walk() -> Iterator[LoadedImage]:
+            return iter(test)
+
+    def cropped() -> Iterator[LoadedImage]:
+        for im in walk():
+            if protocol.test_crop:
+                im = LoadedImage(
+                    im.id, TF.center_crop(im.pixels, [protocol.test_crop] * 2), im.note
+                )
+            yield im
+
+    if protocol.test_crop:
+        source += f", centre-cropped to {protocol.test_crop}x{protocol.test_crop}"
+    return TestImages(count, cropped, source)
 
 
 def load_denoise_data(
     protocol: Protocol, root: Path, *, download: bool, device: torch.device,
     test_dir: Path | None = None,
 ) -> DenoiseData:  # fmt: skip
-    """The training images and test set a denoising protocol names (see tables.py)."""
+    """The training images and test sets a denoising protocol names (see tables.py);
+    ``test_dir`` replaces the test sets with one folder of images."""
     root = Path(root)
     test: list[LoadedImage] | None = None
     if protocol.dataset == "demo_photos":
@@ -220,63 +369,31 @@ def load_denoise_data(
             _as_images(protocol.dataset, data.test_x),
             data.description,
         )
-
-    if test_dir is not None or protocol.test_set not in ("demo", "demo_patches", "cifar10"):
-        count, _ = iter_test_images(protocol.test_set, root, test_dir)  # fails early if missing
-        source = str(test_dir) if test_dir else f"{protocol.test_set} under {root}"
-
-        def walk() -> Iterator[LoadedImage]:
-            return iter_test_images(protocol.test_set, root, test_dir)[1]
-    else:
-        if protocol.test_set == "demo":
-            test = demo_photos("test")
-            source = f"{len(test)} bundled photographs at full size ({', '.join(DEMO_TEST)})"
-        elif protocol.test_set == "demo_patches":
-            pixels = random_patches(
-                [p.pixels for p in demo_photos("test")], 96, protocol.patch_size, seed=1
-            )
-            test = _as_images("demo-patch", pixels)
-            source = f"96 random {protocol.patch_size}x{protocol.patch_size} patches of {', '.join(DEMO_TEST)}"
-        else:
-            source = f"{len(test)} test images of {protocol.dataset}"
-        count = len(test)
-
-        def walk() -> Iterator[LoadedImage]:
-            return iter(test)
-
-    def cropped() -> Iterator[LoadedImage]:
-        for im in walk():
-            if protocol.test_crop:
-                im = LoadedImage(
-                    im.id, TF.center_crop(im.pixels, [protocol.test_crop] * 2), im.note
-                )
-            yield im
-
-    crop = (
-        f", centre-cropped to {protocol.test_crop}x{protocol.test_crop}"
-        if protocol.test_crop
-        else ""
-    )
-    return DenoiseData(
-        train.to(device), count, cropped, f"train: {train_desc}; test: {source}{crop}"
-    )
+    names = ("test_dir",) if test_dir is not None else protocol.test_sets
+    tests = {n: _test_images(protocol, n, root, test_dir, test) for n in names}
+    sources = "; ".join(t.source for t in tests.values())
+    return DenoiseData(train.to(device), tests, f"train: {train_desc}; test: {sources}")
 
 
 def run_denoise_cell(
     model: nn.Module, data: DenoiseData, protocol: Protocol, config: dict[str, Any], *,
-    store: RunStore, device: torch.device, desc: str,
-) -> tuple[TrainResult, Path]:  # fmt: skip
+    store: RunStore, device: torch.device, desc: str, pool: WorkerPool | None = None,
+) -> tuple[TrainResult, Path | None]:  # fmt: skip
     """Train (or reload the trained weights of a cell killed while testing), then test.
 
     After training, the weights and the training result are saved before the test
     starts, and test images are cached one by one, so a killed cell resumes its
-    evaluation without retraining or re-testing any image.
+    evaluation without retraining or re-testing any image. Classical methods are not
+    trained: they are told the noise level and go straight to the test.
     """
     record_path = store.path(config)
     trained = record_path.with_suffix(".train.json")
     cache = ImageResultCache(record_path.with_suffix(".images.jsonl"))
     sigma, seed = config["sigma"], config["seed"]
-    if trained.is_file() and record_path.with_suffix(".pt").is_file():
+    weights: Path | None = record_path.with_suffix(".pt")
+    if isinstance(model, ClassicalDenoiser):
+        result, weights = TrainResult(), None
+    elif trained.is_file() and record_path.with_suffix(".pt").is_file():
         model.load_state_dict(load_tensors(record_path.with_suffix(".pt")))
         result = TrainResult(**json.loads(trained.read_text()))
     else:
@@ -285,10 +402,13 @@ def run_denoise_cell(
         )
         store.save_weights(config, model.state_dict())
         atomic_write_text(trained, json.dumps(asdict(result)))
+    test = data.test(config.get("test_set"))
     metrics = evaluate_denoiser(
-        model, data.test_images(), data.test_count, sigma=sigma, seed=seed, device=device,
-        cache=cache, batch_size=protocol.test_batch_size, desc=f"{desc} test",
+        model, test.walk(), test.count, sigma=sigma, seed=seed, device=device, cache=cache,
+        batch_size=protocol.test_batch_size, pool=pool, desc=f"{desc} test",
     )  # fmt: skip
     result.notes = metrics.pop("notes")
-    result.metrics = {**metrics, "train_time_s": statistics.median(result.epoch_times_s)}
-    return result, record_path.with_suffix(".pt")
+    result.metrics = metrics
+    if result.epoch_times_s:
+        result.metrics["train_time_s"] = statistics.median(result.epoch_times_s)
+    return result, weights

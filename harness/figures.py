@@ -466,7 +466,8 @@ def _psnr_curves(report: Report, sigmas: Sequence[int]) -> Figure:
     fig = new_figure(SINGLE_COLUMN_IN, 2.7)
     ax = fig.add_subplot()
     handles = []
-    for i, label in enumerate(f["row"]):
+    labels = f["row"] + (" (" + f["test_set"].str.upper() + ")" if "test_set" in f else "")
+    for i, label in enumerate(labels):
         c = PALETTE[i % len(PALETTE)]
         for prefix, style in (("", {"linestyle": "-"}),
                               ("paper_", {"linestyle": "--", "markerfacecolor": "none"})):  # fmt: skip
@@ -538,8 +539,8 @@ PAPER_FIGURES: dict[str, Callable[[Source], Drawn]] = {
 
 
 def figure_names() -> list[str]:
-    """The paper's data figures and every built table."""
-    return [*PAPER_FIGURES, *(t.name for t in TABLES.values() if t.built)]
+    """The paper's data figures and every table."""
+    return [*PAPER_FIGURES, *TABLES]
 
 
 def make_figures(

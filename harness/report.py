@@ -21,7 +21,7 @@ import pandas as pd
 
 from registry import variant_info
 
-from .runner import cell_config, cell_key
+from .runner import cell_config, cell_key, test_blocks
 from .store import RunStore, write_output
 from .tables import PROFILES, TableSpec
 from .train import Runtime
@@ -48,6 +48,7 @@ COLUMNS: dict[str, Column] = {
     "top1_clean": Column("Top-1 clean", "fraction", "{:.4f}"),
     "top1_adversarial": Column("Top-1 FGSM", "fraction", "{:.4f}"),
     "top1_denoised": Column("Top-1 FGSM + denoiser", "fraction", "{:.4f}"),
+    "time_per_image_s": Column("Time per image", "s", "{:.3g}"),
 }
 
 CONVENTIONS = (
@@ -61,6 +62,8 @@ CONVENTIONS = (
     "elementwise ops (feature pooling, ReLU, tanh, add) = 1, top-k = C*ceil(log2 C) per pixel. FLOPs (paper conv.): "
     "the paper's column, about twice a parameter count (the rule for this table is below).",
 )
+
+_TEST_SET_NAMES = {"bsd500": "BSD500", "tid2008": "TID2008", "bsd200": "BSD200", "cbsd68": "CBSD68"}
 
 _SIGMA_COLUMN = re.compile(r"(psnr|noisy_psnr|ssim)_sigma(\d+)")
 _SIGMA_HEADERS = {
@@ -85,8 +88,8 @@ DENOISING_CONVENTIONS = (
     "10*log10(255^2/MSE) over all pixels and channels, no border crop; mean over the test "
     "images. Noisy PSNR: the noisy input under the same rule. SSIM: scikit-image, 8-bit, 7x7.",
     "train time: median over epochs of one epoch's synchronised training time; test time: "
-    "synchronised forward passes summed over the whole test set (metrics and file reading "
-    "excluded).",
+    "the method's time summed over the whole test set (metrics and file reading excluded); "
+    "time per image: the same per image, averaged over images and noise levels.",
     CONVENTIONS[2],
     CONVENTIONS[3],
 )
@@ -134,42 +137,59 @@ def _column_values(records: list[dict[str, Any]], col: str) -> pd.Series:
     return pd.Series(list(values.values()), dtype=float)
 
 
+def _paper_block(spec: TableSpec, block: str | None) -> str:
+    """The block of the paper's table shown beside ours: the same test set, or the
+    paper's first one when ours is another (demo photographs, --test-dir)."""
+    if block is not None:
+        return block
+    printed = [p for v in spec.rows for p in variant_info(v).paper if p.table == spec.name]
+    return next((p.block for p in [*printed, *spec.quoted]), "")
+
+
 def build_report(
     spec: TableSpec, profile: str, store: RunStore, test_dir: Path | None = None
 ) -> Report:
     spec.protocol(profile)  # validates the profile
     records = list(store.records(spec.name, profile))
+    blocks = test_blocks(spec, profile, test_dir)
     rows, used = [], []
     several = False
-    for variant in spec.rows:
-        key = cell_key(cell_config(spec, variant, profile, 0, test_dir=test_dir))
-        newest: dict[tuple, dict[str, Any]] = {}
-        for r in sorted(records, key=lambda r: r.get("started_at", "")):
-            if r.get("cell_key") == key:
-                newest[(r["config"]["seed"], r["config"].get("sigma"))] = r
-        mine = list(newest.values())
-        used += mine
-        row: dict[str, Any] = {"row": spec.row_label(variant), "variant": variant}
-        paper = variant_info(variant).paper_row(spec.name)
-        for col in spec.columns:
-            values = _column_values(mine, col)
-            row[col] = values.mean() if len(values) else math.nan
-            row[f"{col}_std"] = values.std(ddof=1) if len(values) > 1 else math.nan
-            if paper and col in paper.values:
-                row[f"paper_{col}"] = paper.number(col)
-        seeds = {r["config"]["seed"] for r in mine}
-        row["n_seeds"] = len(seeds)
-        several |= len(seeds) > 1
-        rows.append(row)
+    for block in blocks:
+        paper_block = _paper_block(spec, block)
+        for variant in spec.rows:
+            config = cell_config(spec, variant, profile, 0, test_dir=test_dir, test_set=block)
+            key = cell_key(config)
+            newest: dict[tuple, dict[str, Any]] = {}
+            for r in sorted(records, key=lambda r: r.get("started_at", "")):
+                if r.get("cell_key") == key:
+                    newest[(r["config"]["seed"], r["config"].get("sigma"))] = r
+            mine = list(newest.values())
+            used += mine
+            row: dict[str, Any] = {"row": spec.row_label(variant), "variant": variant}
+            paper = variant_info(variant).paper_row(spec.name, paper_block)
+            for col in spec.columns:
+                values = _column_values(mine, col)
+                row[col] = values.mean() if len(values) else math.nan
+                row[f"{col}_std"] = values.std(ddof=1) if len(values) > 1 else math.nan
+                if paper and col in paper.values:
+                    row[f"paper_{col}"] = paper.number(col)
+            seeds = {r["config"]["seed"] for r in mine}
+            row["n_seeds"] = len(seeds)
+            several |= len(seeds) > 1
+            rows.append(row | ({"test_set": block} if block else {}))
+        for quoted in (q for q in spec.quoted if q.block == paper_block):
+            row = {"row": quoted.row, "variant": "", "n_seeds": 0}
+            row |= {f"paper_{c}": quoted.number(c) for c in spec.columns if c in quoted.values}
+            rows.append(row | ({"test_set": block} if block else {}))
     frame = pd.DataFrame(rows)
-    order = ["row", "variant"]
+    order = ["row", "variant", *(["test_set"] if "test_set" in frame else [])]
     for col in spec.columns:
         order += (
             [col]
             + ([f"{col}_std"] if several else [])
             + ([f"paper_{col}"] if f"paper_{col}" in frame else [])
         )
-    frame = frame[[*order, "n_seeds"]]
+    frame = frame.reindex(columns=[*order, "n_seeds"])  # quoted rows lack measured columns
     for col in spec.columns:
         if column(col).integer:
             frame[col] = frame[col].round().astype("Int64")
@@ -190,6 +210,7 @@ def build_report(
         "diverged": sorted({r["config"]["variant"] for r in used if r.get("diverged")}),
         "image_notes": sorted({n for r in used for n in r.get("notes", [])}),
         "runs_dir": str(store.root / spec.name / profile),
+        "paper_block": _paper_block(spec, None) if blocks == (None,) else "",
     }
     return Report(spec, profile, frame, meta)
 
@@ -205,7 +226,12 @@ def _execution(record: dict[str, Any]) -> str:
 def _display(report: Report, pm: str) -> pd.DataFrame:
     """Strings for humans: mean (± std), paper values beside, units in headers."""
     f = report.frame
-    out = pd.DataFrame({"Row": f["row"]})
+    out = pd.DataFrame({"Row": [
+        label if variant else f"{label} (quoted, not measured)"
+        for label, variant in zip(f["row"], f["variant"], strict=True)
+    ]})  # fmt: skip
+    if "test_set" in f:
+        out.insert(0, "Test set", f["test_set"].map(_TEST_SET_NAMES.get))
     for col in report.spec.columns:
         c = column(col)
         head = f"{c.header} ({c.unit})"
@@ -255,6 +281,11 @@ def _header_lines(report: Report) -> list[str]:
         lines.append(
             f"Measured on: {', '.join(m['measured_on'])}; code {', '.join(m['commits'])}; "
             f"execution: {' | '.join(m['execution'])}."
+        )
+    if m.get("paper_block"):
+        lines.append(
+            f"Paper values beside ours: the paper's {_TEST_SET_NAMES.get(m['paper_block'], m['paper_block'])} "
+            "rows (ours are on a different test set)."
         )
     if m["diverged"]:
         lines.append(f"Diverged during training (loss not finite): {', '.join(m['diverged'])}.")

@@ -12,29 +12,32 @@ from typing import Any
 
 import torch
 
-from registry import create_model, variant_info
+from registry import create_model, list_variants, variant_info
+from registry.models.classical import ClassicalDenoiser, MissingDependency
 
 from . import distributed
 from .adversarial import AttackData, open_attack_images, prepare_attack, run_attack_cell
 from .data import ClassificationData, load_classification
-from .denoise import DenoiseData, load_denoise_data, run_denoise_cell
+from .denoise import DenoiseData, WorkerPool, load_denoise_data, run_denoise_cell
 from .errors import UserError
 from .imagenet import FOLDER_SETS, FolderData, open_folders, run_folder_cell
 from .measure import count_flops, count_params, paper_convention
 from .store import SCHEMA, RunStore, config_hash, environment, jsonable
-from .tables import ADVERSARIAL_FIELDS, Protocol, TableSpec
+from .tables import LATE_FIELDS, Protocol, TableSpec
 from .train import Runtime, TrainResult, train_classifier
 
 
 def cell_config(
     spec: TableSpec, variant: str, profile: str, seed: int, sigma: int | None = None,
-    test_dir: Path | None = None,
+    test_dir: Path | None = None, test_set: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Everything that determines a cell's result; its hash names the record."""
     info = variant_info(variant)
     extra: dict[str, Any] = {} if sigma is None else {"sigma": sigma}
     if test_dir is not None:
         extra["test_dir"] = str(Path(test_dir).resolve())
+    if test_set is not None:
+        extra["test_set"] = test_set
     return {
         "schema": SCHEMA,
         "table": spec.name,
@@ -47,7 +50,7 @@ def cell_config(
         "protocol": {
             k: v
             for k, v in jsonable(spec.protocol(profile)).items()
-            if k not in ADVERSARIAL_FIELDS or jsonable(ADVERSARIAL_FIELDS[k]) != v
+            if k not in LATE_FIELDS or jsonable(LATE_FIELDS[k]) != v
         },
         "paper_flops": spec.paper_flops,
         **extra,
@@ -63,20 +66,37 @@ def cell_key(config: dict[str, Any]) -> str:
     return config_hash({k: v for k, v in config.items() if k not in _PER_RECORD})
 
 
+def test_blocks(
+    spec: TableSpec, profile: str, test_dir: Path | None = None
+) -> tuple[str | None, ...]:
+    """The test sets a table repeats its rows for (Table 6: BSD500 and TID2008), or
+    ``(None,)`` when it has one (``--test-dir`` makes one of any table)."""
+    sets = spec.protocol(profile).test_sets
+    return sets if test_dir is None and len(sets) > 1 else (None,)
+
+
 def table_cells(
     spec: TableSpec, profile: str, seeds: int, test_dir: Path | None = None
 ) -> list[dict[str, Any]]:
-    """Rows x noise levels (denoising tables) x seeds, in the paper's row order."""
+    """Test sets x rows x noise levels (denoising tables) x seeds, in the paper's order."""
     if seeds < 1:
         raise UserError(f"--seeds must be 1 or more, got {seeds}")
     if test_dir is not None and spec.task != "denoising":
         raise UserError(f"--test-dir applies to denoising tables; {spec.name} is {spec.task}")
     return [
-        cell_config(spec, v, profile, s, sigma, test_dir)
+        cell_config(spec, v, profile, s, sigma, test_dir, block)
+        for block in test_blocks(spec, profile, test_dir)
         for v in spec.rows
         for sigma in spec.sigmas or (None,)
         for s in range(seeds)
     ]
+
+
+def build_model(protocol: Protocol, variant: str) -> torch.nn.Module:
+    """A row's model as the protocol asks for it (stand-in, narrower width...)."""
+    name = protocol.stand_in or variant
+    arch = variant_info(name).arch if name in list_variants() else name
+    return create_model(name, **protocol.kwargs_for(arch))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -98,12 +118,16 @@ def _say(line: str) -> None:
 class RunSummary:
     ran: int = 0
     skipped: int = 0
+    unavailable: int = 0  # cells whose method needs a package that is not installed
 
 
 def measure_model(
     model: torch.nn.Module, rule: str, input_shape: tuple[int, ...]
 ) -> dict[str, float]:
-    """The architecture-only columns (they do not depend on training)."""
+    """The architecture-only columns (they do not depend on training). A classical
+    method has no parameters and no FLOP count (its numpy work is not traced)."""
+    if isinstance(model, ClassicalDenoiser):
+        return {"params": 0}
     return {
         "params": count_params(model),
         "flops": count_flops(model, input_shape),
@@ -153,9 +177,15 @@ def run_table(
     runtime: Runtime = Runtime(),
     test_dir: Path | None = None,
     denoiser_weights: Path | None = None,
+    workers: int = 1,
     log: Callable[[str], None] = _say,
 ) -> RunSummary:
-    """Run every cell of ``spec`` that has no finished record (all of them with ``force``)."""
+    """Run every cell of ``spec`` that has no finished record (all of them with ``force``).
+
+    ``workers`` processes evaluate the images of classical denoising methods in parallel.
+    """
+    if workers < 1:
+        raise UserError(f"--workers must be 1 or more, got {workers}")
     protocol = spec.protocol(profile)
     configs = table_cells(spec, profile, seeds, test_dir)
     if denoiser_weights is not None and Path(denoiser_weights).is_file():
@@ -192,60 +222,70 @@ def run_table(
     env = environment(device)
     input_shape = data.input_shape
     measured: dict[str, dict[str, float]] = {}
-    for i, config in enumerate(pending, 1):
-        if force:
-            store.discard(config)
-        started, clock = datetime.now(UTC), time.perf_counter()
-        torch.manual_seed(config["seed"])
-        model = create_model(protocol.stand_in or config["variant"], **dict(protocol.model_kwargs))
-        if config["variant"] not in measured:  # the same for every seed and noise level
-            measured[config["variant"]] = measure_model(model, spec.paper_flops, input_shape)
-        model.to(device)
-        sigma = f" sigma {config['sigma']}" if "sigma" in config else ""
-        desc = f"[{i}/{len(pending)}] {config['variant']}{sigma} seed {config['seed']}"
-        if attackers is not None:
-            assert isinstance(data, AttackData)
-            result = run_attack_cell(model, data, protocol, config, attackers, device=device)
-            weights = None
-        elif isinstance(data, FolderData):
-            result, weights = run_folder_cell(
-                model, data, protocol, config, store=store, device=device, desc=desc,
-                runtime=runtime, save_weights=spec.save_weights,
-            )  # fmt: skip
-        elif spec.task == "denoising":
-            result, weights = run_denoise_cell(
-                model, data, protocol, config, store=store, device=device, desc=desc
+    with WorkerPool(workers) as pool:  # started only if a classical method asks
+        for i, config in enumerate(pending, 1):
+            if force:
+                store.discard(config)
+            started, clock = datetime.now(UTC), time.perf_counter()
+            torch.manual_seed(config["seed"])
+            block = f" on {config['test_set']}" if "test_set" in config else ""
+            sigma = f" sigma {config['sigma']}" if "sigma" in config else ""
+            desc = f"[{i}/{len(pending)}] {config['variant']}{block}{sigma} seed {config['seed']}"
+            try:
+                model = build_model(protocol, config["variant"])
+            except MissingDependency as exc:
+                log(f"  {desc[desc.index(']') + 2 :]}: not run, {exc}")
+                summary.unavailable += 1
+                continue
+            if config["variant"] not in measured:  # the same for every seed and noise level
+                measured[config["variant"]] = measure_model(model, spec.paper_flops, input_shape)
+            model.to(device)
+            if attackers is not None:
+                assert isinstance(data, AttackData)
+                result = run_attack_cell(model, data, protocol, config, attackers, device=device)
+                weights = None
+            elif isinstance(data, FolderData):
+                result, weights = run_folder_cell(
+                    model, data, protocol, config, store=store, device=device, desc=desc,
+                    runtime=runtime, save_weights=spec.save_weights,
+                )  # fmt: skip
+            elif spec.task == "denoising":
+                result, weights = run_denoise_cell(
+                    model, data, protocol, config, store=store, device=device, desc=desc,
+                    pool=pool,
+                )  # fmt: skip
+            else:
+                result, weights = _classify_cell(
+                    model, data, protocol, config, store=store, device=device, desc=desc,
+                    runtime=runtime, save_weights=spec.save_weights,
+                )  # fmt: skip
+            record = {
+                "schema": SCHEMA,
+                "status": "complete",
+                "key": config_hash(config),
+                "cell_key": cell_key(config),
+                "config": config,
+                "metrics": {**result.metrics, **measured[config["variant"]]},
+                "diverged": result.diverged,
+                "history": result.history,
+                "weights": weights.name if weights else None,
+                "epoch_times_s": result.epoch_times_s,
+                "test_times_s": result.test_times_s,
+                "notes": result.notes,
+                "data": data.description,
+                "env": env,
+                "runtime": runtime,
+                "started_at": started.isoformat(timespec="seconds"),
+                "wall_s": time.perf_counter() - clock,
+            }
+            summary.ran += 1
+            if not here.is_main:  # under torchrun only rank 0 writes
+                continue
+            path = store.save(record)
+            shown = ", ".join(
+                f"{k} {result.metrics[k]:.4g}" for k in _LOGGED if k in result.metrics
             )
-        else:
-            result, weights = _classify_cell(
-                model, data, protocol, config, store=store, device=device, desc=desc,
-                runtime=runtime, save_weights=spec.save_weights,
-            )  # fmt: skip
-        record = {
-            "schema": SCHEMA,
-            "status": "complete",
-            "key": config_hash(config),
-            "cell_key": cell_key(config),
-            "config": config,
-            "metrics": {**result.metrics, **measured[config["variant"]]},
-            "diverged": result.diverged,
-            "history": result.history,
-            "weights": weights.name if weights else None,
-            "epoch_times_s": result.epoch_times_s,
-            "test_times_s": result.test_times_s,
-            "notes": result.notes,
-            "data": data.description,
-            "env": env,
-            "runtime": runtime,
-            "started_at": started.isoformat(timespec="seconds"),
-            "wall_s": time.perf_counter() - clock,
-        }
-        summary.ran += 1
-        if not here.is_main:  # under torchrun only rank 0 writes
-            continue
-        path = store.save(record)
-        shown = ", ".join(f"{k} {result.metrics[k]:.4g}" for k in _LOGGED if k in result.metrics)
-        log(f"  {desc[desc.index(']') + 2 :]}: {shown} -> {path}")
+            log(f"  {desc[desc.index(']') + 2 :]}: {shown} -> {path}")
     return summary
 
 
@@ -264,4 +304,5 @@ _LOGGED = (
     "noisy_psnr",
     "train_time_s",
     "test_time_s",
+    "time_per_image_s",
 )

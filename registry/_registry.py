@@ -43,14 +43,22 @@ class PaperRow:
 
     Values are kept as text (``"12.260"``, ``"2.571e7"``, ``"93.25%"``) so that the
     printed precision survives; :func:`printed_value` turns one into a number.
+    ``block`` names the part of a table a row belongs to when the table repeats its
+    rows per test set (Table 6: ``"bsd500"`` and ``"tid2008"``).
     """
 
     table: str
     row: str
     values: Mapping[str, str] = field(default_factory=dict)
+    block: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "values", MappingProxyType(dict(self.values)))
+
+    @classmethod
+    def psnr(cls, table: str, row: str, printed: Mapping[int, str], block: str = "") -> PaperRow:
+        """A row of PSNRs by noise level, ``{sigma: printed}`` (gaps are simply left out)."""
+        return cls(table, row, {f"psnr_sigma{s}": v for s, v in printed.items()}, block)
 
     def number(self, column: str) -> float:
         return printed_value(self.values[column])[0]
@@ -70,8 +78,9 @@ class VariantInfo:
     def in_paper(self) -> bool:
         return bool(self.paper)
 
-    def paper_row(self, table: str) -> PaperRow | None:
-        return next((p for p in self.paper if p.table == table), None)
+    def paper_row(self, table: str, block: str | None = None) -> PaperRow | None:
+        """The paper's row in ``table`` (in ``block`` when given, else its first block)."""
+        return next((p for p in self.paper if p.table == table and block in (None, p.block)), None)
 
 
 def printed_value(text: str) -> tuple[float, float]:

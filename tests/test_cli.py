@@ -185,14 +185,15 @@ def test_plan_and_list(smoke, capsys):
     assert "0 of 7 cells done" in capsys.readouterr().out
     assert run_cli("list") == 0
     listing = capsys.readouterr().out
-    assert "table1" in listing and "not built yet" in listing and "mnist.topk_s2" in listing
+    assert "table8" in listing and "profiles paper, demo, smoke" in listing
+    assert "mnist.topk_s2" in listing and "classical.bm3d" in listing
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["run", "table9"], "unknown table 'table9'; choose one of: table1"),
-        (["run", "table6"], "not built yet"),
+        (["run", "table6", "--workers", "0"], "--workers must be 1 or more"),
         (
             ["run", "table1", "--profile", "fast"],
             "unknown profile 'fast'; choose one of: paper, demo, smoke",

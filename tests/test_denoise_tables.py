@@ -193,8 +193,9 @@ def test_test_dir_replaces_the_test_set(tmp_path):
     _write_images(tmp_path / "mine")
     data = load_denoise_data(TABLE4.protocol("smoke"), tmp_path, download=False, device=torch.device("cpu"),
                              test_dir=tmp_path / "mine")  # fmt: skip
-    assert data.test_count == 4 and str(tmp_path / "mine") in data.description
-    assert [im.id for im in data.test_images()] == ["a", "b", "c", "d_grey"]
+    test = data.test(None)
+    assert test.count == 4 and str(tmp_path / "mine") in data.description
+    assert [im.id for im in test.walk()] == ["a", "b", "c", "d_grey"]
 
 
 @pytest.mark.parametrize(

@@ -1,3 +1,3 @@
 """Architectures of the paper; importing this package registers them and their variants."""
 
-from . import denoiser, mnist, resnet, vgg  # noqa: F401
+from . import classical, denoiser, dncnn, mnist, rednet, resnet, vgg  # noqa: F401

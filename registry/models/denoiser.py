@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from .._registry import PaperRow, register_arch, register_variant
 from ..init import xavier_init_
 from ..reduction import Reduction
+from .classical import table6_rows
 
 KERNELS = (1, 3, 5, 7, 9)  # the inception branches; no pooling branch (paper)
 RESIDUAL_BLOCKS = 3  # CHOICE: not stated; 3 matches both parameter counts
@@ -153,11 +154,7 @@ def _table5(
 
 
 def _table4(row: str, psnr: tuple[str, ...]) -> PaperRow:
-    return PaperRow(
-        "table4",
-        row,
-        {f"psnr_sigma{s}": p for s, p in zip((20, 30, 40, 50, 60), psnr, strict=True)},
-    )
+    return PaperRow.psnr("table4", row, dict(zip((20, 30, 40, 50, 60), psnr, strict=True)))
 
 
 _FP = Reduction("fp_max", 2)
@@ -178,6 +175,12 @@ register_variant(
     "denoiser.fp2", "denoiser", fp1=_FP, fp2=_FP, description="Denoiser with both spatial FP layers",
     paper=(
         _table4("Baseline +2FP", ("31.68", "29.83", "28.64", "27.71", "26.99")),
+        *table6_rows("Baseline+2FP", ("31.68", "29.83", "28.64", "27.71", "26.99"),
+                     ("31.73", "29.99", "28.89", "27.95", "27.17")),
+        PaperRow.psnr("table7", "Baseline+2FP",
+                      dict(zip((15, 20, 25, 30, 40, 50), ("32.53", "30.58", "29.75", "28.62", "27.27", "26.55"), strict=True))),
+        PaperRow.psnr("table8", "Baseline+2FP",
+                      dict(zip((10, 20, 30, 40, 50), ("33.71", "30.44", "28.54", "27.31", "26.53"), strict=True))),
         _table5("Baseline+2SP", ("28.30", "26.18", "24.74", "23.96"), "19.37", "4.06e7", "59.81", "7.07"),
     ),
 )  # fmt: skip

@@ -1,0 +1,61 @@
+"""DnCNN (Zhang et al., 2017), the colour variant the paper's Table 7 compares with.
+
+Conv+ReLU, then ``depth - 2`` x (Conv+BN+ReLU), then Conv to the image's channels;
+the network predicts the noise (residual learning) and ``forward`` subtracts it.
+``depth=20`` with 64 maps is DnCNN's colour model (CDnCNN-B): 669,379 parameters.
+Convs after the first have no bias (BN follows them), as in the DnCNN code; the
+last one keeps its bias. Weights are Kaiming-normal (DnCNN's own initialisation).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from .._registry import PaperRow, register_arch, register_variant
+
+FEATURES = 64
+
+
+class DnCNN(nn.Module):
+    """``width`` scales the 64 hidden maps (the demo profile trains a narrower one)."""
+
+    def __init__(self, depth: int = 20, width: float = 1.0, channels: int = 3) -> None:
+        super().__init__()
+        if depth < 3:
+            raise ValueError(f"DnCNN needs a depth of 3 or more, got {depth}")
+        maps = max(1, round(FEATURES * width))
+        layers: list[nn.Module] = [nn.Conv2d(channels, maps, 3, padding=1), nn.ReLU()]
+        for _ in range(depth - 2):
+            layers += [
+                nn.Conv2d(maps, maps, 3, padding=1, bias=False),
+                nn.BatchNorm2d(maps),
+                nn.ReLU(),
+            ]
+        layers.append(nn.Conv2d(maps, channels, 3, padding=1))
+        self.body = nn.Sequential(*layers)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def noise(self, y: Tensor) -> Tensor:
+        return self.body(y)
+
+    def forward(self, y: Tensor) -> Tensor:
+        return y - self.noise(y)
+
+
+@register_arch("dncnn")
+def dncnn(**kwargs: object) -> DnCNN:
+    return DnCNN(**kwargs)  # type: ignore[arg-type]
+
+
+register_variant(
+    "dncnn.color20", "dncnn", depth=20,
+    description="DnCNN, colour, 20 layers, 64 maps (trained here like our denoiser)",
+    paper=(
+        # the paper's DnCNN numbers are DnCNN-3's on grey BSD68 (see Table 7's note)
+        PaperRow.psnr("table7", "DnCNN", {15: "31.46", 25: "29.02", 50: "26.10"}),
+    ),
+)  # fmt: skip
