@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import multiprocessing
+import os
 import statistics
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from threadpoolctl import threadpool_limits
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torchvision.transforms.v2 import functional as TF
@@ -152,7 +154,11 @@ def _classical_one(
 
 
 def _worker_start() -> None:
-    torch.set_num_threads(1)  # one image per process; N processes share the cores
+    """One thread per worker: N workers share the cores, and BLAS threads on top of
+    them (OpenBLAS spins while waiting) would slow every image down many times over."""
+    os.environ.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    threadpool_limits(1)
+    torch.set_num_threads(1)
 
 
 class WorkerPool:
