@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -220,7 +222,15 @@ COMMANDS = {
 }
 
 
+def _terminated(signum: int, frame: object) -> None:
+    """SIGTERM (a scheduler's or `kill`'s) stops a run as Ctrl-C does: the cell in flight
+    is abandoned, worker processes are stopped, and everything finished stays saved."""
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if on_main_thread else None
     try:
         args = build_parser().parse_args(argv)
         COMMANDS[args.command](args)
@@ -231,4 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted: finished cells are saved; run the same command again to resume",
               file=sys.stderr)  # fmt: skip
         return 130
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 0

@@ -10,12 +10,15 @@ at full size (same-size images are batched), with the fixed noise of
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import math
 import multiprocessing
 import os
+import signal
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, as_completed, wait
@@ -159,6 +162,11 @@ def _worker_start() -> None:
     os.environ.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     threadpool_limits(1)
     torch.set_num_threads(1)
+    if sys.platform == "linux":  # die with the parent, even if it is killed with SIGKILL
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class WorkerPool:
@@ -173,9 +181,13 @@ class WorkerPool:
     def __enter__(self) -> WorkerPool:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
+    def __exit__(self, error: type[BaseException] | None, *_: object) -> None:
+        if self._pool is None:
+            return
+        if error is not None:  # interrupted: stop the images in flight instead of waiting
+            for process in list(self._pool._processes.values()):  # no public API before 3.14
+                process.terminate()
+        self._pool.shutdown(wait=error is None, cancel_futures=True)
 
     def map_unordered(
         self, fn: Callable[..., Any], items: Iterable[Any], *args: Any

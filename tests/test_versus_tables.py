@@ -4,6 +4,10 @@ import csv
 import importlib.util
 import io
 import json
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
@@ -280,3 +284,30 @@ def test_classical_models_need_sigma():
     with pytest.raises(ValueError, match="sigma"):
         create_model("classical.nlmeans")(torch.rand(1, 3, 8, 8))
     assert isinstance(create_model("classical.ksvd"), ClassicalDenoiser)
+
+
+def test_an_interrupted_pool_stops_its_workers_at_once():
+    start = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt), WorkerPool(3) as pool:
+        for _ in pool.map_unordered(time.sleep, [60, 60, 0]):
+            workers = list(pool._pool._processes.values())
+            raise KeyboardInterrupt  # as Ctrl-C (or SIGTERM, see cli.main) would
+    for process in workers:
+        process.join(timeout=10)
+        assert not process.is_alive()
+    assert time.perf_counter() - start < 40  # did not wait for the 60 s images
+
+
+def test_sigterm_stops_a_run_cleanly(tmp_path):
+    runs = tmp_path / "runs"
+    args = [sys.executable, "-m", "harness", "run", "table6", "--profile", "smoke", "--workers", "2",
+            "--runs-dir", str(runs), "--out", str(tmp_path / "out")]  # fmt: skip
+    with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        for line in proc.stdout:
+            if "classical.bm3d sigma 20" in line:  # one cell done, the next in flight
+                break
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "run the same command again to resume" in err
+    done = [p for p in (runs / "table6" / "smoke").glob("*.json") if ".train." not in p.name]
+    assert len(done) == 1
