@@ -463,7 +463,7 @@ def _attack_bars(report: Report) -> Figure:
 def _psnr_curves(report: Report, sigmas: Sequence[int]) -> Figure:
     """PSNR against noise level, one colour per row: ours solid, the paper's dashed."""
     f = report.frame
-    fig = new_figure(SINGLE_COLUMN_IN, 2.7)
+    fig = new_figure(DOUBLE_COLUMN_IN, 2.9)
     ax = fig.add_subplot()
     handles = []
     labels = f["row"] + (" (" + f["test_set"].str.upper() + ")" if "test_set" in f else "")
@@ -477,7 +477,9 @@ def _psnr_curves(report: Report, sigmas: Sequence[int]) -> Figure:
                 ax.plot(*zip(*points, strict=True), marker="o", color=c, **style)
         handles.append(Patch(color=c, label=label))
     ax.set(xlabel="noise level σ", ylabel="PSNR (dB)", xticks=list(sigmas))
-    ax.legend(handles=[*handles, *_ours_and_paper(lines=True)])
+    # beside the axes, so that many rows never squeeze the plot
+    ax.legend(handles=[*handles, *_ours_and_paper(lines=True)], loc="upper left",
+              bbox_to_anchor=(1.02, 1.0), fontsize="small")  # fmt: skip
     return fig
 
 

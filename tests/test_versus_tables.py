@@ -209,7 +209,7 @@ def smoke(tmp_path_factory):
 def test_table6_smoke_rows_columns_and_quoted_rows(smoke):
     rows = _csv(smoke / "out" / "table6.csv")
     assert [r["row"] for r in rows] == [
-        "BM3D", "K-SVD", "NL-means (scikit-image; a stand-in, not NL-Bayes) (not in the paper)",
+        "BM3D", "K-SVD", "NL-means (stand-in, not NL-Bayes) (not in the paper)",
         "Baseline+2FP", "SURE-GMM", "NL-Bayes",
     ]  # fmt: skip
     for sigma in TABLE6.sigmas:

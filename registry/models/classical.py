@@ -184,5 +184,5 @@ register_variant(
 register_variant(
     "classical.nlmeans",
     "nlmeans",
-    description="NL-means (scikit-image; a stand-in, not NL-Bayes)",
+    description="NL-means (stand-in, not NL-Bayes)",
 )
