@@ -131,11 +131,14 @@ def _entry(image: LoadedImage, estimate: Tensor, noisy: Tensor, seconds: float) 
         "ssim": ssim(image.pixels, estimate),
         "noisy_psnr": psnr(image.pixels, to_uint8(noisy)),
         "time_s": seconds,
-        "noisy_sha256": hashlib.sha256(noisy.float().contiguous().numpy().tobytes()).hexdigest()[
-            :16
-        ],
+        "noisy_sha256": fingerprint(noisy),
         "note": image.note,
     }
+
+
+def fingerprint(noisy: Tensor) -> str:
+    """A short hash of the exact float32 pixels a method was given."""
+    return hashlib.sha256(noisy.float().contiguous().numpy().tobytes()).hexdigest()[:16]
 
 
 def noisy_input(image: LoadedImage, sigma: float, seed: int) -> Tensor:
@@ -156,6 +159,9 @@ def _classical_one(
     return _entry(image, to_uint8(estimate), noisy, time.perf_counter() - start)
 
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
 def _worker_start() -> None:
     """One thread per worker: N workers share the cores, and BLAS threads on top of
     them (OpenBLAS spins while waiting) would slow every image down many times over."""
@@ -164,9 +170,6 @@ def _worker_start() -> None:
     torch.set_num_threads(1)
     if sys.platform == "linux":  # die with the parent, even if it is killed with SIGKILL
         ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class WorkerPool:
@@ -243,9 +246,10 @@ def evaluate_denoiser(
     """Mean PSNR/SSIM of the estimates and of the noisy inputs, and the method's time.
 
     Networks run batched on ``device``; classical methods image by image on the CPU,
-    in the worker processes of ``pool`` (in this one without). Images found in ``cache`` are reused, never recomputed;
-    new results are added to it as they finish. ``test_time_s`` sums every image's
-    time (the method alone: noise, metrics and file reading excluded).
+    in the worker processes of ``pool`` (in this one without). Images found in
+    ``cache`` are reused, never recomputed; new results are added to it as they
+    finish. ``test_time_s`` sums every image's time (the method alone: noise,
+    metrics and file reading excluded).
     """
     model.eval()
     done: list[dict] = []
