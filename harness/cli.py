@@ -147,9 +147,10 @@ def cmd_plan(args: argparse.Namespace) -> None:
         done += record is not None
         cost = 2 * 3 * measured_flops[variant] * n_train * protocol.epochs
         total_flops += 0 if record else cost
-        state = (
-            f"done ({record['wall_s']:.0f} s)" if record else f"to run (~{cost / 1e12:.2f} TFLOP)"
-        )
+        if record:
+            state = f"done ({record['wall_s']:.0f} s)"
+        else:
+            state = f"to run (~{cost / 1e12:.2f} TFLOP)" if cost else "to run (no training)"
         sigma = f" sigma {config['sigma']}" if "sigma" in config else ""
         block = f" [{config['test_set']}]" if "test_set" in config else ""
         print(f"  {config['row']:<42}{block}{sigma} seed {config['seed']}  {state}")

@@ -309,7 +309,9 @@ def render_markdown(report: Report) -> str:
         "",
     ]
     base = DENOISING_CONVENTIONS if report.spec.task == "denoising" else CONVENTIONS
-    conventions = [*base, _PAPER_FLOP_RULES[report.spec.paper_flops]]
+    conventions = [*base]
+    if "flops_paper_conv" in report.spec.columns:
+        conventions.append(_PAPER_FLOP_RULES[report.spec.paper_flops])
     parts += ["Conventions:", *[f"- {c}" for c in conventions]]
     if report.spec.notes:
         parts += ["", "Notes:", *[f"- {n}" for n in report.spec.notes]]

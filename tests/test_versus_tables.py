@@ -311,3 +311,19 @@ def test_sigterm_stops_a_run_cleanly(tmp_path):
     assert proc.returncode == 130 and "run the same command again to resume" in err
     done = [p for p in (runs / "table6" / "smoke").glob("*.json") if ".train." not in p.name]
     assert len(done) == 1
+
+
+def test_test_dir_works_for_these_tables(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for name in ("x.png", "y.png"):
+        Image.fromarray(rng.integers(0, 256, (40, 44, 3), dtype=np.uint8)).save(folder / name)
+    spec = replace(TABLE6, rows=("classical.nlmeans",), sigmas=(20,))
+    store = RunStore(tmp_path / "runs")
+    run_table(spec, profile="smoke", seeds=1, device=CPU, store=store, data_root=tmp_path,
+              test_dir=folder, log=lambda _: None)  # fmt: skip
+    report = build_report(spec, "smoke", store, test_dir=folder)
+    assert "test_set" not in report.frame and report.frame["n_seeds"].iloc[0] == 1
+    assert any(str(folder) in d for d in report.meta["data"])
+    assert report.meta["paper_block"] == "bsd500"  # said in the header: not the paper's images
