@@ -48,7 +48,7 @@ from .image_data import (
 )
 from .imaging import gaussian_noise, psnr, ssim, to_uint8
 from .measure import Stopwatch
-from .store import RunStore, atomic_write_text, load_tensors
+from .store import RunStore, atomic_write_text, config_hash, jsonable, load_tensors
 from .tables import Protocol
 from .train import TrainResult, eval_steps, lr_for_epoch, make_optimizer
 
@@ -310,6 +310,7 @@ class DenoiseData:
     train_x: Tensor
     tests: Mapping[str, TestImages]
     description: str
+    train_description: str = ""
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -394,42 +395,80 @@ def load_denoise_data(
     names = ("test_dir",) if test_dir is not None else protocol.test_sets
     tests = {n: _test_images(protocol, n, root, test_dir, test) for n in names}
     sources = "; ".join(t.source for t in tests.values())
-    return DenoiseData(train.to(device), tests, f"train: {train_desc}; test: {sources}")
+    return DenoiseData(train.to(device), tests, f"train: {train_desc}; test: {sources}", train_desc)
+
+
+# the protocol fields that decide a trained model (not the test set, crop or choices text)
+_TRAINING_FIELDS = (
+    "dataset", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "lr_steps",
+    "eval_points_per_epoch", "train_limit", "patch_size", "optimizer_options",
+)  # fmt: skip
+
+
+def training_key(config: dict[str, Any], protocol: Protocol, train_data: str) -> str:
+    """Equal keys, equal trained weights: the same architecture and kwargs, data, training
+    protocol, noise level and seed, whichever table asks (Table 4's Baseline+2FP at sigma
+    30 is Table 6's, 7's and 8's)."""
+    return config_hash(
+        {
+            "arch": config["arch"],
+            "model": config["model"],
+            "kwargs": jsonable(protocol.kwargs_for(config["arch"])),
+            "protocol": {k: config["protocol"].get(k) for k in _TRAINING_FIELDS},
+            "train_data": train_data,
+            "sigma": config["sigma"],
+            "seed": config["seed"],
+        }
+    )
 
 
 def run_denoise_cell(
     model: nn.Module, data: DenoiseData, protocol: Protocol, config: dict[str, Any], *,
     store: RunStore, device: torch.device, desc: str, pool: WorkerPool | None = None,
+    reuse_training: bool = True,
 ) -> tuple[TrainResult, Path | None]:  # fmt: skip
-    """Train (or reload the trained weights of a cell killed while testing), then test.
+    """Train (or reload weights trained earlier), then test.
 
     After training, the weights and the training result are saved before the test
     starts, and test images are cached one by one, so a killed cell resumes its
-    evaluation without retraining or re-testing any image. Classical methods are not
-    trained: they are told the noise level and go straight to the test.
+    evaluation without retraining or re-testing any image. A model another table
+    already trained identically (same :func:`training_key`) is reused, not retrained,
+    unless ``reuse_training`` is off (``--force``). Classical methods are not trained:
+    they are told the noise level and go straight to the test.
     """
     record_path = store.path(config)
     trained = record_path.with_suffix(".train.json")
     cache = ImageResultCache(record_path.with_suffix(".images.jsonl"))
     sigma, seed = config["sigma"], config["seed"]
     weights: Path | None = record_path.with_suffix(".pt")
+    key = training_key(config, protocol, data.train_description)
+    shared = store.shared_training(key) if reuse_training else None
+    notes = []
     if isinstance(model, ClassicalDenoiser):
         result, weights = TrainResult(), None
     elif trained.is_file() and record_path.with_suffix(".pt").is_file():
         model.load_state_dict(load_tensors(record_path.with_suffix(".pt")))
         result = TrainResult(**json.loads(trained.read_text()))
+    elif shared is not None:
+        source, history = shared
+        model.load_state_dict(load_tensors(source))
+        weights = store.adopt_weights(config, source)
+        atomic_write_text(trained, history.read_text())
+        result = TrainResult(**json.loads(history.read_text()))
+        notes.append(f"weights trained once and reused: {source.relative_to(store.root)}")
     else:
         result = train_denoiser(
             model, data.train_x, protocol, sigma=sigma, seed=seed, device=device, desc=desc
         )
         store.save_weights(config, model.state_dict())
         atomic_write_text(trained, json.dumps(asdict(result)))
+        store.share_training(key, record_path.with_suffix(".pt"), trained)
     test = data.test(config.get("test_set"))
     metrics = evaluate_denoiser(
         model, test.walk(), test.count, sigma=sigma, seed=seed, device=device, cache=cache,
         batch_size=protocol.test_batch_size, pool=pool, desc=f"{desc} test",
     )  # fmt: skip
-    result.notes = metrics.pop("notes")
+    result.notes = [*metrics.pop("notes"), *notes]
     result.metrics = metrics
     if result.epoch_times_s:
         result.metrics["train_time_s"] = statistics.median(result.epoch_times_s)

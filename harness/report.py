@@ -290,9 +290,7 @@ def _header_lines(report: Report) -> list[str]:
     if m["diverged"]:
         lines.append(f"Diverged during training (loss not finite): {', '.join(m['diverged'])}.")
     if m["image_notes"]:
-        label = (
-            "Weights and images" if report.spec.task == "adversarial" else "Test images converted"
-        )
+        label = "Weights and images" if report.spec.task == "adversarial" else "Notes on the runs"
         lines.append(f"{label}: {'; '.join(m['image_notes'])}.")
     return lines
 

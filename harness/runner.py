@@ -252,7 +252,7 @@ def run_table(
             elif spec.task == "denoising":
                 result, weights = run_denoise_cell(
                     model, data, protocol, config, store=store, device=device, desc=desc,
-                    pool=pool,
+                    pool=pool, reuse_training=not force,
                 )  # fmt: skip
             else:
                 result, weights = _classify_cell(

@@ -190,6 +190,38 @@ class RunStore:
             )
         return load_tensors(self.path(config).parent / Path(record["weights"]).name)
 
+    def adopt_weights(self, config: dict[str, Any], source: Path) -> Path:
+        """Give a cell the weights another cell saved (a hard link, else a copy)."""
+        path = self.path(config).with_suffix(".pt")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        try:
+            os.link(source, path)
+        except OSError:  # another file system, or links not allowed
+            atomic_write_bytes(path, Path(source).read_bytes())
+        return path
+
+    def _trained_index(self, key: str) -> Path:
+        return self.root / "_trained" / f"{key}.json"
+
+    def share_training(self, key: str, weights: Path, history: Path) -> None:
+        """Note that a model with training key ``key`` sits in ``weights`` (+ its history)."""
+        entry = {
+            "weights": str(weights.relative_to(self.root)),
+            "history": str(history.relative_to(self.root)),
+        }
+        atomic_write_text(self._trained_index(key), json.dumps(entry))
+
+    def shared_training(self, key: str) -> tuple[Path, Path] | None:
+        """The weights and training history of a model trained with key ``key`` by any
+        table, if both still exist."""
+        index = self._trained_index(key)
+        if not index.is_file():
+            return None
+        entry = json.loads(index.read_text())
+        weights, history = self.root / entry["weights"], self.root / entry["history"]
+        return (weights, history) if weights.is_file() and history.is_file() else None
+
     def records(self, table: str, profile: str | None = None) -> Iterator[dict[str, Any]]:
         """Every finished record of ``table`` (optionally one profile), unreadable ones skipped."""
         base = self.root / table

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
+import harness.denoise
 from harness.cli import main
 from harness.denoise import WorkerPool, evaluate_denoiser, noisy_input
 from harness.evalcache import ImageResultCache
@@ -327,3 +328,23 @@ def test_test_dir_works_for_these_tables(tmp_path):
     assert "test_set" not in report.frame and report.frame["n_seeds"].iloc[0] == 1
     assert any(str(folder) in d for d in report.meta["data"])
     assert report.meta["paper_block"] == "bsd500"  # said in the header: not the paper's images
+
+
+def test_a_model_trained_by_one_table_is_reused_by_another(tmp_path, monkeypatch):
+    store = RunStore(tmp_path / "runs")
+    kwargs = dict(
+        profile="smoke", seeds=1, device=CPU, store=store, data_root=tmp_path, log=lambda _: None
+    )
+    run_table(replace(TABLE6, rows=("denoiser.fp2",), sigmas=(20,)), **kwargs)
+    monkeypatch.setattr(harness.denoise, "train_denoiser", lambda *a, **k: pytest.fail("retrained"))
+    t8 = replace(TABLE8, sigmas=(20, 30), rows=("denoiser.fp2",))
+    with pytest.raises(pytest.fail.Exception, match="retrained"):  # sigma 30: nothing to reuse
+        run_table(t8, **kwargs)
+    [t6_record] = store.records("table6", "smoke")
+    [t8_record] = store.records("table8", "smoke")  # sigma 20 only
+    assert t8_record["metrics"]["psnr"] == pytest.approx(t6_record["metrics"]["psnr"])
+    assert t8_record["epoch_times_s"] == t6_record["epoch_times_s"]
+    assert any("trained once and reused" in n for n in t8_record["notes"])
+    # --force means rerun: it trains afresh instead of reusing
+    with pytest.raises(pytest.fail.Exception, match="retrained"):
+        run_table(replace(t8, sigmas=(20,)), **kwargs, force=True)
