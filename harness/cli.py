@@ -170,8 +170,6 @@ def cmd_run(args: argparse.Namespace) -> None:
         table_cells(spec, args.profile, args.seeds, args.test_dir)
     if args.denoiser_weights and not any(s.task == "adversarial" for s in specs):
         raise UserError("--denoiser-weights applies to the adversarial table only")
-    if args.workers < 1:
-        raise UserError(f"--workers must be 1 or more, got {args.workers}")
     device = resolve_device(args.device)
     store = RunStore(args.runs_dir)
     store.check_writable()

@@ -52,6 +52,7 @@ class TestSet:
     folders: tuple[str, ...]
     expected: int
     source: str
+    label: str  # as reports print it
 
     def files(self, root: Path) -> list[Path]:
         files = [f for folder in self.folders for f in image_files(root / folder)]
@@ -69,20 +70,24 @@ _BSDS_SOURCE = (
 
 TEST_SETS: dict[str, TestSet] = {
     # all 500 images of BSDS500 (train 200 + val 100 + test 200)
-    "bsd500": TestSet((f"{_BSDS}/train", f"{_BSDS}/val", f"{_BSDS}/test"), 500, _BSDS_SOURCE),
+    "bsd500": TestSet(
+        (f"{_BSDS}/train", f"{_BSDS}/val", f"{_BSDS}/test"), 500, _BSDS_SOURCE, "BSD500"
+    ),
     # the paper's "BSD200": read here as the 200 BSDS500 test images (the paper does not say)
-    "bsd200": TestSet((f"{_BSDS}/test",), 200, _BSDS_SOURCE),
+    "bsd200": TestSet((f"{_BSDS}/test",), 200, _BSDS_SOURCE, "BSD200"),
     "tid2008": TestSet(
         ("tid2008/reference_images",),
         25,
         "put the 25 reference images of TID2008 (I01.BMP .. I25.BMP, from tid2008.rar at "
         "https://www.ponomarenko.info/tid2008.htm) in that folder",
+        "TID2008",
     ),
     "cbsd68": TestSet(
         ("CBSD68",),
         68,
         "put the 68 colour BSD68 PNGs (CBSD68, e.g. testsets/CBSD68 of the DnCNN or KAIR "
         "repositories) in that folder",
+        "CBSD68",
     ),
 }
 

@@ -21,6 +21,7 @@ import pandas as pd
 
 from registry import variant_info
 
+from .image_data import TEST_SETS
 from .runner import cell_config, cell_key, test_blocks
 from .store import RunStore, write_output
 from .tables import PROFILES, TableSpec
@@ -62,8 +63,6 @@ CONVENTIONS = (
     "elementwise ops (feature pooling, ReLU, tanh, add) = 1, top-k = C*ceil(log2 C) per pixel. FLOPs (paper conv.): "
     "the paper's column, about twice a parameter count (the rule for this table is below).",
 )
-
-_TEST_SET_NAMES = {"bsd500": "BSD500", "tid2008": "TID2008", "bsd200": "BSD200", "cbsd68": "CBSD68"}
 
 _SIGMA_COLUMN = re.compile(r"(psnr|noisy_psnr|ssim)_sigma(\d+)")
 _SIGMA_HEADERS = {
@@ -135,6 +134,10 @@ def _column_values(records: list[dict[str, Any]], col: str) -> pd.Series:
             per_seed.setdefault(r["config"]["seed"], []).append(r["metrics"].get(col, math.nan))
         values = {seed: sum(v) / len(v) for seed, v in per_seed.items()}
     return pd.Series(list(values.values()), dtype=float)
+
+
+def _test_set_label(name: str) -> str:
+    return TEST_SETS[name].label if name in TEST_SETS else name
 
 
 def _paper_block(spec: TableSpec, block: str | None) -> str:
@@ -231,7 +234,7 @@ def _display(report: Report, pm: str) -> pd.DataFrame:
         for label, variant in zip(f["row"], f["variant"], strict=True)
     ]})  # fmt: skip
     if "test_set" in f:
-        out.insert(0, "Test set", f["test_set"].map(_TEST_SET_NAMES.get))
+        out.insert(0, "Test set", f["test_set"].map(_test_set_label))
     for col in report.spec.columns:
         c = column(col)
         head = f"{c.header} ({c.unit})"
@@ -284,7 +287,7 @@ def _header_lines(report: Report) -> list[str]:
         )
     if m.get("paper_block"):
         lines.append(
-            f"Paper values beside ours: the paper's {_TEST_SET_NAMES.get(m['paper_block'], m['paper_block'])} "
+            f"Paper values beside ours: the paper's {_test_set_label(m['paper_block'])} "
             "rows (ours are on a different test set)."
         )
     if m["diverged"]:

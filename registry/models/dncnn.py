@@ -3,8 +3,9 @@
 Conv+ReLU, then ``depth - 2`` x (Conv+BN+ReLU), then Conv to the image's channels;
 the network predicts the noise (residual learning) and ``forward`` subtracts it.
 ``depth=20`` with 64 maps is DnCNN's colour model (CDnCNN-B): 669,379 parameters.
-Convs after the first have no bias (BN follows them), as in the DnCNN code; the
-last one keeps its bias. Weights are Kaiming-normal (DnCNN's own initialisation).
+CHOICE: a conv followed by BN has no bias (BN's shift makes it redundant; some
+implementations keep it, adding 1,152 parameters); the first and last convs keep
+theirs. Weights are Kaiming-normal, as DnCNN initialises its convs.
 """
 
 from __future__ import annotations
