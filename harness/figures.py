@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -432,7 +433,11 @@ def _accuracy_vs_params(report: Report, metric: str = "accuracy") -> Figure:
             ax.plot(*zip(ours[i], paper[i], strict=True), ":", color=c, linewidth=0.6)
         anchor = ours[i] if not np.isnan(ours[i]).any() else paper[i]
         if not np.isnan(anchor).any():
-            ax.annotate(label, anchor, xytext=(3, 2), textcoords="offset points", fontsize=6)
+            # wrapped, and kept out of the layout: a long label must not squeeze the axes
+            text = ax.annotate(textwrap.fill(label, 30), anchor, xytext=(3, 2),
+                               textcoords="offset points", fontsize=6)  # fmt: skip
+            text.set_in_layout(False)
+    ax.margins(x=0.2)  # room for the labels of the rightmost points
     ylabel = "top-1 accuracy (%)" if metric == "top1" else "test accuracy (%)"
     ax.set(xlabel="parameters (M = 2^20)", ylabel=ylabel)
     ax.legend(handles=_ours_and_paper(lines=False))
