@@ -442,14 +442,13 @@ def run_denoise_cell(
     sigma, seed = config["sigma"], config["seed"]
     weights: Path | None = record_path.with_suffix(".pt")
     key = training_key(config, protocol, data.train_description)
-    shared = store.shared_training(key) if reuse_training else None
     notes = []
     if isinstance(model, ClassicalDenoiser):
         result, weights = TrainResult(), None
     elif trained.is_file() and record_path.with_suffix(".pt").is_file():
         model.load_state_dict(load_tensors(record_path.with_suffix(".pt")))
         result = TrainResult(**json.loads(trained.read_text()))
-    elif shared is not None:
+    elif reuse_training and (shared := store.shared_training(key)) is not None:
         source, history = shared
         model.load_state_dict(load_tensors(source))
         weights = store.adopt_weights(config, source)
