@@ -40,11 +40,11 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 
 from harness.augment import InputPipeline
+from harness.cell import resolve_device
 from harness.cifar import MEAN, STD, UnverifiedCIFAR10, write_cifar10_python
 from harness.data import ClassificationData
 from harness.errors import UserError
 from harness.measure import synchronize
-from harness.runner import resolve_device
 from harness.store import environment
 from harness.tables import TABLES
 from harness.train import AMP_MODES, Runtime, draw_epoch, make_optimizer, train_steps

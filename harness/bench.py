@@ -47,9 +47,9 @@ from torch.utils.benchmark import Timer
 from registry import TopKPool, create_model
 from registry.ops import TOPK_IMPLS, FeaturePool
 
+from .cell import resolve_device
 from .data import ClassificationData
 from .measure import count_flops, median_time, synchronize
-from .runner import resolve_device
 from .store import atomic_write_text, check_writable_dir, environment
 from .tables import TABLE1
 from .train import make_optimizer, train_classifier

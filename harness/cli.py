@@ -12,15 +12,18 @@ from pathlib import Path
 from registry import list_variants, variant_info
 
 from .bench import add_bench_parser, cmd_bench
+from .cell import resolve_device
 from .data import DATASETS
 from .distributed import is_main
 from .errors import UserError
+from .executors import EXECUTORS, make_executor
 from .figures import FIGURES_DIR, figure_names, make_figures, write_table_plot
 from .imagenet import FOLDER_SETS
+from .planning import describe_holder, plan_cells, table_cells
 from .report import RENDERERS, build_report, default_profile, write_report
-from .runner import resolve_device, run_table, table_cells
+from .runner import run_table
 from .store import RunStore
-from .tables import PROFILES, TABLES, get_table
+from .tables import PROFILES, TABLES, TableSpec, get_table
 from .train import AMP_MODES, Runtime
 
 # Rough sustained throughput for plan's estimate (FLOP/s, training); records beat it.
@@ -75,6 +78,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=1, metavar="N",
                      help="denoising: evaluate classical methods on N images at once, one "
                      "process each (default 1)")  # fmt: skip
+    run.add_argument("--executor", choices=EXECUTORS, default="local",
+                     help="local: cells one after another here (default); ray: one Ray task "
+                     "per cell, on a local Ray instance or the cluster at --address")  # fmt: skip
+    run.add_argument("--address", help="ray: the cluster to join (default: $RAY_ADDRESS, else "
+                     "a local instance for this run)")  # fmt: skip
+    run.add_argument("--gpus-per-cell", type=float, default=1.0, metavar="F",
+                     help="ray on CUDA: GPUs per cell, fractions share one (default 1)")  # fmt: skip
+    run.add_argument("--cpus-per-cell", type=float, metavar="N",
+                     help="ray: CPUs (and torch threads) per cell (default 1 on the CPU, 4 "
+                     "per GPU cell)")  # fmt: skip
+    run.add_argument("--retries", type=int, default=2, metavar="N",
+                     help="ray: rerun a cell whose worker died up to N times (default 2)")  # fmt: skip
 
     report = sub.add_parser("report", help="render tables from run records")
     report.add_argument("tables", nargs="+", metavar="TABLE")
@@ -117,9 +132,11 @@ def cmd_list(_: argparse.Namespace) -> None:
 def cmd_plan(args: argparse.Namespace) -> None:
     from registry.models.classical import MissingDependency
 
-    from .runner import build_model, measure_model
+    from .cell import measure_model
+    from .tasks import get_task
 
     spec = get_table(args.table)
+    build_model = get_task(spec.task).build_model
     protocol = spec.protocol(args.profile)
     store = RunStore(args.runs_dir)
     configs = table_cells(spec, args.profile, args.seeds)
@@ -133,7 +150,8 @@ def cmd_plan(args: argparse.Namespace) -> None:
         summary = f"{n_train} {side}x{side} {protocol.dataset} images"
     print(f"{spec.title} — profile {args.profile}, {args.seeds} seed(s), data: {summary}")
     total_flops, done, measured_flops = 0.0, 0, {}
-    for config in configs:
+    for cell in plan_cells(configs, store).cells:
+        config, record = cell.config, cell.record
         variant = config["variant"]
         if variant not in measured_flops:  # classical methods train nothing: no FLOPs
             try:
@@ -143,14 +161,17 @@ def cmd_plan(args: argparse.Namespace) -> None:
             else:
                 measured = measure_model(model, spec.paper_flops, shape)
                 measured_flops[variant] = measured.get("flops", 0.0)
-        record = store.load(config)
         done += record is not None
         cost = 2 * 3 * measured_flops[variant] * n_train * protocol.epochs
         total_flops += 0 if record else cost
         if record:
             state = f"done ({record['wall_s']:.0f} s)"
+        elif cell.holder is not None:
+            state = f"running ({describe_holder(cell.holder)})"
         else:
             state = f"to run (~{cost / 1e12:.2f} TFLOP)" if cost else "to run (no training)"
+            if cell.failed is not None:
+                state += f", failed last time (see {cell.failed})"
         sigma = f" sigma {config['sigma']}" if "sigma" in config else ""
         block = f" [{config['test_set']}]" if "test_set" in config else ""
         print(f"  {config['row']:<42}{block}{sigma} seed {config['seed']}  {state}")
@@ -163,29 +184,45 @@ def cmd_plan(args: argparse.Namespace) -> None:
         )
 
 
-def cmd_run(args: argparse.Namespace) -> None:
+def cmd_run(args: argparse.Namespace) -> int:
     specs = [get_table(name) for name in args.tables]
     for spec in specs:  # validate everything before any work
         spec.protocol(args.profile)
         table_cells(spec, args.profile, args.seeds, args.test_dir)
     if args.denoiser_weights and not any(s.task == "adversarial" for s in specs):
         raise UserError("--denoiser-weights applies to the adversarial table only")
-    device = resolve_device(args.device)
+    executor = make_executor(
+        args.executor, address=args.address, gpus_per_cell=args.gpus_per_cell,
+        cpus_per_cell=args.cpus_per_cell, retries=args.retries,
+    )  # fmt: skip
+    # with Ray the cells run on the cluster's devices: "auto" is decided there
+    device = resolve_device(args.device) if args.executor == "local" else args.device
     store = RunStore(args.runs_dir)
     store.check_writable()
-    for spec in specs:
-        run_table(
-            spec, profile=args.profile, seeds=args.seeds, device=device, store=store,
-            data_root=args.data_root, download=not args.no_download, force=args.force,
-            runtime=Runtime(amp=args.amp, compile=args.compile), test_dir=args.test_dir,
-            denoiser_weights=args.denoiser_weights, workers=args.workers,
-        )  # fmt: skip
-        if not is_main():  # under torchrun only rank 0 writes reports
-            continue
-        report = build_report(spec, args.profile, store, test_dir=args.test_dir)
-        plot = write_table_plot(report, args.out)  # before the Markdown, which links it
-        for path in [*plot, *write_report(report, args.out, ("md", "tex", "csv"))]:
-            print(f"wrote {path}")
+    failed = 0
+    try:
+        for spec in specs:
+            summary = run_table(
+                spec, profile=args.profile, seeds=args.seeds, device=device, store=store,
+                data_root=args.data_root, download=not args.no_download, force=args.force,
+                runtime=Runtime(amp=args.amp, compile=args.compile), test_dir=args.test_dir,
+                denoiser_weights=args.denoiser_weights, workers=args.workers, executor=executor,
+            )  # fmt: skip
+            failed += summary.failed
+            if not is_main():  # under torchrun only rank 0 writes reports
+                continue
+            _write_run_report(spec, args, store)
+            print(summary.line(spec.name, args.profile), flush=True)
+    finally:
+        executor.shutdown()
+    return 1 if failed else 0
+
+
+def _write_run_report(spec: TableSpec, args: argparse.Namespace, store: RunStore) -> None:
+    report = build_report(spec, args.profile, store, test_dir=args.test_dir)
+    plot = write_table_plot(report, args.out)  # before the Markdown, which links it
+    for path in [*plot, *write_report(report, args.out, ("md", "tex", "csv"))]:
+        print(f"wrote {path}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -230,9 +267,10 @@ def _terminated(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminated) if on_main_thread else None
+    code = 0
     try:
         args = build_parser().parse_args(argv)
-        COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args) or 0
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -243,4 +281,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if on_main_thread:
             signal.signal(signal.SIGTERM, previous)
-    return 0
+    return code

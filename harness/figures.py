@@ -30,8 +30,10 @@ from matplotlib.patches import FancyBboxPatch, Patch, Rectangle
 
 from registry import create_model, feature_pool, topk_pool
 
+from .cell import resolve_device
 from .data import load_classification
 from .errors import UserError
+from .planning import cell_config, cell_key
 from .plotstyle import (
     DOUBLE_COLUMN_IN,
     HIGHLIGHT,
@@ -46,7 +48,7 @@ from .plotstyle import (
     wrap,
 )
 from .report import Report, build_report, default_profile
-from .runner import cell_config, cell_key, resolve_device, run_table
+from .runner import run_table
 from .store import RunStore, check_writable_dir
 from .tables import PROFILES, TABLE1, TABLES, TableSpec, get_table
 from .train import as_input

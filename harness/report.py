@@ -22,7 +22,7 @@ import pandas as pd
 from registry import variant_info
 
 from .image_data import TEST_SETS
-from .runner import cell_config, cell_key, test_blocks
+from .planning import cell_config, cell_key, test_blocks
 from .store import RunStore, write_output
 from .tables import PROFILES, TableSpec
 from .train import Runtime

@@ -163,11 +163,13 @@ class RunStore:
         atomic_write_text(path, json.dumps(jsonable(record), indent=1, sort_keys=True))
         return path
 
-    def discard(self, config: dict[str, Any]) -> None:
-        """Remove a cell's record and every file beside it (weights, caches), for --force."""
+    def discard(self, config: dict[str, Any], keep: tuple[str, ...] = ()) -> None:
+        """Remove a cell's record and every file beside it (weights, caches), for --force;
+        files ending in one of ``keep`` (the cell's lease) stay."""
         record = self.path(config)
         for path in record.parent.glob(f"{record.stem}.*"):
-            path.unlink(missing_ok=True)
+            if not path.name.endswith(keep):
+                path.unlink(missing_ok=True)
 
     def save_weights(self, config: dict[str, Any], state: dict[str, torch.Tensor]) -> Path:
         """Write a cell's final weights beside its record (same name, ``.pt``), atomically.

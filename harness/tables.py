@@ -99,7 +99,7 @@ class TableSpec:
     # how the paper's FLOPs column is derived: "2x_params" or "2x_weights" (biases excluded)
     paper_flops: str = "2x_params"
     notes: tuple[str, ...] = ()
-    task: str = "classification"  # or "denoising", "adversarial"
+    task: str = "classification"  # a plugin of harness/tasks: "denoising", "folders", ...
     # denoising: one model per noise level (sigma on the 0-255 scale), as the paper trains
     sigmas: tuple[int, ...] = ()
     # keep each cell's final weights beside its record (Figure 5, reuse of denoisers)
@@ -503,6 +503,7 @@ IMAGENET = TableSpec(
         }
     ),
     paper_flops="2x_params",
+    task="folders",
     save_weights=False,  # about 100 MB a cell; the last checkpoint holds them until done
     notes=(
         "Paper: ResNet-50 trained by the authors (TensorFlow), one run each; it prints top-1 "

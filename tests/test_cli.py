@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-import harness.runner
+import harness.tasks.classification
 from harness.cli import main
 from harness.tables import TABLE1
 from registry import variant_info
@@ -66,7 +66,7 @@ def test_second_run_trains_nothing_and_force_retrains(smoke, monkeypatch, capsys
     def no_training(*args, **kwargs):
         raise AssertionError("a finished cell was trained again")
 
-    monkeypatch.setattr(harness.runner, "train_classifier", no_training)
+    monkeypatch.setattr(harness.tasks.classification, "train_classifier", no_training)
     assert (
         run_cli("run", "table1", "--profile", "smoke", "--runs-dir", str(runs), "--out", str(out))
         == 0
@@ -76,9 +76,9 @@ def test_second_run_trains_nothing_and_force_retrains(smoke, monkeypatch, capsys
 
     calls = []
     monkeypatch.undo()
-    real = harness.runner.train_classifier
+    real = harness.tasks.classification.train_classifier
     monkeypatch.setattr(
-        harness.runner, "train_classifier", lambda *a, **k: calls.append(1) or real(*a, **k)
+        harness.tasks.classification, "train_classifier", lambda *a, **k: calls.append(1) or real(*a, **k)
     )
     assert (
         run_cli(

@@ -10,9 +10,9 @@ import torch
 from harness.cli import main
 from harness.errors import UserError
 from harness.figures import Source, fig4, table_plot
+from harness.planning import cell_config
 from harness.plotstyle import render
 from harness.report import Report
-from harness.runner import cell_config
 from harness.store import RunStore
 from harness.tables import TABLE1, TableSpec
 

@@ -1,0 +1,120 @@
+"""Tasks: what a cell of one kind of table does, behind one interface.
+
+The runner, the planner and the executors name no task. A table spec names its task
+(``TableSpec.task``); :func:`get_task` returns the plugin, which opens the table's data
+once per process and runs one cell on it. Adding a kind of experiment means one module
+here (a :class:`Task` subclass registered with :func:`register_task`) plus a table spec.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from registry import create_model, list_variants, variant_info
+
+from ..errors import UserError
+from ..train import Runtime
+
+if TYPE_CHECKING:
+    from ..store import RunStore
+    from ..tables import Protocol
+    from ..train import TrainResult
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run cells, as opposed to what a cell computes (its config): enough for any
+    process on any machine that sees the same files to run a cell."""
+
+    data_root: Path = Path("data")
+    runs_dir: Path = Path("runs")
+    device: str = "auto"  # "cpu", "cuda", "cuda:N" or "auto", resolved where the cell runs
+    runtime: Runtime = Runtime()
+    download: bool = True
+    force: bool = False
+    test_dir: Path | None = None
+    denoiser_weights: Path | None = None
+    workers: int = 1  # processes for classical denoisers
+    threads: int | None = None  # torch threads per cell (None: torch's default)
+    executor: str = "local"
+
+
+@dataclass(frozen=True)
+class CellContext:
+    """What a task's ``run_cell`` may use besides the model, data and config."""
+
+    store: RunStore
+    device: torch.device
+    desc: str
+    options: RunOptions
+    save_weights: bool
+
+
+class Task:
+    """One kind of cell. Subclasses override what differs; the defaults suit most."""
+
+    name = ""
+    accepts_test_dir = False  # --test-dir replaces the test set
+    distributed = False  # may run as several torchrun processes
+
+    def blocks(self, protocol: Protocol, test_dir: Path | None) -> tuple[str | None, ...]:
+        """The test sets a table repeats its rows for; ``(None,)`` for one."""
+        return (None,)
+
+    def extra_config(self, protocol: Protocol, options: RunOptions) -> dict[str, Any]:
+        """Config entries the run options add to every cell (they change its result)."""
+        return {}
+
+    def check(self, protocol: Protocol, options: RunOptions) -> None:
+        """Refuse bad options in one line before any data is read or cell is run."""
+
+    def build_model(self, protocol: Protocol, variant: str) -> nn.Module:
+        """A row's model as the protocol asks for it (a narrower width, say)."""
+        arch = variant_info(variant).arch if variant in list_variants() else variant
+        return create_model(variant, **protocol.kwargs_for(arch))
+
+    def open_data(self, protocol: Protocol, options: RunOptions, device: torch.device) -> Any:
+        """The table's data (with ``description`` and ``input_shape``), opened once per
+        process and reused by every cell of the table that runs there."""
+        raise NotImplementedError
+
+    def run_cell(
+        self, model: nn.Module, data: Any, protocol: Protocol, config: dict[str, Any],
+        ctx: CellContext,
+    ) -> tuple[TrainResult, Path | None]:  # fmt: skip
+        """Train and test one cell; its result and the weights file it saved, if any."""
+        raise NotImplementedError
+
+    def close(self, interrupted: bool) -> None:
+        """Stop anything this process started for the task's cells (worker pools)."""
+
+
+_TASKS: dict[str, Task] = {}
+_BUILT_IN = ("classification", "denoising", "folders", "adversarial")
+
+
+def register_task(task: Task) -> Task:
+    if task.name in _TASKS:
+        raise ValueError(f"task {task.name!r} is registered twice")
+    _TASKS[task.name] = task
+    return task
+
+
+def tasks() -> Mapping[str, Task]:
+    for name in _BUILT_IN:
+        importlib.import_module(f"{__name__}.{name}")
+    return _TASKS
+
+
+def get_task(name: str) -> Task:
+    found = tasks().get(name)
+    if found is None:
+        raise UserError(f"unknown task {name!r}; registered: {', '.join(_TASKS)}")
+    return found

@@ -1,0 +1,66 @@
+"""FGSM against an ImageNet classifier, then the denoiser (section 4.2(D)): no training."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from registry import create_model, list_variants, variant_info
+
+from ..adversarial import AttackData, Attackers, open_attack_images, prepare_attack, run_attack_cell
+from ..errors import UserError
+from ..tables import Protocol
+from ..train import TrainResult
+from . import CellContext, RunOptions, Task, register_task
+
+
+@functools.cache
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def _attackers(protocol: Protocol, weights: Path | None) -> Attackers:
+    return prepare_attack(protocol, weights)
+
+
+class Adversarial(Task):
+    name = "adversarial"
+
+    def check(self, protocol: Protocol, options: RunOptions) -> None:
+        weights = options.denoiser_weights
+        if weights is not None and not Path(weights).is_file():
+            raise UserError(f"--denoiser-weights {weights} is not a file")
+        _attackers(protocol, weights)  # a missing or unfit file is said before any data is read
+
+    def extra_config(self, protocol: Protocol, options: RunOptions) -> dict[str, Any]:
+        """A different weights file is a different cell: never reuse a record of another."""
+        weights = options.denoiser_weights
+        if weights is None:
+            return {}
+        return {"denoiser_weights": {"path": str(weights), "sha256": _sha256(Path(weights))}}
+
+    def build_model(self, protocol: Protocol, variant: str) -> nn.Module:
+        name = protocol.stand_in or variant
+        arch = variant_info(name).arch if name in list_variants() else name
+        return create_model(name, **protocol.kwargs_for(arch))
+
+    def open_data(
+        self, protocol: Protocol, options: RunOptions, device: torch.device
+    ) -> AttackData:
+        return open_attack_images(protocol.dataset, options.data_root)
+
+    def run_cell(
+        self, model: nn.Module, data: AttackData, protocol: Protocol, config: dict[str, Any],
+        ctx: CellContext,
+    ) -> tuple[TrainResult, Path | None]:  # fmt: skip
+        attackers = _attackers(protocol, ctx.options.denoiser_weights)
+        return run_attack_cell(model, data, protocol, config, attackers, device=ctx.device), None
+
+
+register_task(Adversarial())

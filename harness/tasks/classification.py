@@ -1,0 +1,40 @@
+"""Classification on data held on the device (Tables 1-3): train, then test accuracy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data import ClassificationData, load_classification
+from ..tables import Protocol
+from ..train import TrainResult, train_classifier
+from . import CellContext, RunOptions, Task, register_task
+
+
+class Classification(Task):
+    name = "classification"
+
+    def open_data(
+        self, protocol: Protocol, options: RunOptions, device: torch.device
+    ) -> ClassificationData:
+        return load_classification(
+            protocol.dataset, options.data_root, download=options.download,
+            train_limit=protocol.train_limit, test_limit=protocol.test_limit,
+        ).to(device)  # fmt: skip
+
+    def run_cell(
+        self, model: nn.Module, data: ClassificationData, protocol: Protocol,
+        config: dict[str, Any], ctx: CellContext,
+    ) -> tuple[TrainResult, Path | None]:  # fmt: skip
+        result = train_classifier(
+            model, data, protocol, seed=config["seed"], device=ctx.device, desc=ctx.desc,
+            runtime=ctx.options.runtime,
+        )  # fmt: skip
+        weights = ctx.store.save_weights(config, model.state_dict()) if ctx.save_weights else None
+        return result, weights
+
+
+register_task(Classification())

@@ -1,0 +1,59 @@
+"""Denoising (Tables 4-8): one model per noise level, tested image by image; classical
+methods are tested without training, in a pool of worker processes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..denoise import DenoiseData, WorkerPool, load_denoise_data, run_denoise_cell
+from ..tables import Protocol
+from ..train import TrainResult
+from . import CellContext, RunOptions, Task, register_task
+
+
+class Denoising(Task):
+    name = "denoising"
+    accepts_test_dir = True
+
+    def __init__(self) -> None:
+        self._pool: WorkerPool | None = None
+
+    def blocks(self, protocol: Protocol, test_dir: Path | None) -> tuple[str | None, ...]:
+        sets = protocol.test_sets
+        return sets if test_dir is None and len(sets) > 1 else (None,)
+
+    def open_data(
+        self, protocol: Protocol, options: RunOptions, device: torch.device
+    ) -> DenoiseData:
+        return load_denoise_data(
+            protocol, options.data_root, download=options.download, device=device,
+            test_dir=options.test_dir,
+        )  # fmt: skip
+
+    def _workers(self, workers: int) -> WorkerPool:
+        """One pool per process, started on first use and kept for the process's cells."""
+        if self._pool is None or self._pool.workers != workers:
+            self.close(interrupted=False)
+            self._pool = WorkerPool(workers).__enter__()
+        return self._pool
+
+    def run_cell(
+        self, model: nn.Module, data: DenoiseData, protocol: Protocol, config: dict[str, Any],
+        ctx: CellContext,
+    ) -> tuple[TrainResult, Path | None]:  # fmt: skip
+        return run_denoise_cell(
+            model, data, protocol, config, store=ctx.store, device=ctx.device, desc=ctx.desc,
+            pool=self._workers(ctx.options.workers), reuse_training=not ctx.options.force,
+        )  # fmt: skip
+
+    def close(self, interrupted: bool) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.__exit__(KeyboardInterrupt if interrupted else None, None, None)
+
+
+register_task(Denoising())

@@ -1,0 +1,36 @@
+"""Classification from image folders through DataLoaders (ImageNet), torchrun-capable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..imagenet import FolderData, open_folders, run_folder_cell
+from ..tables import Protocol
+from ..train import TrainResult
+from . import CellContext, RunOptions, Task, register_task
+
+
+class Folders(Task):
+    name = "folders"
+    distributed = True
+
+    def open_data(
+        self, protocol: Protocol, options: RunOptions, device: torch.device
+    ) -> FolderData:
+        return open_folders(protocol.dataset, options.data_root)
+
+    def run_cell(
+        self, model: nn.Module, data: FolderData, protocol: Protocol, config: dict[str, Any],
+        ctx: CellContext,
+    ) -> tuple[TrainResult, Path | None]:  # fmt: skip
+        return run_folder_cell(
+            model, data, protocol, config, store=ctx.store, device=ctx.device, desc=ctx.desc,
+            runtime=ctx.options.runtime, save_weights=ctx.save_weights,
+        )  # fmt: skip
+
+
+register_task(Folders())
