@@ -1,0 +1,217 @@
+"""Executors, leases and failures: cells run locally or on Ray, once each, whoever runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+import harness.tasks.classification
+from harness import lease
+from harness.cli import main
+from harness.executors import RayExecutor
+from harness.runner import run_table
+from harness.store import RunStore
+from harness.tables import TABLE1
+
+ROOT = Path(__file__).resolve().parents[1]
+SUMMARY = re.compile(
+    r"table1 \[smoke\]: (\d+) trained, (\d+) already done, (\d+) failed, (\d+) unavailable"
+)
+# three rows of Table 1 keep these tests short; every cell still trains for real
+ROWS = ("mnist.baseline", "mnist.fp_max_s2", "mnist.topk_s4")
+SMALL = replace(TABLE1, rows=ROWS)
+
+
+def _harness(*args: str, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness", *args], cwd=ROOT, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs,
+    )  # fmt: skip
+
+
+def _records(runs: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((runs / "table1" / "smoke").glob("*.json"))]
+
+
+def _run_small(store: RunStore, executor=None, **kwargs):
+    return run_table(
+        SMALL, profile="smoke", seeds=1, device="cpu", store=store, data_root=store.root.parent,
+        executor=executor, log=lambda _: None, **kwargs,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """One local Ray instance with 2 CPUs for the module (the executor leaves it running)."""
+    ray = pytest.importorskip("ray")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ["PYTHONPATH"] = str(ROOT)
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=128 * 2**20)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_records_match_the_local_executor(tmp_path, ray_local):
+    local, remote = RunStore(tmp_path / "local"), RunStore(tmp_path / "ray")
+    assert _run_small(local).ran == 3
+    summary = _run_small(remote, RayExecutor())
+    assert (summary.ran, summary.failed) == (3, 0)
+    ours, theirs = _records(local.root), _records(remote.root)
+    assert [r["key"] for r in ours] == [r["key"] for r in theirs]  # the same cells
+    for a, b in zip(ours, theirs, strict=True):
+        assert a["metrics"]["accuracy"] == b["metrics"]["accuracy"]
+        assert a["history"][-1]["train_loss"] == pytest.approx(b["history"][-1]["train_loss"])
+        assert (a["executor"], b["executor"]) == ("local", "ray")
+        assert b["threads"] == 1 and b["pid"] != os.getpid()
+
+
+def test_a_cell_that_raises_is_recorded_as_failed_and_retried_alone(tmp_path, monkeypatch):
+    store = RunStore(tmp_path / "runs")
+    real = harness.tasks.classification.train_classifier
+
+    def flaky(model, data, protocol, **kwargs):
+        if "fp_max_s2" in kwargs["desc"]:
+            raise RuntimeError("simulated CUDA error: an illegal memory access")
+        return real(model, data, protocol, **kwargs)
+
+    monkeypatch.setattr(harness.tasks.classification, "train_classifier", flaky)
+    summary = _run_small(store)
+    assert (summary.ran, summary.failed) == (2, 1)
+    error = next((store.root / "table1" / "smoke").glob("mnist.fp_max_s2-*.error.txt"))
+    assert "simulated CUDA error" in error.read_text() and "Traceback" in error.read_text()
+    assert not list((store.root / "table1" / "smoke").glob("mnist.fp_max_s2-*.json"))
+    assert not list((store.root / "table1" / "smoke").glob("*.lease"))
+
+    calls = []
+    monkeypatch.setattr(harness.tasks.classification, "train_classifier",
+                        lambda *a, **k: calls.append(k["desc"]) or real(*a, **k))  # fmt: skip
+    summary = _run_small(store)
+    assert (summary.ran, summary.skipped, summary.failed) == (1, 2, 0)
+    assert len(calls) == 1 and "fp_max_s2" in calls[0]
+    assert not error.exists()  # the error file goes once the cell succeeds
+
+
+def test_run_exits_nonzero_with_a_failed_cell(tmp_path, monkeypatch, capsys):
+    def broken(*args, **kwargs):
+        raise ValueError("boom")
+
+    monkeypatch.setattr(harness.tasks.classification, "train_classifier", broken)
+    runs = tmp_path / "runs"
+    code = main(["run", "table1", "--profile", "smoke", "--runs-dir", str(runs),
+                 "--out", str(tmp_path / "out")])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "table1 [smoke]: 0 trained, 0 already done, 7 failed, 0 unavailable" in out
+    assert "FAILED, ValueError: boom" in out
+
+
+def test_a_held_cell_is_left_to_its_holder_and_a_dead_holder_is_taken_over(tmp_path):
+    store = RunStore(tmp_path / "runs")
+    from harness.planning import lease_path, table_cells
+
+    config = table_cells(SMALL, "smoke", 1)[0]
+    path = lease_path(store, config)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"host": os.uname().nodename, "pid": child.pid}))
+        assert lease.acquire(path) is None  # a live holder keeps it
+    finally:
+        child.kill()
+        child.wait()
+    taken = lease.acquire(path)  # its pid is gone: taken over
+    assert taken is not None and json.loads(path.read_text())["pid"] == os.getpid()
+    taken.release()
+    assert not path.exists()
+
+
+def test_a_lease_with_an_old_heartbeat_is_stale_even_from_another_host(tmp_path):
+    path = tmp_path / "cell.lease"
+    path.write_text(json.dumps({"host": "elsewhere", "pid": 1}))
+    assert not lease.is_stale(path)
+    old = time.time() - lease.STALE_AFTER_S - 5
+    os.utime(path, (old, old))
+    assert lease.is_stale(path)
+
+
+def test_two_runners_on_one_folder_train_every_cell_once(tmp_path):
+    runs = tmp_path / "runs"
+    args = ("run", "table1", "--profile", "smoke", "--runs-dir", str(runs),
+            "--out", str(tmp_path / "out"), "--device", "cpu")  # fmt: skip
+    first, second = _harness(*args), _harness(*args)
+    outs = [p.communicate(timeout=900)[0] for p in (first, second)]
+    assert [p.returncode for p in (first, second)] == [0, 0], outs
+    counts = [tuple(map(int, SUMMARY.search(out).groups())) for out in outs]
+    assert sum(c[0] for c in counts) == 7, counts  # trained once in total
+    assert all(c[0] + c[1] == 7 and c[2] == 0 for c in counts), counts  # each sees the table
+    records = _records(runs)
+    assert len(records) == 7
+    pids = {r["pid"] for r in records}
+    assert pids <= {first.pid, second.pid}
+
+
+def test_kill_9_mid_cell_leaves_no_record_and_the_next_run_takes_the_cell_over(tmp_path):
+    runs = tmp_path / "runs"
+    args = ("run", "table1", "--profile", "smoke", "--runs-dir", str(runs),
+            "--out", str(tmp_path / "out"), "--device", "cpu")  # fmt: skip
+    runner = _harness(*args)
+    folder = runs / "table1" / "smoke"
+    deadline = time.time() + 300
+    while not list(folder.glob("*.lease")) and time.time() < deadline:
+        time.sleep(0.05)
+    held = list(folder.glob("*.lease"))
+    os.kill(runner.pid, signal.SIGKILL)
+    runner.wait()
+    assert held, "no cell was claimed"
+    cell = held[0].name.removesuffix(".lease")
+    assert not (folder / f"{cell}.json").exists()  # no partial record
+    finished_before = len(list(folder.glob("*.json")))
+    again = _harness(*args)
+    out = again.communicate(timeout=900)[0]
+    assert again.returncode == 0, out
+    trained, done, failed, _ = map(int, SUMMARY.search(out).groups())
+    assert (trained, done, failed) == (7 - finished_before, finished_before, 0)
+    assert (folder / f"{cell}.json").exists() and not list(folder.glob("*.lease"))
+
+
+@pytest.mark.slow
+def test_kill_9_of_a_ray_worker_is_retried(tmp_path):
+    pytest.importorskip("ray")
+    runs = tmp_path / "runs"
+    runner = _harness("run", "table1", "--profile", "smoke", "--runs-dir", str(runs), "--out",
+                      str(tmp_path / "out"), "--executor", "ray", "--device", "cpu")  # fmt: skip
+    folder = runs / "table1" / "smoke"
+    deadline, victim = time.time() + 300, None
+    while victim is None and time.time() < deadline and runner.poll() is None:
+        for path in folder.glob("*.lease") if folder.is_dir() else ():
+            holder = lease.read_holder(path)
+            if holder and holder.get("pid"):
+                victim = holder["pid"]
+                break
+        time.sleep(0.05)
+    assert victim is not None and victim != runner.pid
+    os.kill(victim, signal.SIGKILL)  # a Ray worker, mid-cell
+    out = runner.communicate(timeout=900)[0]
+    assert runner.returncode == 0, out
+    trained, done, failed, _ = map(int, SUMMARY.search(out).groups())
+    assert (trained + done, failed) == (7, 0), out
+    assert len(_records(runs)) == 7
+
+
+def test_executor_options_are_checked_up_front(tmp_path, capsys):
+    base = ["run", "table1", "--profile", "smoke", "--runs-dir", str(tmp_path / "r")]
+    assert main([*base, "--address", "10.0.0.1:6379"]) == 2
+    assert "--address needs --executor ray" in capsys.readouterr().err
+    assert main([*base, "--executor", "ray", "--gpus-per-cell", "0"]) == 2
+    assert main([*base, "--executor", "ray", "--retries", "-1"]) == 2
+    assert not (tmp_path / "r").exists()
