@@ -78,7 +78,9 @@ def test_second_run_trains_nothing_and_force_retrains(smoke, monkeypatch, capsys
     monkeypatch.undo()
     real = harness.tasks.classification.train_classifier
     monkeypatch.setattr(
-        harness.tasks.classification, "train_classifier", lambda *a, **k: calls.append(1) or real(*a, **k)
+        harness.tasks.classification,
+        "train_classifier",
+        lambda *a, **k: calls.append(1) or real(*a, **k),
     )
     assert (
         run_cli(
