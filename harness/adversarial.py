@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -22,8 +22,10 @@ from .errors import UserError
 from .imagenet import FOLDER_SETS, MEAN, STD, _missing
 from .measure import Stopwatch
 from .store import load_tensors
-from .tables import Protocol
 from .train import TrainResult
+
+if TYPE_CHECKING:
+    from .tasks.adversarial import AttackProtocol
 
 
 class Normalized(nn.Module):
@@ -138,7 +140,7 @@ class Attackers:
     notes: tuple[str, ...]
 
 
-def prepare_attack(protocol: Protocol, denoiser_weights: Path | None) -> Attackers:
+def prepare_attack(protocol: AttackProtocol, denoiser_weights: Path | None) -> Attackers:
     """Load (or refuse, in one line) the classifier's and the denoiser's weights."""
     notes = []
     classifier = imagenet_weights() if protocol.pretrained else None
@@ -160,7 +162,7 @@ def prepare_attack(protocol: Protocol, denoiser_weights: Path | None) -> Attacke
 
 
 def run_attack_cell(
-    model: nn.Module, data: AttackData, protocol: Protocol, config: dict[str, Any],
+    model: nn.Module, data: AttackData, protocol: AttackProtocol, config: dict[str, Any],
     attackers: Attackers, *, device: torch.device,
 ) -> TrainResult:  # fmt: skip
     """No training: top-1 of ``model`` on clean, FGSM and denoised FGSM images."""

@@ -10,12 +10,16 @@ tensor-core convolutions want (CPU convolutions take it too).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
 from .data import ClassificationData
-from .tables import Protocol
+
+if TYPE_CHECKING:
+    from .tasks.classification import ClassificationProtocol
 
 
 def as_input(batch: Tensor) -> Tensor:
@@ -55,7 +59,11 @@ class InputPipeline:
     """Turns uint8 batches into model inputs; augments training batches as the protocol says."""
 
     def __init__(
-        self, data: ClassificationData, protocol: Protocol, *, channels_last: bool = True
+        self,
+        data: ClassificationData,
+        protocol: ClassificationProtocol,
+        *,
+        channels_last: bool = True,
     ) -> None:
         self.padding = protocol.crop_padding
         self.flip = protocol.hflip

@@ -26,9 +26,10 @@ from registry.models.classical import ClassicalDenoiser, MissingDependency
 from . import distributed, lease
 from .errors import UserError
 from .measure import count_flops, count_params, paper_convention
-from .planning import describe_holder, error_path, lease_path
+from .planning import cell_key, describe_holder, error_path, lease_path
+from .protocol import Protocol
 from .store import SCHEMA, RunStore, atomic_write_text, config_hash, environment
-from .tables import Protocol, get_table
+from .tables import get_table
 from .tasks import CellContext, RunOptions, get_task
 
 # outcomes of one cell
@@ -156,6 +157,7 @@ def _execute(config: dict[str, Any], options: RunOptions, store: RunStore, index
             "schema": SCHEMA,
             "status": "complete",
             "key": config_hash(config),
+            "cell_key": cell_key(config),
             "config": config,
             "metrics": {**result.metrics, **measured},
             "diverged": result.diverged,

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, as_completed, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from threadpoolctl import threadpool_limits
@@ -49,14 +49,16 @@ from .image_data import (
 from .imaging import gaussian_noise, psnr, ssim, to_uint8
 from .measure import Stopwatch
 from .store import RunStore, atomic_write_text, config_hash, jsonable, load_tensors
-from .tables import Protocol
 from .train import TrainResult, eval_steps, lr_for_epoch, make_optimizer
+
+if TYPE_CHECKING:
+    from .tasks.denoising import DenoiseProtocol
 
 
 def train_denoiser(
     model: nn.Module,
     train_x: Tensor,
-    protocol: Protocol,
+    protocol: DenoiseProtocol,
     *,
     sigma: float,
     seed: int,
@@ -326,7 +328,7 @@ def _as_images(prefix: str, pixels: Tensor) -> list[LoadedImage]:
 
 
 def _test_images(
-    protocol: Protocol, name: str, root: Path, test_dir: Path | None,
+    protocol: DenoiseProtocol, name: str, root: Path, test_dir: Path | None,
     classification_test: list[LoadedImage] | None,
 ) -> TestImages:  # fmt: skip
     if test_dir is not None or name not in ("demo", "demo_patches", "cifar10"):
@@ -368,7 +370,7 @@ def _test_images(
 
 
 def load_denoise_data(
-    protocol: Protocol, root: Path, *, download: bool, device: torch.device,
+    protocol: DenoiseProtocol, root: Path, *, download: bool, device: torch.device,
     test_dir: Path | None = None,
 ) -> DenoiseData:  # fmt: skip
     """The training images and test sets a denoising protocol names (see tables.py);
@@ -405,7 +407,7 @@ _TRAINING_FIELDS = (
 )  # fmt: skip
 
 
-def training_key(config: dict[str, Any], protocol: Protocol, train_data: str) -> str:
+def training_key(config: dict[str, Any], protocol: DenoiseProtocol, train_data: str) -> str:
     """Equal keys, equal trained weights: the same architecture and kwargs, data, training
     protocol, noise level and seed, whichever table asks (Table 4's Baseline+2FP at sigma
     30 is Table 6's, 7's and 8's)."""
@@ -423,7 +425,7 @@ def training_key(config: dict[str, Any], protocol: Protocol, train_data: str) ->
 
 
 def run_denoise_cell(
-    model: nn.Module, data: DenoiseData, protocol: Protocol, config: dict[str, Any], *,
+    model: nn.Module, data: DenoiseData, protocol: DenoiseProtocol, config: dict[str, Any], *,
     store: RunStore, device: torch.device, desc: str, pool: WorkerPool | None = None,
     reuse_training: bool = True,
 ) -> tuple[TrainResult, Path | None]:  # fmt: skip

@@ -32,8 +32,8 @@ from . import distributed
 from .checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from .errors import UserError
 from .measure import Stopwatch, median_time
+from .protocol import Protocol
 from .store import RunStore, check_writable_dir
-from .tables import Protocol
 from .train import Runtime, TrainResult, lr_for_epoch, make_optimizer
 
 MEAN = (0.485, 0.456, 0.406)  # ImageNet's per-channel statistics (torchvision's)

@@ -26,7 +26,7 @@ import torch
 
 from .errors import UserError
 
-SCHEMA = 1
+SCHEMA = 2  # 2: configs hold the task's whole protocol; records name host, pid, contention
 
 
 def jsonable(value: Any) -> Any:

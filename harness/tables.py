@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any
 
 from registry import PaperRow, variant_info
 from registry.models.classical import table6_rows
@@ -17,6 +16,10 @@ from registry.models.resnet import IMAGENET_ROWS
 from registry.models.vgg import TABLE_STRIDES, table_rows
 
 from .errors import UserError
+from .protocol import Protocol
+from .tasks.adversarial import AttackProtocol
+from .tasks.classification import ClassificationProtocol
+from .tasks.denoising import DenoiseProtocol
 
 PROFILES: Mapping[str, str] = MappingProxyType(
     {
@@ -26,67 +29,6 @@ PROFILES: Mapping[str, str] = MappingProxyType(
         "smoke": "seconds on tiny data; what the tests use",
     }
 )
-
-
-@dataclass(frozen=True)
-class Protocol:
-    """How one cell is trained and tested. Fields the paper leaves open are documented
-    in ``choices`` and shown in every report."""
-
-    dataset: str
-    epochs: int
-    batch_size: int
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    # (epoch, lr) pairs: from that epoch on the learning rate is lr
-    lr_steps: tuple[tuple[int, float], ...] = ()
-    eval_points_per_epoch: int = 4
-    test_batch_size: int = 1000
-    test_repeats: int = 3
-    train_limit: int | None = None
-    test_limit: int | None = None
-    # augmentation of training batches: random crop after zero padding by this many
-    # pixels (0: none) and random horizontal flips
-    crop_padding: int = 0
-    hflip: bool = False
-    # denoising: the test set (see harness/image_data.TEST_SETS; several make a table with
-    # one block of rows per set), the side of the square training patches (0: whole
-    # images), a centre crop of the test images (0: full size)
-    test_set: str | tuple[str, ...] = ""
-    patch_size: int = 0
-    test_crop: int = 0
-    # keyword arguments for create_model on top of the variant's (e.g. a narrower net);
-    # arch_kwargs adds some for the rows of one architecture: ((arch, ((key, value), ...)), ...)
-    model_kwargs: tuple[tuple[str, Any], ...] = ()
-    arch_kwargs: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
-    # keyword arguments for the torch optimiser beyond lr, momentum and weight decay
-    optimizer_options: tuple[tuple[str, Any], ...] = ()
-    # adversarial: FGSM step (0..1 pixel scale), the row's classifier with torchvision's
-    # ImageNet weights (False: random weights), the denoiser variant and its keyword arguments
-    epsilon: float = 0.0
-    pretrained: bool = False
-    stand_in: str = ""  # an architecture built instead of the row's (random weights)
-    denoiser: str = ""
-    denoiser_kwargs: tuple[tuple[str, Any], ...] = ()
-    choices: str = ""
-
-    @property
-    def test_sets(self) -> tuple[str, ...]:
-        return (self.test_set,) if isinstance(self.test_set, str) else self.test_set
-
-    def kwargs_for(self, arch: str) -> dict[str, Any]:
-        """What create_model gets for a row of ``arch`` on top of the variant's own kwargs."""
-        return {**dict(self.model_kwargs), **dict(dict(self.arch_kwargs).get(arch, ()))}
-
-
-# Protocol fields that enter a cell's config (and hash) only when set, so that adding
-# them left the records of every other table valid
-LATE_FIELDS = {
-    "epsilon": 0.0, "pretrained": False, "stand_in": "", "denoiser": "", "denoiser_kwargs": (),
-    "arch_kwargs": (),
-}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -163,14 +105,16 @@ TABLE1 = TableSpec(
     columns=CLASSIFICATION_COLUMNS,
     protocols=MappingProxyType(
         {
-            "paper": Protocol(dataset="mnist", epochs=5, batch_size=100, choices=_MNIST_CHOICES),
-            "demo": Protocol(
+            "paper": ClassificationProtocol(
+                dataset="mnist", epochs=5, batch_size=100, choices=_MNIST_CHOICES
+            ),
+            "demo": ClassificationProtocol(
                 dataset="mnist5k",
                 epochs=3,
                 batch_size=100,
                 choices=_MNIST_CHOICES + " Demo: 3 epochs instead of 5.",
             ),
-            "smoke": Protocol(
+            "smoke": ClassificationProtocol(
                 dataset="mnist5k",
                 epochs=1,
                 batch_size=50,
@@ -196,7 +140,7 @@ _VGG_CHOICES = (
     "crops pad with zeros; weights Xavier-uniform, biases zero (the TensorFlow defaults); no BN "
     "after the single FC layer. Test accuracy once per epoch."
 )
-_VGG_PAPER = Protocol(
+_VGG_PAPER = ClassificationProtocol(
     dataset="cifar10", epochs=180, batch_size=250, optimizer="sgd", lr=0.1, momentum=0.9,
     weight_decay=5e-4, lr_steps=((80, 0.01), (120, 0.001), (150, 0.0005)),
     crop_padding=4, hflip=True, eval_points_per_epoch=1, choices=_VGG_CHOICES,
@@ -260,7 +204,7 @@ _DENOISE_CHOICES = (
     "wiring the paper leaves open (branch merge, 3 residual blocks, linear last layer) is "
     "documented in registry/models/denoiser.py."
 )
-_DENOISE_PAPER = Protocol(
+_DENOISE_PAPER = DenoiseProtocol(
     dataset="coco", epochs=20, batch_size=32, optimizer="adam", lr=0.1,
     lr_steps=((5, 0.01), (10, 0.001)), train_limit=15_000, test_set="bsd500",
     test_batch_size=1, test_repeats=1, choices=_DENOISE_CHOICES,
@@ -523,7 +467,7 @@ _ADVERSARIAL_CHOICES = (
     "seed (the paper: about 16,000). Denoiser: denoiser.fp2 at full width with the weights "
     "given by --denoiser-weights (a .pt from a denoising run). No training."
 )
-_ADVERSARIAL_PAPER = Protocol(
+_ADVERSARIAL_PAPER = AttackProtocol(
     dataset="imagenet", epochs=0, batch_size=50, test_batch_size=50, test_repeats=1,
     test_limit=16_000, epsilon=_EPSILON, pretrained=True, denoiser="denoiser.fp2",
     choices=_ADVERSARIAL_CHOICES,

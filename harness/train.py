@@ -17,7 +17,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -27,7 +27,10 @@ from tqdm.auto import tqdm
 from .augment import InputPipeline, as_input
 from .data import ClassificationData
 from .measure import Stopwatch, median_time
-from .tables import Protocol
+from .protocol import Protocol
+
+if TYPE_CHECKING:
+    from .tasks.classification import ClassificationProtocol
 
 _STATS_BATCH = 100  # fixed test images for the hidden-layer statistics
 AMP_MODES = ("off", "bf16")
@@ -174,7 +177,7 @@ def draw_epoch(
 def train_classifier(
     model: nn.Module,
     data: ClassificationData,
-    protocol: Protocol,
+    protocol: ClassificationProtocol,
     *,
     seed: int,
     device: torch.device,

@@ -4,7 +4,8 @@ from torchvision.transforms.v2 import functional as TF
 
 from harness.augment import InputPipeline, crop_flip, draw_crop_flip
 from harness.data import ClassificationData
-from harness.tables import TABLES, Protocol
+from harness.tables import TABLES
+from harness.tasks.classification import ClassificationProtocol
 
 
 def _reference(images, draws, padding):
@@ -69,6 +70,8 @@ def test_pipeline_normalises_per_channel_in_channels_last():
 
 def test_pipeline_without_stats_or_augmentation_is_the_plain_scaling():
     data = _data()
-    pipe = InputPipeline(data, Protocol(dataset="x", epochs=1, batch_size=1), channels_last=False)
+    pipe = InputPipeline(
+        data, ClassificationProtocol(dataset="x", epochs=1, batch_size=1), channels_last=False
+    )
     assert pipe.draw(10, torch.Generator()) is None
     assert torch.equal(pipe.train(data.train_x, None), data.train_x.float() / 255)

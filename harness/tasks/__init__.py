@@ -23,8 +23,8 @@ from ..errors import UserError
 from ..train import Runtime
 
 if TYPE_CHECKING:
+    from ..protocol import Protocol
     from ..store import RunStore
-    from ..tables import Protocol
     from ..train import TrainResult
 
 

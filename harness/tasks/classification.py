@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -9,16 +10,25 @@ import torch
 from torch import nn
 
 from ..data import ClassificationData, load_classification
-from ..tables import Protocol
+from ..protocol import Protocol
 from ..train import TrainResult, train_classifier
 from . import CellContext, RunOptions, Task, register_task
+
+
+@dataclass(frozen=True)
+class ClassificationProtocol(Protocol):
+    """Adds the augmentation of training batches: a random crop after zero padding by
+    ``crop_padding`` pixels (0: none), and random horizontal flips."""
+
+    crop_padding: int = 0
+    hflip: bool = False
 
 
 class Classification(Task):
     name = "classification"
 
     def open_data(
-        self, protocol: Protocol, options: RunOptions, device: torch.device
+        self, protocol: ClassificationProtocol, options: RunOptions, device: torch.device
     ) -> ClassificationData:
         return load_classification(
             protocol.dataset, options.data_root, download=options.download,
@@ -26,7 +36,7 @@ class Classification(Task):
         ).to(device)  # fmt: skip
 
     def run_cell(
-        self, model: nn.Module, data: ClassificationData, protocol: Protocol,
+        self, model: nn.Module, data: ClassificationData, protocol: ClassificationProtocol,
         config: dict[str, Any], ctx: CellContext,
     ) -> tuple[TrainResult, Path | None]:  # fmt: skip
         result = train_classifier(

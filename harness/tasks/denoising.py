@@ -3,6 +3,7 @@ methods are tested without training, in a pool of worker processes."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +11,24 @@ import torch
 from torch import nn
 
 from ..denoise import DenoiseData, WorkerPool, load_denoise_data, run_denoise_cell
-from ..tables import Protocol
+from ..protocol import Protocol
 from ..train import TrainResult
 from . import CellContext, RunOptions, Task, register_task
+
+
+@dataclass(frozen=True)
+class DenoiseProtocol(Protocol):
+    """Adds the test set (``harness/image_data.TEST_SETS``; several make a table with one
+    block of rows per set), the side of the square training patches (0: whole images)
+    and a centre crop of the test images (0: full size)."""
+
+    test_set: str | tuple[str, ...] = ""
+    patch_size: int = 0
+    test_crop: int = 0
+
+    @property
+    def test_sets(self) -> tuple[str, ...]:
+        return (self.test_set,) if isinstance(self.test_set, str) else self.test_set
 
 
 class Denoising(Task):
@@ -22,12 +38,12 @@ class Denoising(Task):
     def __init__(self) -> None:
         self._pool: WorkerPool | None = None
 
-    def blocks(self, protocol: Protocol, test_dir: Path | None) -> tuple[str | None, ...]:
+    def blocks(self, protocol: DenoiseProtocol, test_dir: Path | None) -> tuple[str | None, ...]:
         sets = protocol.test_sets
         return sets if test_dir is None and len(sets) > 1 else (None,)
 
     def open_data(
-        self, protocol: Protocol, options: RunOptions, device: torch.device
+        self, protocol: DenoiseProtocol, options: RunOptions, device: torch.device
     ) -> DenoiseData:
         return load_denoise_data(
             protocol, options.data_root, download=options.download, device=device,
@@ -42,7 +58,7 @@ class Denoising(Task):
         return self._pool
 
     def run_cell(
-        self, model: nn.Module, data: DenoiseData, protocol: Protocol, config: dict[str, Any],
+        self, model: nn.Module, data: DenoiseData, protocol: DenoiseProtocol, config: dict[str, Any],
         ctx: CellContext,
     ) -> tuple[TrainResult, Path | None]:  # fmt: skip
         return run_denoise_cell(

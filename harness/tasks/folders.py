@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..imagenet import FolderData, open_folders, run_folder_cell
-from ..tables import Protocol
+from ..protocol import Protocol
 from ..train import TrainResult
 from . import CellContext, RunOptions, Task, register_task
 
