@@ -14,6 +14,7 @@ from registry import list_variants, variant_info
 from .bench import add_bench_parser, cmd_bench
 from .data import DATASETS
 from .distributed import is_main
+from .doctor import add_doctor_parser, cmd_doctor
 from .errors import UserError
 from .figures import FIGURES_DIR, figure_names, make_figures, write_table_plot
 from .imagenet import FOLDER_SETS
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("list", help="tables, variants and profiles")
     add_bench_parser(sub)
+    add_doctor_parser(sub)
 
     plan = sub.add_parser("plan", help="cells of a table, which are done, rough cost")
     plan.add_argument("table")
@@ -218,6 +220,7 @@ COMMANDS = {
     "report": cmd_report,
     "figures": cmd_figures,
     "bench": cmd_bench,
+    "doctor": cmd_doctor,
 }
 
 
@@ -232,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _terminated) if on_main_thread else None
     try:
         args = build_parser().parse_args(argv)
-        COMMANDS[args.command](args)
+        failed = COMMANDS[args.command](args)  # doctor: 1 when a check failed
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -243,4 +246,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if on_main_thread:
             signal.signal(signal.SIGTERM, previous)
-    return 0
+    return failed or 0
