@@ -408,14 +408,15 @@ def run_bench(
     OpenMP thread costs more than a small op (spatial FP on 2x32x16x16: 27 us alone,
     50 ms right after a top-k call, with two threads at a load average of 16).
     """
-    with _threads(1 if quick and device.type == "cpu" else torch.get_num_threads()):
+    with timing_threads(device, quick):
         return _run_bench(device, quick, topk_impl, log)
 
 
 @contextlib.contextmanager
-def _threads(count: int) -> Iterator[None]:
+def timing_threads(device: torch.device, quick: bool) -> Iterator[None]:
+    """Torch's CPU threads while timing: one for quick runs on a CPU, else unchanged."""
     before = torch.get_num_threads()
-    torch.set_num_threads(count)
+    torch.set_num_threads(1 if quick and device.type == "cpu" else before)
     try:
         yield
     finally:

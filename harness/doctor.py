@@ -213,10 +213,10 @@ def check_vgg_epoch(ctx: Context) -> Outcome:
         else "measured"
     )
     figure = (
-        f"epoch {fast['epoch_s']:.1f} s [{fast['execution']}] vs plain DataLoader loop "
-        f"{plain['epoch_s']:.1f} s: {result['speedup']:.2f}x ({how}, batch "
-        f"{50_000 // result['steps_per_epoch']})"
-    )
+        f"epoch {fast['epoch_s']:.1f} s ({fast['s_per_step']:.2f} s/step) [{fast['execution']}] "
+        f"vs plain DataLoader loop {plain['epoch_s']:.1f} s: {result['speedup']:.2f}x ({how}, "
+        f"batch {50_000 // result['steps_per_epoch']})"
+    ) + (f"; goal: {result['goal']}" if ctx.cuda else "")
     ok = all(math.isfinite(x) and x > 0 for x in (fast["epoch_s"], plain["epoch_s"]))
     return verdict(ok, figure, vgg_epoch=result)
 
@@ -278,12 +278,14 @@ def check_topk(ctx: Context) -> Outcome:
         outputs[impl] = (values.detach(), x.grad.clone())
     same = all(torch.equal(a, b) for a, b in zip(*outputs.values(), strict=True))
     quick = ctx.quick or not ctx.cuda
-    ratios = [
-        bench.topk_ratio(case, pass_, ctx.device, quick, impl)
-        for case in bench.cases(quick)
-        for pass_ in bench.PASSES
-        for impl in ("reference", "bitonic")
-    ]
+    shapes = bench.cases(quick)[: 1 if ctx.quick else None]
+    with bench.timing_threads(ctx.device, quick):
+        ratios = [
+            bench.topk_ratio(case, pass_, ctx.device, quick, impl)
+            for case in shapes
+            for pass_ in bench.PASSES
+            for impl in ("reference", "bitonic")
+        ]
 
     def span(impl: str) -> str:
         r = [x["ratio"] for x in ratios if x["topk_impl"] == impl and x["pass"] == "fwdbwd"]
@@ -292,7 +294,7 @@ def check_topk(ctx: Context) -> Outcome:
     figure = (
         f"bitonic {'matches' if same else 'DIFFERS FROM'} the reference (values, gradients, "
         f"ties); fwd+bwd over spatial FP: reference {span('reference')}, bitonic "
-        f"{span('bitonic')}{' (quick shapes)' if quick else ''}; auto uses "
+        f"{span('bitonic')}{f' ({len(shapes)} quick shapes)' if quick else ''}; auto uses "
         f"{'the reference' if ctx.cuda else 'bitonic where it pays off'} on {ctx.device.type}"
     )
     return verdict(same, figure, ratios=ratios)
@@ -359,21 +361,22 @@ def _stopwatch_against_clock() -> Outcome:
 
 
 def check_torchrun(ctx: Context) -> Outcome:
-    launcher = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "1",
-    ]
+    """One process under torchrun: an all_reduce through the backend, then imagenet smoke
+    (with one process the harness makes no process group: hence the probe)."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc-per-node", "1"]  # fmt: skip
     backend = "nccl" if ctx.cuda else "gloo"
     probe = run_command([*launcher, "-m", "harness.collective_probe", ctx.device.type], 180)
     if probe.returncode != 0:
-        return verdict(
-            False, f"{backend} all_reduce under torchrun: exit {probe.returncode}: {probe.tail()}"
-        )
+        return verdict(False, f"{backend} all_reduce: exit {probe.returncode}: {probe.tail()}")
     reduced = json.loads(probe.stdout.strip().splitlines()[-1])
+    collective = f"{backend} all_reduce over {reduced['world_size']} process: " + (
+        "ok" if reduced["ok"] else "WRONG SUM"
+    )
+    if ctx.quick:
+        return verdict(
+            reduced["ok"], f"{collective}; imagenet smoke under torchrun: not run (quick)"
+        )
     folder = ctx.work / "torchrun"
     done = run_command(
         [*launcher, "-m", "harness", "run", "imagenet", "--profile", "smoke",
@@ -383,15 +386,14 @@ def check_torchrun(ctx: Context) -> Outcome:
     )  # fmt: skip
     if done.returncode != 0:
         return verdict(
-            False, f"imagenet smoke under torchrun: exit {done.returncode}: {done.tail()}"
+            False, f"{collective}; imagenet smoke: exit {done.returncode}: {done.tail()}"
         )
     records = smoke_records(ctx, "torchrun", "imagenet")
     problem = check_records(records, "imagenet", "top1")
     top1 = [r["metrics"]["top1"] for r in records]
     return verdict(
         reduced["ok"] and problem is None,
-        f"{backend} all_reduce over {reduced['world_size']} process: "
-        f"{'ok' if reduced['ok'] else 'WRONG SUM'}; imagenet smoke under torchrun: "
+        f"{collective}; imagenet smoke under torchrun: "
         + (problem or f"{len(records)} records, top-1 {', '.join(f'{t:.2f}' for t in top1)}"),
         collective=reduced, top1=top1,
     )  # fmt: skip
