@@ -233,9 +233,10 @@ def _terminated(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminated) if on_main_thread else None
+    code = 0
     try:
         args = build_parser().parse_args(argv)
-        failed = COMMANDS[args.command](args)  # doctor: 1 when a check failed
+        code = COMMANDS[args.command](args) or 0
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -246,4 +247,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if on_main_thread:
             signal.signal(signal.SIGTERM, previous)
-    return failed or 0
+    return code
