@@ -16,6 +16,7 @@ is 1 when any check fails.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -400,6 +401,8 @@ def check_torchrun(ctx: Context) -> Outcome:
 
 
 def check_ray(ctx: Context) -> Outcome:
+    if importlib.util.find_spec("ray") is None:
+        return skipped("ray is not installed here (pip install ray)")
     options = ["--executor", "ray"] + (["--gpus-per-cell", "1"] if ctx.cuda else [])
     done = harness_run(ctx, "ray", "table1", *options, timeout_s=_timeout(ctx, 300, 300))
     rejected = re.search(r"unrecognized arguments: (.*)", done.stderr)
