@@ -234,7 +234,7 @@ def train_step(variant: str, batch_size: int, device: torch.device) -> Workload:
 NOISY = 0.1  # IQR / median above this: the measurement is flagged noisy
 # Wall-time budget (s) of one op's timing and of one interleaved ratio: full, quick
 OP_BUDGET_S = {False: 1.0, True: 0.1}
-RATIO_BUDGET_S = {False: 3.0, True: 0.4}
+RATIO_BUDGET_S = {False: 1.0, True: 0.4}
 MIN_BLOCKS, MIN_ROUNDS = 10, 10  # enough for a median, unless the budget runs out first
 # A timed block of calls lasts about this long: short enough that on a busy machine most
 # blocks fall inside one scheduler time slice (a few ms), so their median is the op's.
