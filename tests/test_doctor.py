@@ -87,3 +87,21 @@ def test_doctor_on_the_cpu_passes_with_a_shrunk_budget(tmp_path):
     assert all(c["figure"] for c in result["checks"]) and result["passed"]
     assert result["env"]["torch"] == torch.__version__
     assert next(out.glob("doctor-cpu-*.md")).read_text().startswith("# Doctor: ")
+
+
+def test_records_must_be_all_there_from_the_device_and_finite():
+    ctx = doctor.Context(torch.device("cpu"), True, Path("."), frozenset())
+    rows = doctor.TABLES["table1"].rows
+
+    def records(**change):
+        made = [{"config": {"variant": v}, "env": {"device": "cpu"}, "metrics": {"accuracy": 0.5}}
+                for v in rows]  # fmt: skip
+        made[-1] = {**made[-1], **change}
+        return made
+
+    assert doctor.check_records(ctx, records(), "table1", "accuracy") is None
+    assert "expected 7" in doctor.check_records(ctx, records()[:-1], "table1", "accuracy")
+    on_gpu = records(env={"device": "cuda:0"})
+    assert "ran on cuda:0" in doctor.check_records(ctx, on_gpu, "table1", "accuracy")
+    nan = records(metrics={"accuracy": float("nan")})
+    assert "accuracy is nan" in doctor.check_records(ctx, nan, "table1", "accuracy")
