@@ -269,13 +269,15 @@ def check_bench(ctx: Context) -> Outcome:
         f"epoch ratio {result['epoch_ratio_topk_over_spatial']:.2f}; "
         f"{noisy} of {len(result['results']) + len(ratios)} figures noisy"
     )
+    if not quick:  # issue 15's goal for top-k on a GPU, reported, not a pass/fail criterion
+        figure += f"; fwd+bwd within 3x at {sum(r <= 3 for r in fwdbwd)} of {len(fwdbwd)} shapes"
     return verdict(ok, figure, bench=result)
 
 
 def check_topk(ctx: Context) -> Outcome:
     """Bitonic against the reference on the device (values and gradients, with ties), and
     each over spatial FP at the benchmark's shapes: what ``impl="auto"`` should use here."""
-    x = torch.randint(0, 4, (2, 64, 5, 7), dtype=torch.float32).relu_().to(ctx.device)
+    x = torch.randint(0, 4, (2, 64, 5, 7), dtype=torch.float32).to(ctx.device)  # many ties
     x.requires_grad_()
     upstream = torch.randn(2, 32, 5, 7).to(ctx.device)
     outputs = {}
