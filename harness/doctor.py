@@ -454,7 +454,8 @@ def environment_report(device: torch.device) -> dict[str, Any]:
         props = torch.cuda.get_device_properties(device)
         env["gpu_memory_gib"] = round(props.total_memory / 2**30, 1)
         env["cudnn"] = torch.backends.cudnn.version()
-        env["nccl"] = ".".join(map(str, torch.cuda.nccl.version()))
+        nccl = torch.cuda.nccl.version()  # a tuple in recent torch, an int in older ones
+        env["nccl"] = ".".join(map(str, nccl)) if isinstance(nccl, tuple) else str(nccl)
         env["driver"] = _nvidia_smi("driver_version")
     return env
 
