@@ -522,7 +522,11 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     """The ``bench`` subcommand's arguments."""
     bench = sub.add_parser("bench", help="time the reduction ops and a Table 1 epoch")
     bench.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
-    bench.add_argument("--quick", action="store_true", help="small shapes, short timings (seconds)")
+    bench.add_argument(
+        "--quick",
+        action="store_true",
+        help="small shapes, short timings, one CPU thread: indicative figures",
+    )
     bench.add_argument("--format", choices=("md", "json"), default="md", help="standard output")
     bench.add_argument("--topk-impl", choices=TOPK_IMPLS, default="auto",
                        help="top-k implementation to time (reference: the plain stable sort)")  # fmt: skip
