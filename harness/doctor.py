@@ -203,13 +203,15 @@ def check_vgg_epoch(ctx: Context) -> Outcome:
         return skipped(f"{VGG_EPOCH} not found (not a clone of the repository)")
     out = ctx.work / "vgg_epoch.json"
     options = (
-        ["--amp", "bf16", "--repeats", "1"] if ctx.cuda else ["--steps", "2", "--workers", "1"]
+        ["--amp", "bf16", "--repeats", "1"]
+        if ctx.cuda
+        else ["--steps", "1", "--warmup", "1", "--workers", "1"]
     )
     if ctx.quick:
         options = ["--steps", "1", "--warmup", "1", "--batch-size", "25", "--workers", "1"]
     done = run_command(
         [sys.executable, str(VGG_EPOCH), "--device", ctx.device.type, "--out", str(out), *options],
-        _timeout(ctx, 300, 300),
+        _timeout(ctx, 300, 600),
     )
     if done.returncode != 0:
         return verdict(False, f"exit {done.returncode}: {done.tail()}")
