@@ -414,6 +414,8 @@ def check_torchrun(ctx: Context) -> Outcome:
 def check_ray(ctx: Context) -> Outcome:
     if importlib.util.find_spec("ray") is None:
         return skipped("ray is not installed here (pip install ray)")
+    if ctx.quick:  # a Ray instance takes a minute to start on 2 busy cores
+        return skipped("quick: not run (tests/test_executors.py runs Ray)")
     options = ["--executor", "ray"] + (["--gpus-per-cell", "1"] if ctx.cuda else [])
     done = harness_run(ctx, "ray", "table1", *options, timeout_s=_timeout(ctx, 300, 300))
     rejected = re.search(r"unrecognized arguments: (.*)", done.stderr)
