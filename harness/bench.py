@@ -7,12 +7,14 @@ What is timed, and how:
   each at the tensors the paper's networks feed them (:data:`CASES`). ``fwd`` is an
   inference forward (no autograd); ``fwdbwd`` is a forward with autograd plus the
   backward of a fixed upstream gradient (to the input, and to the weights of convs).
-* Timing: adaptive repeats (``torch.utils.benchmark.Timer.adaptive_autorange``
-  with all of torch's threads): blocks of calls until the blocks' IQR/median is
-  below :data:`NOISY` or the time budget is spent (``--quick``: a far smaller
-  budget, so its figures are indicative). Every record carries IQR/median and is
-  flagged ``noisy`` above :data:`NOISY`. Every timed call ends with a device
-  synchronisation, so CUDA work is inside the time.
+* Timing: adaptive repeats, as ``torch.utils.benchmark``'s ``adaptive_autorange``
+  but in short blocks of calls (:data:`BLOCK_S`, so that on a busy machine most
+  blocks fall inside one scheduler time slice): blocks are added until their
+  IQR/median is below :data:`NOISY` or the time budget is spent (``--quick``: a far
+  smaller budget, small shapes and one thread on a CPU, so its figures are
+  indicative). Every record carries IQR/median and is flagged ``noisy`` above
+  :data:`NOISY`. The device is synchronised around every block, so CUDA work is
+  inside the time.
 * Ratios (top-k over spatial FP, and the Table 1 epoch): the two sides run in turns,
   A, B, A, B, ..., and the ratio is the median of the pairwise ratios, so a change in
   the machine's load during the run hits both sides of a pair alike and cancels.
