@@ -7,10 +7,17 @@ What is timed, and how:
   each at the tensors the paper's networks feed them (:data:`CASES`). ``fwd`` is an
   inference forward (no autograd); ``fwdbwd`` is a forward with autograd plus the
   backward of a fixed upstream gradient (to the input, and to the weights of convs).
-* Timing: ``torch.utils.benchmark.Timer.blocked_autorange`` with all of torch's
-  threads (median and interquartile range over blocks; ``--quick``: five single
-  calls); every timed call ends with a device synchronisation, so CUDA work is
+* Timing: adaptive repeats, as ``torch.utils.benchmark``'s ``adaptive_autorange``
+  but in short blocks of calls (:data:`BLOCK_S`, so that on a busy machine most
+  blocks fall inside one scheduler time slice): blocks are added until their
+  IQR/median is below :data:`NOISY` or the time budget is spent (``--quick``: a far
+  smaller budget, small shapes and one thread on a CPU, so its figures are
+  indicative). Every record carries IQR/median and is flagged ``noisy`` above
+  :data:`NOISY`. The device is synchronised around every block, so CUDA work is
   inside the time.
+* Ratios (top-k over spatial FP, and the Table 1 epoch): the two sides run in turns,
+  A, B, A, B, ..., and the ratio is the median of the pairwise ratios, so a change in
+  the machine's load during the run hits both sides of a pair alike and cancels.
 * Bytes: the least traffic any kernel needs, each input, weight and output read or
   written once (``fwdbwd``: twice that, the gradients mirroring the tensors). GB/s
   is bytes over the median, shown against the device's copy bandwidth measured in
@@ -21,18 +28,20 @@ What is timed, and how:
   arithmetic.
 * Epoch ratio: the harness's training loop (:func:`harness.train.train_classifier`,
   Table 1's optimiser and batch) on random digits of MNIST's shape, a fixed number of
-  steps per epoch, the two variants taking turns; the median epoch of
-  ``mnist.topk_s2`` over that of ``mnist.fp_max_s2``.
+  steps per epoch, the two variants taking turns; the median over rounds of
+  ``mnist.topk_s2``'s epoch over ``mnist.fp_max_s2``'s.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
 import statistics
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,14 +51,13 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.benchmark import Timer
 
 from registry import TopKPool, create_model
 from registry.ops import TOPK_IMPLS, FeaturePool
 
 from .cell import resolve_device
 from .data import ClassificationData
-from .measure import count_flops, median_time, synchronize
+from .measure import count_flops, synchronize
 from .store import atomic_write_text, check_writable_dir, environment
 from .tables import TABLE1
 from .train import make_optimizer, train_classifier
@@ -107,14 +115,19 @@ def cases(quick: bool) -> tuple[Case, ...]:
 
 @dataclass
 class Workload:
-    """One op at one case, ready to time: ``fn`` runs it once and synchronises."""
+    """One op at one case, ready to time: ``step`` queues it once; ``fn`` also waits for it."""
 
-    fn: Callable[[], None]
+    step: Callable[[], None]
     shape: tuple[int, ...]
     bytes: int
     flops: int
     device: torch.device
     dtype: torch.dtype = torch.float32
+
+    def fn(self) -> None:
+        """One call, synchronised: what pytest-benchmark times."""
+        self.step()
+        synchronize(self.device)
 
     @property
     def info(self) -> dict[str, Any]:
@@ -180,7 +193,6 @@ def workload(
         def run() -> None:
             with torch.no_grad():
                 module(x)
-            synchronize(device)
 
         return Workload(run, shape, moved, flops, device, dtype)
 
@@ -191,7 +203,6 @@ def workload(
         x.grad = None
         module.zero_grad(set_to_none=True)
         module(x).backward(upstream)
-        synchronize(device)
 
     conv = isinstance(module, nn.Conv2d)
     return Workload(run_backward, shape, 2 * moved, flops * (3 if conv else 1), device, dtype)
@@ -216,27 +227,118 @@ def train_step(variant: str, batch_size: int, device: torch.device) -> Workload:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        synchronize(device)
 
     params = sum(p.numel() for p in model.parameters())
     flops = 3 * batch_size * count_flops(model, (1, 28, 28))
     return Workload(step, tuple(x.shape), 9 * params * 4, flops, device)
 
 
-def time_fn(fn: Callable[[], object], device: torch.device, quick: bool) -> tuple[float, float]:
-    """Median and interquartile range (seconds) of ``fn``, which synchronises ``device``.
+NOISY = 0.1  # IQR / median above this: the measurement is flagged noisy
+# Wall-time budget (s) of one op's timing and of one interleaved ratio: full, quick
+OP_BUDGET_S = {False: 1.0, True: 0.1}
+RATIO_BUDGET_S = {False: 1.0, True: 0.4}
+MIN_BLOCKS, MIN_ROUNDS = 10, 10  # enough for a median, unless the budget runs out first
+# A timed block of calls lasts about this long: short enough that on a busy machine most
+# blocks fall inside one scheduler time slice (a few ms), so their median is the op's.
+BLOCK_S = 5e-4
+QUICK_NOTE = (
+    "quick: small shapes, a short time budget, one thread on a CPU; figures are indicative only"
+)
 
-    Full runs: ``Timer.blocked_autorange`` over half a second of blocks. Quick runs:
-    five single calls after one warm-up (``harness.measure.median_time``), since the
-    Timer grows its blocks to at least 10 ms each.
+
+@dataclass(frozen=True)
+class Estimate:
+    """A median and its interquartile range over ``n`` measurements."""
+
+    median: float
+    iqr: float
+    n: int
+
+    @classmethod
+    def of(cls, values: list[float]) -> Estimate:
+        q1, _, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
+        return cls(statistics.median(values), q3 - q1, len(values))
+
+    @property
+    def spread(self) -> float:
+        """IQR / median: above :data:`NOISY` the median is not to be trusted."""
+        return self.iqr / self.median
+
+    @property
+    def noisy(self) -> bool:
+        return self.spread > NOISY
+
+
+def _per_call(step: Callable[[], object], device: torch.device, calls: int) -> float:
+    """Seconds per call of ``calls`` calls of ``step``, the device synchronised around them."""
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(calls):
+        step()
+    synchronize(device)
+    return (time.perf_counter() - start) / calls
+
+
+def _calls_per_block(step: Callable[[], object], device: torch.device) -> int:
+    """Calls that take about BLOCK_S; from the fastest of three calls (a slow one was
+    interrupted), after one warm-up call."""
+    step()
+    fastest = min(_per_call(step, device, 1) for _ in range(3))
+    return max(1, round(BLOCK_S / fastest))
+
+
+def time_fn(step: Callable[[], object], device: torch.device, quick: bool) -> Estimate:
+    """Seconds per call of ``step``: median and IQR over blocks of calls.
+
+    Adaptive repeats, as ``torch.utils.benchmark``'s ``adaptive_autorange`` but with
+    short blocks (:data:`BLOCK_S`): blocks are added until there are MIN_BLOCKS and
+    their IQR/median is below :data:`NOISY`, or until the budget
+    (:data:`OP_BUDGET_S`) is spent (at least three blocks).
     """
-    if quick:
-        median, times = median_time(fn, device, repeats=5, warmup=1)
-        quartiles = statistics.quantiles(times, n=4)
-        return median, quartiles[2] - quartiles[0]
-    timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-    measurement = timer.blocked_autorange(min_run_time=0.5)
-    return measurement.median, measurement.iqr
+    calls = _calls_per_block(step, device)
+    times, start = [], time.perf_counter()
+    while True:
+        times.append(_per_call(step, device, calls))
+        estimate = Estimate.of(times)
+        if len(times) >= MIN_BLOCKS and not estimate.noisy:
+            return estimate
+        if len(times) >= 3 and time.perf_counter() - start > OP_BUDGET_S[quick]:
+            return estimate
+
+
+def interleaved_ratio(
+    a: Callable[[], object], b: Callable[[], object], device: torch.device, budget_s: float
+) -> Estimate:
+    """Time of ``a`` over time of ``b``: the median of pairwise ratios over rounds.
+
+    Each round times a block of ``a`` then a block of ``b`` (A, B, A, B, ...), both
+    about :data:`BLOCK_S` long, so a change in the machine's load hits both halves of a
+    pair alike and cancels in their ratio, and a pair one half of which was
+    interrupted is an outlier the median ignores. Rounds go on until ``budget_s`` is
+    spent, and number at least MIN_ROUNDS.
+    """
+    calls = [_calls_per_block(fn, device) for fn in (a, b)]
+    ratios, start = [], time.perf_counter()
+    while len(ratios) < MIN_ROUNDS or time.perf_counter() - start < budget_s:
+        ratios.append(_per_call(a, device, calls[0]) / _per_call(b, device, calls[1]))
+    return Estimate.of(ratios)
+
+
+def topk_ratio(
+    case: Case, pass_: str, device: torch.device, quick: bool, topk_impl: str = "auto"
+) -> dict[str, Any]:
+    """Top-k (``topk_impl``) over spatial FP (max) at ``case``, interleaved."""
+    topk = workload("topk", case, pass_, device, topk_impl=topk_impl)
+    spatial = workload("spatial_max", case, pass_, device)
+    ratio = interleaved_ratio(topk.step, spatial.step, device, RATIO_BUDGET_S[quick])
+    return {"case": case.name, "shape": list(case.maps), "pass": pass_, "topk_impl": topk_impl,
+            **_fields(ratio, "ratio", "ratio_iqr", "rounds")}  # fmt: skip
+
+
+def _fields(estimate: Estimate, median: str, iqr: str, count: str) -> dict[str, Any]:
+    """An estimate as record fields under these names, with IQR/median and the noisy flag."""
+    return {median: estimate.median, iqr: estimate.iqr, "iqr_over_median": estimate.spread,
+            "noisy": estimate.noisy, count: estimate.n}  # fmt: skip
 
 
 def copy_bandwidth(device: torch.device, nbytes: int, quick: bool) -> float:
@@ -247,12 +349,7 @@ def copy_bandwidth(device: torch.device, nbytes: int, quick: bool) -> float:
     src = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
     dst = torch.empty_like(src)
 
-    def copy() -> None:
-        dst.copy_(src)
-        synchronize(device)
-
-    median, _ = time_fn(copy, device, quick)
-    return 2 * src.numel() * 4 / median / 1e9
+    return 2 * src.numel() * 4 / time_fn(lambda: dst.copy_(src), device, quick).median / 1e9
 
 
 def _random_digits(n_train: int, n_test: int, device: torch.device) -> ClassificationData:
@@ -267,8 +364,9 @@ def _random_digits(n_train: int, n_test: int, device: torch.device) -> Classific
 
 def epoch_times(
     device: torch.device, steps: int, batch_size: int, rounds: int, topk_impl: str = "auto"
-) -> dict[str, float]:
-    """Median epoch (``steps`` steps of Table 1's protocol) of each of EPOCH_VARIANTS.
+) -> tuple[dict[str, float], Estimate]:
+    """Median epoch (``steps`` steps of Table 1's protocol) of each of EPOCH_VARIANTS, and
+    the first variant's epoch over the second's, the median of one ratio per round.
 
     The variants take turns, one epoch each per round, so a change in the machine's
     load during the run hits both alike.
@@ -290,11 +388,13 @@ def epoch_times(
         for variant, model in models.items():
             result = train_classifier(model, data, protocol, seed=seed, device=device)
             times[variant] += result.epoch_times_s
-    return {variant: statistics.median(epochs) for variant, epochs in times.items()}
+    first, second = (times[variant] for variant in EPOCH_VARIANTS)
+    ratio = Estimate.of([a / b for a, b in zip(first, second, strict=True)])
+    return {variant: statistics.median(epochs) for variant, epochs in times.items()}, ratio
 
 
 # (steps per epoch, batch size, rounds) of the epoch ratio, and the copy's size
-EPOCH_FULL, EPOCH_QUICK = (20, 100, 5), (2, 10, 1)
+EPOCH_FULL, EPOCH_QUICK = (20, 100, 5), (2, 10, 3)
 COPY_BYTES_FULL, COPY_BYTES_QUICK = 256 << 20, 16 << 20
 
 
@@ -304,79 +404,106 @@ def run_bench(
     topk_impl: str = "auto",
     log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
-    """Time everything; the JSON-ready result (see module doc and README)."""
+    """Time everything; the JSON-ready result (see module doc and README).
+
+    ``quick`` on a CPU times with one thread: on a busy machine waking a second
+    OpenMP thread costs more than a small op (spatial FP on 2x32x16x16: 27 us alone,
+    50 ms right after a top-k call, with two threads at a load average of 16).
+    """
+    with timing_threads(device, quick):
+        return _run_bench(device, quick, topk_impl, log)
+
+
+@contextlib.contextmanager
+def timing_threads(device: torch.device, quick: bool) -> Iterator[None]:
+    """Torch's CPU threads while timing: one for quick runs on a CPU, else unchanged."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1 if quick and device.type == "cpu" else before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_bench(
+    device: torch.device, quick: bool, topk_impl: str, log: Callable[[str], None]
+) -> dict[str, Any]:
     bandwidth = copy_bandwidth(device, COPY_BYTES_QUICK if quick else COPY_BYTES_FULL, quick)
-    results = []
+    results, ratios = [], []
     for case in cases(quick):
         log(f"timing {case.name} {list(case.maps)}")
         for op in OPS:
             for pass_ in PASSES:
                 load = workload(op, case, pass_, device, topk_impl=topk_impl)
-                median, iqr = time_fn(load.fn, device, quick)
-                results.append(
-                    {"case": case.name, "op": op, "pass": pass_, **load.info, "median_s": median,
-                     "iqr_s": iqr, "gbps": load.bytes / median / 1e9}
-                )  # fmt: skip
+                timing = time_fn(load.step, device, quick)
+                results.append({"case": case.name, "op": op, "pass": pass_, **load.info,
+                                **_fields(timing, "median_s", "iqr_s", "blocks"),
+                                "gbps": load.bytes / timing.median / 1e9})  # fmt: skip
+        ratios += [topk_ratio(case, pass_, device, quick, topk_impl) for pass_ in PASSES]
     log("timing a Table 1 epoch (top-k and spatial FP)")
-    epochs = epoch_times(device, *(EPOCH_QUICK if quick else EPOCH_FULL), topk_impl=topk_impl)
+    epochs, epoch_ratio = epoch_times(
+        device, *(EPOCH_QUICK if quick else EPOCH_FULL), topk_impl=topk_impl
+    )
     return {
         "env": environment(device),
         "quick": quick,
+        "indicative": quick,
+        "noisy_above_iqr_over_median": NOISY,
         "topk_impl": topk_impl,
+        "threads": torch.get_num_threads(),
         "copy_bandwidth_gbps": bandwidth,
         "results": results,
-        "op_ratios_topk_over_spatial": list(_op_ratios(results)),
+        "op_ratios_topk_over_spatial": ratios,
         "epoch_s": epochs,
-        "epoch_ratio_topk_over_spatial": epochs["mnist.topk_s2"] / epochs["mnist.fp_max_s2"],
+        "epoch_ratio_topk_over_spatial": epoch_ratio.median,
+        "epoch_ratio": _fields(epoch_ratio, "ratio", "ratio_iqr", "rounds"),
     }
 
 
-def _op_ratios(results: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """topk median over spatial_max median, per case and pass."""
-    by_key = {(r["case"], r["op"], r["pass"]): r for r in results}
-    for (case, op, pass_), record in by_key.items():
-        if op == "topk":
-            spatial = by_key[(case, "spatial_max", pass_)]
-            yield {"case": case, "shape": record["shape"], "pass": pass_,
-                   "ratio": record["median_s"] / spatial["median_s"]}  # fmt: skip
+def _flag(record: dict[str, Any]) -> str:
+    return "noisy" if record["noisy"] else ""
 
 
 def render_markdown(bench: dict[str, Any]) -> str:
     """The results as a Markdown report with the environment and the ratios."""
     env, copy = bench["env"], bench["copy_bandwidth_gbps"]
     lines = [
-        f"# Feature-pooling op benchmark{' (quick: small shapes, short timings)' if bench['quick'] else ''}",
+        f"# Feature-pooling op benchmark{f' ({QUICK_NOTE})' if bench['quick'] else ''}",
         "",
         f"Device: {env['device_name']} ({env['device']}); torch {env['torch']}; "
         f"top-k implementation: {bench['topk_impl']}; float32.",
         f"Copy bandwidth (large tensor copy, read + write): {copy:.1f} GB/s.",
+        f'Medians over adaptive repeats; "noisy": IQR/median above {NOISY}.',
         "",
-        "| case | op | input shape | pass | median ms | IQR ms | GB/s | % of copy |",
-        "|---|---|---|---|---:|---:|---:|---:|",
+        "| case | op | input shape | pass | median ms | IQR ms | IQR/median | GB/s | % of copy | |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in bench["results"]:
         lines.append(
             f"| {r['case']} | {r['op']} | {'x'.join(map(str, r['shape']))} | {r['pass']} | "
-            f"{r['median_s'] * 1e3:.3f} | {r['iqr_s'] * 1e3:.3f} | {r['gbps']:.2f} | "
-            f"{100 * r['gbps'] / copy:.0f} |"
+            f"{r['median_s'] * 1e3:.3f} | {r['iqr_s'] * 1e3:.3f} | {r['iqr_over_median']:.2f} | "
+            f"{r['gbps']:.2f} | {100 * r['gbps'] / copy:.0f} | {_flag(r)} |"
         )
     lines += [
         "",
-        "Top-k / spatial FP (max), op time:",
+        "Top-k / spatial FP (max), op time: the two timed in turns, the median of pairwise ratios:",
         "",
-        "| case | pass | ratio |",
-        "|---|---|---:|",
+        "| case | pass | ratio | IQR/median | rounds | |",
+        "|---|---|---:|---:|---:|---|",
     ]
     lines += [
-        f"| {r['case']} | {r['pass']} | {r['ratio']:.2f} |"
+        f"| {r['case']} | {r['pass']} | {r['ratio']:.2f} | {r['iqr_over_median']:.2f} | "
+        f"{r['rounds']} | {_flag(r)} |"
         for r in bench["op_ratios_topk_over_spatial"]
     ]
-    epochs = bench["epoch_s"]
+    epochs, ratio = bench["epoch_s"], bench["epoch_ratio"]
     lines += [
         "",
-        "Table 1 epoch (harness training loop, random digits, fixed steps): "
+        "Table 1 epoch (harness training loop, random digits, fixed steps, the variants "
+        "taking turns): "
         + ", ".join(f"{name} {seconds:.3f} s" for name, seconds in epochs.items())
-        + f"; top-k / spatial = {bench['epoch_ratio_topk_over_spatial']:.2f}.",
+        + f"; top-k / spatial = {ratio['ratio']:.2f} (median of {ratio['rounds']} rounds, "
+        f"IQR/median {ratio['iqr_over_median']:.2f}{', noisy' if ratio['noisy'] else ''}).",
         "",
     ]
     return "\n".join(lines)
@@ -397,7 +524,11 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     """The ``bench`` subcommand's arguments."""
     bench = sub.add_parser("bench", help="time the reduction ops and a Table 1 epoch")
     bench.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
-    bench.add_argument("--quick", action="store_true", help="small shapes, short timings (seconds)")
+    bench.add_argument(
+        "--quick",
+        action="store_true",
+        help="small shapes, short timings, one CPU thread: indicative figures",
+    )
     bench.add_argument("--format", choices=("md", "json"), default="md", help="standard output")
     bench.add_argument("--topk-impl", choices=TOPK_IMPLS, default="auto",
                        help="top-k implementation to time (reference: the plain stable sort)")  # fmt: skip

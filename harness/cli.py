@@ -15,6 +15,7 @@ from .bench import add_bench_parser, cmd_bench
 from .cell import resolve_device
 from .data import DATASETS
 from .distributed import is_main
+from .doctor import add_doctor_parser, cmd_doctor
 from .errors import UserError
 from .executors import EXECUTORS, make_executor
 from .figures import FIGURES_DIR, figure_names, make_figures, write_table_plot
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("list", help="tables, variants and profiles")
     add_bench_parser(sub)
+    add_doctor_parser(sub)
 
     plan = sub.add_parser("plan", help="cells of a table, which are done, rough cost")
     plan.add_argument("table")
@@ -255,6 +257,7 @@ COMMANDS = {
     "report": cmd_report,
     "figures": cmd_figures,
     "bench": cmd_bench,
+    "doctor": cmd_doctor,
 }
 
 
