@@ -10,15 +10,12 @@ at full size (same-size images are batched), with the fixed noise of
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import math
 import multiprocessing
 import os
-import signal
 import statistics
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, as_completed, wait
@@ -27,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from threadpoolctl import threadpool_limits
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torchvision.transforms.v2 import functional as TF
@@ -35,6 +31,7 @@ from tqdm.auto import tqdm
 
 from registry.models.classical import ClassicalDenoiser
 
+from . import lifeline
 from .data import load_classification
 from .evalcache import ImageResultCache
 from .image_data import (
@@ -159,23 +156,12 @@ def _classical_one(
     return _entry(image, to_uint8(estimate), noisy, time.perf_counter() - start)
 
 
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-def _worker_start() -> None:
-    """One thread per worker: N workers share the cores, and BLAS threads on top of
-    them (OpenBLAS spins while waiting) would slow every image down many times over."""
-    os.environ.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    threadpool_limits(1)
-    torch.set_num_threads(1)
-    if sys.platform == "linux":  # die with the parent, even if it is killed with SIGKILL
-        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 class WorkerPool:
     """Worker processes for classical methods, started on first use and kept for the
     whole run (starting one costs seconds: each imports torch). Spawned, not forked:
-    forking a process whose torch already runs threads can deadlock."""
+    forking a process whose torch already runs threads can deadlock. Each worker's first
+    step is :func:`harness.lifeline.worker_start`, so it dies with this process even
+    while it is still importing torch."""
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
@@ -203,8 +189,9 @@ class WorkerPool:
         if self._pool is None:
             context = multiprocessing.get_context("spawn")
             self._pool = ProcessPoolExecutor(
-                self.workers, mp_context=context, initializer=_worker_start
-            )
+                self.workers, mp_context=context, initializer=lifeline.worker_start,
+                initargs=(os.getpid(),),
+            )  # fmt: skip
         pending: set[Future] = set()
         for item in items:
             pending.add(self._pool.submit(fn, item, *args))
