@@ -13,15 +13,21 @@ from registry import list_variants, variant_info
 
 from .bench import add_bench_parser, cmd_bench
 from .data import DATASETS
+from .denoise import needed_side
 from .distributed import is_main
 from .errors import UserError
 from .figures import FIGURES_DIR, figure_names, make_figures, write_table_plot
+from .image_data import check_images, test_files
 from .imagenet import FOLDER_SETS
 from .report import RENDERERS, build_report, default_profile, write_report
 from .runner import resolve_device, run_table, table_cells
-from .store import RunStore
+from .store import RunStore, check_writable_dir, load_tensors
 from .tables import PROFILES, TABLES, get_table
 from .train import AMP_MODES, Runtime
+
+# Stated limits: beyond them a run would only exhaust memory or processes.
+MAX_SEEDS = 1000
+MAX_WORKERS = 256
 
 # Rough sustained throughput for plan's estimate (FLOP/s, training); records beat it.
 _ASSUMED_THROUGHPUT = {"cpu": 5e10, "cuda": 2e13}
@@ -121,6 +127,7 @@ def cmd_plan(args: argparse.Namespace) -> None:
 
     spec = get_table(args.table)
     protocol = spec.protocol(args.profile)
+    _check_bounds(args)
     store = RunStore(args.runs_dir)
     configs = table_cells(spec, args.profile, args.seeds)
     if protocol.dataset in DATASETS or protocol.dataset in FOLDER_SETS:
@@ -143,12 +150,14 @@ def cmd_plan(args: argparse.Namespace) -> None:
             else:
                 measured = measure_model(model, spec.paper_flops, shape)
                 measured_flops[variant] = measured.get("flops", 0.0)
-        record = store.load(config)
+        record, problem = store.inspect(config)  # reads only: run quarantines what is stale
         done += record is not None
         cost = 2 * 3 * measured_flops[variant] * n_train * protocol.epochs
         total_flops += 0 if record else cost
         if record:
             state = f"done ({record['wall_s']:.0f} s)"
+        elif problem:
+            state = f"stale, to rerun ({problem})"
         else:
             state = f"to run (~{cost / 1e12:.2f} TFLOP)" if cost else "to run (no training)"
         sigma = f" sigma {config['sigma']}" if "sigma" in config else ""
@@ -161,18 +170,48 @@ def cmd_plan(args: argparse.Namespace) -> None:
         print(
             f"  rough time on {device}: {total_flops / rate / 60:.1f} min (assuming {rate:.0e} FLOP/s)"
         )
+    if temps := store.stale_temps():
+        print(f"{len(temps)} temporary file(s) left by killed writes (the next run removes them):")
+        for path in temps:
+            print(f"  {path}")
+
+
+def _check_bounds(args: argparse.Namespace) -> None:
+    if not 1 <= args.seeds <= MAX_SEEDS:
+        raise UserError(f"--seeds must be 1 to {MAX_SEEDS}, got {args.seeds}")
+    if not 1 <= getattr(args, "workers", 1) <= MAX_WORKERS:
+        raise UserError(f"--workers must be 1 to {MAX_WORKERS}, got {args.workers}")
+
+
+def _check_inputs(args: argparse.Namespace, specs: list) -> None:
+    """Every input file read before any work: the weights, each --test-dir image."""
+    if args.denoiser_weights is not None:
+        if not args.denoiser_weights.is_file():
+            what = "a directory" if args.denoiser_weights.is_dir() else "missing"
+            raise UserError(
+                f"--denoiser-weights {args.denoiser_weights} is {what}; pass a .pt file"
+            )
+        load_tensors(args.denoiser_weights)
+    if args.test_dir is not None:
+        files = test_files("test_dir", Path(), args.test_dir)
+        side = max(needed_side(spec.protocol(args.profile)) for spec in specs)
+        check_images(files, side)
 
 
 def cmd_run(args: argparse.Namespace) -> None:
     specs = [get_table(name) for name in args.tables]
+    _check_bounds(args)
     for spec in specs:  # validate everything before any work
         spec.protocol(args.profile)
         table_cells(spec, args.profile, args.seeds, args.test_dir)
     if args.denoiser_weights and not any(s.task == "adversarial" for s in specs):
         raise UserError("--denoiser-weights applies to the adversarial table only")
+    _check_inputs(args, specs)
     device = resolve_device(args.device)
     store = RunStore(args.runs_dir)
     store.check_writable()
+    if is_main():
+        check_writable_dir(args.out, "--out")
     for spec in specs:
         run_table(
             spec, profile=args.profile, seeds=args.seeds, device=device, store=store,
@@ -190,6 +229,12 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 def cmd_report(args: argparse.Namespace) -> None:
     specs = [get_table(name) for name in args.tables]
+    if args.runs_dir.exists() and not args.runs_dir.is_dir():
+        raise UserError(f"--runs-dir {args.runs_dir} is not a directory; pass the runs folder")
+    if args.test_dir is not None and not args.test_dir.is_dir():
+        raise UserError(
+            f"--test-dir {args.test_dir} is not a directory (pass the run's --test-dir)"
+        )
     store = RunStore(args.runs_dir)
     for spec in specs:
         profile = args.profile or default_profile(spec, store)
@@ -221,10 +266,14 @@ COMMANDS = {
 }
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, unwound as Ctrl-C is (so every cleanup runs) but exiting 128 + 15."""
+
+
 def _terminated(signum: int, frame: object) -> None:
     """SIGTERM (a scheduler's or `kill`'s) stops a run as Ctrl-C does: the cell in flight
     is abandoned, worker processes are stopped, and everything finished stays saved."""
-    raise KeyboardInterrupt
+    raise Terminated
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -236,10 +285,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("interrupted: finished cells are saved; run the same command again to resume",
               file=sys.stderr)  # fmt: skip
-        return 130
+        return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
     finally:
         if on_main_thread:
             signal.signal(signal.SIGTERM, previous)
