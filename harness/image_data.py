@@ -12,6 +12,7 @@ different sub-folders are two images.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,6 @@ class LoadedImage:
 
 MAX_PIXELS = 64_000_000  # larger test images are refused (a 8000 x 8000 photo is the limit)
 MIN_SIDE = 7  # SSIM's 7x7 window (scikit-image's default) needs at least this much
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # PIL's own bomb check then agrees with ours
 
 _CONVERSIONS = {"L": "greyscale converted to RGB", "P": "palette converted to RGB",
                 "RGBA": "alpha dropped", "LA": "greyscale converted to RGB, alpha dropped",
@@ -57,10 +57,9 @@ def read_rgb(path: Path, image_id: str | None = None) -> LoadedImage:
     path = Path(path)
     shown = printable(str(path))
     try:
-        with Image.open(path) as img:
-            if img.width * img.height > MAX_PIXELS:
-                raise UserError(_too_large(shown, img.width, img.height))
-            mode, rgb = img.mode, _to_rgb(img, shown)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below
+            mode, rgb = _decode(path, shown)
     except Image.DecompressionBombError:
         raise UserError(_too_large(shown)) from None
     except (OSError, UnidentifiedImageError, ValueError) as exc:
@@ -68,8 +67,15 @@ def read_rgb(path: Path, image_id: str | None = None) -> LoadedImage:
     mode = "I;16" if mode.startswith("I") else mode
     conversion = _CONVERSIONS.get(mode, "" if mode == "RGB" else f"{mode} converted to RGB")
     note = f"{printable(path.name)}: {conversion}" if conversion else ""
-    pixels = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).contiguous()
+    pixels = torch.from_numpy(np.array(rgb)).permute(2, 0, 1).contiguous()
     return LoadedImage(image_id if image_id is not None else printable(path.stem), pixels, note)
+
+
+def _decode(path: Path, shown: str) -> tuple[str, np.ndarray]:
+    with Image.open(path) as img:  # reads the header only: the size is known before decoding
+        if img.width * img.height > MAX_PIXELS:
+            raise UserError(_too_large(shown, img.width, img.height))
+        return img.mode, _to_rgb(img, shown)
 
 
 def _too_large(shown: str, width: int = 0, height: int = 0) -> str:

@@ -131,15 +131,22 @@ def _missing(root: Path) -> str:
     )
 
 
+def folder_of(name: str, data_root: Path) -> Path:
+    """Where the image folders of ``name`` are; the smoke fixture is written there first
+    when absent (by whichever task reads it first)."""
+    root = Path(data_root) / FOLDER_SETS[name].folder
+    if FOLDER_SETS[name].folder == FIXTURE_FOLDER and not (root / "train").is_dir():
+        check_writable_dir(root, "--data-root")
+        write_fixture_folder(root)
+    return root
+
+
 def open_folders(name: str, data_root: Path) -> FolderData:
     """The train and validation ImageFolders of ``name`` with the standard augmentation."""
     from torchvision import datasets, transforms
 
     spec = FOLDER_SETS[name]
-    root = Path(data_root) / spec.folder
-    if spec.folder == FIXTURE_FOLDER and not (root / "train").is_dir():
-        check_writable_dir(root, "--data-root")
-        write_fixture_folder(root)
+    root = folder_of(name, data_root)
     normalise = [transforms.ToTensor(), transforms.Normalize(MEAN, STD)]
     train_tf = transforms.Compose(
         [transforms.RandomResizedCrop(spec.crop), transforms.RandomHorizontalFlip(), *normalise]
