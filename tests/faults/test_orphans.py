@@ -68,3 +68,20 @@ def test_workers_die_when_parent_is_killed_mid_work(tmp_path):
     kids = _workers(parent, 2)
     assert all(alive(k) for k in kids)
     _kill_parent_and_check(parent, kids)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", [0.0, 20.0])
+def test_torchrun_ranks_die_with_their_agent(tmp_path, delay):
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+         "--master-port", str(29500 + os.getpid() % 1000), "-m", "harness", "run", "imagenet",
+         "--profile", "smoke", "--device", "cpu", "--data-root", str(tmp_path / "data"),
+         "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "reports")],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    ranks = _workers(agent, 2, timeout=120)
+    time.sleep(delay)
+    assert all(alive(r) for r in ranks), "a rank ended before the agent was killed"
+    _kill_parent_and_check(agent, ranks)
