@@ -20,12 +20,12 @@ _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _POLL_S = 1.0
 
 
-def arm(parent: int | None = None) -> None:
+def arm(parent: int) -> None:
     """Have the kernel SIGKILL this process when its parent dies; exit now if it already
-    has (the parent is no longer ``parent``, or this process was handed to init)."""
+    has (the parent is no longer ``parent``: this process was handed to a reaper)."""
     if sys.platform == "linux":
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() == 1 or (parent is not None and os.getppid() != parent):
+    if os.getppid() != parent:
         os._exit(1)
 
 
@@ -57,8 +57,12 @@ def worker_start(parent: int) -> None:
 
 
 def guard_rank() -> None:
-    """A torchrun rank (its environment has TORCHELASTIC_RUN_ID) dies with its agent."""
+    """A torchrun rank (its environment has TORCHELASTIC_RUN_ID) dies with its agent.
+
+    torchrun does not pass the agent's pid, so the parent seen at this first step is taken
+    for it: an agent killed while this interpreter was still starting goes unseen.
+    """
     if "TORCHELASTIC_RUN_ID" in os.environ:
         parent = os.getppid()
-        arm()
+        arm(parent)
         watch(parent)
