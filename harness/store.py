@@ -242,11 +242,14 @@ def check_writable_dir(path: Path, option: str) -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise UserError(f"{option} {path}: {existing} is not a directory; pass a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
+    try:  # a probe file where the first new folder (or file) would go, removed at once
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".probe.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
         raise UserError(
-            f"{option} {path} is not writable ({existing} refuses new files); "
-            "pass a folder you can write to"
-        )
+            f"{option} {path} is not writable ({exc.strerror}); pass a folder you can write to"
+        ) from None
 
 
 @contextmanager
