@@ -330,7 +330,7 @@ def record_problem(record: Any, expected_hash: str | None = None) -> str | None:
     if not isinstance(record, dict):
         return f"a JSON {type(record).__name__}, not a record"
     if record.get("schema") != SCHEMA:
-        return f"schema {record.get('schema')!r}, this harness writes {SCHEMA}"
+        return f"{_OTHER_SCHEMA}{record.get('schema')!r}, this harness writes {SCHEMA}"
     if record.get("status") != "complete":
         return f"status {record.get('status')!r}"
     missing = [k for k in _RECORD_FIELDS if k not in record]
@@ -357,6 +357,7 @@ def record_problem(record: Any, expected_hash: str | None = None) -> str | None:
     return None
 
 
+_OTHER_SCHEMA = "a record of schema "
 _NUMBER = (int, float)
 _RECORD_FIELDS: dict[str, type | tuple[type, ...]] = {
     "config": dict, "metrics": dict, "history": list, "started_at": str, "wall_s": _NUMBER,
@@ -524,7 +525,8 @@ class RunStore:
 
     def records(self, table: str, profile: str | None = None) -> Iterator[dict[str, Any]]:
         """Every finished record of ``table`` (optionally one profile). A file that is not
-        one is named in a warning and quarantined, never silently dropped."""
+        one is named in a warning and quarantined, never silently dropped; a record of
+        another schema (an older harness) is named and left where it is."""
         base = self.root / table
         pattern = f"{profile}/*.json" if profile else "*/*.json"
         for path in sorted(base.glob(pattern)):
@@ -532,6 +534,9 @@ class RunStore:
                 continue
             expected = path.stem.rsplit("-", 1)[-1]
             record, problem = self._read(path, expected)
+            if problem is not None and problem.startswith(_OTHER_SCHEMA):
+                warn(f"{path} is left out: {problem} (rerun its table to replace it)")
+                continue
             if problem is not None:
                 self.quarantine(path, problem)
                 continue
