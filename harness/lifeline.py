@@ -60,9 +60,21 @@ def guard_rank() -> None:
     """A torchrun rank (its environment has TORCHELASTIC_RUN_ID) dies with its agent.
 
     torchrun does not pass the agent's pid, so the parent seen at this first step is taken
-    for it: an agent killed while this interpreter was still starting goes unseen.
+    for it, unless it is init (pid 1) and init is no torch launcher: then the agent died
+    while this interpreter was starting. (Where orphans go to a subreaper instead of init,
+    that short window goes unseen.)
     """
     if "TORCHELASTIC_RUN_ID" in os.environ:
         parent = os.getppid()
+        if parent == 1 and not _is_torch_launcher(1):
+            os._exit(1)
         arm(parent)
         watch(parent)
+
+
+def _is_torch_launcher(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return b"torch" in handle.read()
+    except OSError:
+        return True  # cannot tell: keep running
