@@ -61,7 +61,8 @@ def test_kill_9_at_random_points_then_resume(runs_copy, capsys):
     rng = random.Random(16)
     for _ in range(3):
         process = spawn(*_args(runs_copy))
-        time.sleep(rng.uniform(2.0, 25.0))
+        assert "to run" in process.stdout.readline()  # started: imports done, cells planned
+        time.sleep(rng.uniform(0.0, 15.0))
         _stop(process)
     assert cli(capsys, *_args(runs_copy))[0] == 0
     _assert_complete(runs_copy, untouched, capsys)
