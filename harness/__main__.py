@@ -1,3 +1,7 @@
-from .cli import main
+from . import lifeline
+
+lifeline.guard_rank()  # before the CLI's imports (torch): a rank dies with its agent
+
+from .cli import main  # noqa: E402
 
 raise SystemExit(main())

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from registry import create_model
 
 from .errors import UserError
-from .imagenet import FOLDER_SETS, MEAN, STD, _missing
+from .imagenet import FOLDER_SETS, MEAN, STD, _missing, folder_of
 from .measure import Stopwatch
 from .store import load_tensors
 from .train import TrainResult
@@ -117,7 +117,7 @@ def open_attack_images(name: str, data_root: Path) -> AttackData:
     from torchvision import datasets, transforms
 
     spec = FOLDER_SETS[name]
-    root = Path(data_root) / spec.folder
+    root = folder_of(name, data_root)
     tf = transforms.Compose(
         [transforms.Resize(spec.resize), transforms.CenterCrop(spec.crop), transforms.ToTensor()]
     )

@@ -5,7 +5,9 @@ state dicts, the number of finished epochs, which also fixes the learning-rate s
 and the distributed sampler's shuffle, the RNG states, and the history so far), so it
 loads with ``torch.load(weights_only=True)``: no arbitrary pickle is ever executed. It is
 written atomically beside the cell's record (``<record>.ckpt``) and removed once the
-record is written (the final weights stay as ``.pt``).
+record is written (the final weights stay as ``.pt``). A checkpoint that cannot be
+resumed from (unreadable, keys missing, shapes that do not fit the model) is quarantined
+with a warning and the cell starts afresh.
 """
 
 from __future__ import annotations
@@ -18,8 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import UserError
-from .store import atomic_write_bytes
+from .store import atomic_write_bytes, quarantine, writing
 
 FORMAT = 1
 
@@ -52,20 +53,55 @@ def save_checkpoint(
     }
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    with writing(f"the checkpoint {path}"):
+        atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path: Path) -> dict[str, Any] | None:
-    """The checkpoint at ``path`` (weights-only unpickling), or None when there is none."""
-    if not path.is_file():
+def load_checkpoint(
+    path: Path, model: nn.Module | None = None, optimizer: torch.optim.Optimizer | None = None
+) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` (weights-only unpickling), checked against ``model`` and
+    ``optimizer``; None when there is none or it cannot be resumed from (quarantined)."""
+    if not path.exists():
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(
-            f"refusing to resume from {path} ({reason}); delete it to start the cell afresh"
-        ) from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise UserError(f"{path} is not a checkpoint of this harness; delete it to start afresh")
+        quarantine(path, f"not a readable checkpoint: {reason}")
+        return None
+    problem = _problem(state, model, optimizer)
+    if problem is not None:
+        quarantine(path, problem)
+        return None
     return state
+
+
+_FIELDS = {
+    "epoch": int, "model": dict, "optimizer": dict, "rng": dict, "history": list,
+    "epoch_times_s": list,
+}  # fmt: skip
+
+
+def _problem(
+    state: Any, model: nn.Module | None, optimizer: torch.optim.Optimizer | None
+) -> str | None:
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        return "not a checkpoint of this harness"
+    wrong = [k for k, t in _FIELDS.items() if not isinstance(state.get(k), t)]
+    if not wrong and not isinstance(state["rng"].get("torch"), torch.Tensor):
+        wrong = ["rng"]
+    if wrong:
+        return f"missing or wrong {', '.join(wrong)}"
+    if model is not None:
+        want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        have = {k: tuple(getattr(v, "shape", ())) for k, v in state["model"].items()}
+        if want != have:
+            return "its weights do not fit the model (keys or shapes differ)"
+    if optimizer is not None:
+        groups = state["optimizer"].get("param_groups")
+        if not (isinstance(groups, list) and
+                [len(g.get("params", ())) for g in groups if isinstance(g, dict)] ==
+                [len(g["params"]) for g in optimizer.param_groups]):  # fmt: skip
+            return "its optimiser state does not fit the model"
+    return None

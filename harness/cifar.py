@@ -1,12 +1,13 @@
-"""CIFAR-10 through torchvision's own reader, and the generated stand-ins used offline.
+"""CIFAR-10 through torchvision's dataset class, and the generated stand-ins used offline.
 
-The real set is read by ``torchvision.datasets.CIFAR10``, which checks the md5 of
-every batch file and downloads the archive (md5-checked too) when asked. Fixtures
-cannot match those md5s, so :class:`UnverifiedCIFAR10` is the same class with the
-checksums set to ``None`` (torchvision then only checks that each file exists) and
-downloading disabled. The harness uses it only for the folder ``cifar10-fixture``
-under ``--data-root``, never for ``cifar-10-batches-py`` itself, so real data is
-always verified.
+The real set goes through ``torchvision.datasets.CIFAR10``'s checks: the md5 of every
+batch file, and the download of the archive (md5-checked too) when asked. Its batches
+are pickles, and a pickle can run any code, so :class:`SafeCIFAR10` reads them with a
+restricted unpickler (:func:`load_batch`) that admits only the numpy array types those
+files hold and checks what it read. Fixtures cannot match the md5s, so
+:class:`UnverifiedCIFAR10` sets the checksums to ``None`` (each file must only exist)
+and never downloads. The harness uses it only for the folder ``cifar10-fixture`` under
+``--data-root``, never for ``cifar-10-batches-py`` itself, so real data is always verified.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from __future__ import annotations
 import math
 import pickle
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor
-from torchvision.datasets import CIFAR10
+from torchvision.datasets import CIFAR10, VisionDataset
+from torchvision.datasets.utils import check_integrity
 
 from .errors import UserError
 from .store import check_writable_dir
@@ -35,8 +37,80 @@ FIXTURE_FOLDER = "cifar10-fixture"
 Arrays = tuple[Tensor, Tensor, Tensor, Tensor]
 
 
-class UnverifiedCIFAR10(CIFAR10):
-    """torchvision's CIFAR10 with md5 checks reduced to 'the file exists'; never downloads."""
+# What a CIFAR-10 python batch is made of (protocol 2 pickles of numpy arrays, from
+# Python 2 or 3, numpy 1 or 2); any other global in a batch file is refused.
+_BATCH_GLOBALS = frozenset({
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+})  # fmt: skip
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _BATCH_GLOBALS:
+            raise pickle.UnpicklingError(f"it asks for {module}.{name}, which no CIFAR batch holds")
+        return super().find_class(module, name)
+
+
+def load_batch(path: Path) -> dict[str, Any]:
+    """One CIFAR python batch file, unpickled without running any code it carries.
+
+    A file that asks for anything but numpy arrays is refused with a one-line
+    :class:`UserError` (nothing in it has run); a harmless file of the wrong shape
+    raises ValueError.
+    """
+    with open(path, "rb") as handle:
+        try:
+            entry = _BatchUnpickler(handle, encoding="latin1").load()
+        except pickle.UnpicklingError as exc:
+            raise UserError(f"refusing to read {path}: {exc}") from None
+        except (EOFError, ValueError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{path} is not a CIFAR batch ({exc or type(exc).__name__})") from None
+    if not isinstance(entry, dict):
+        raise ValueError(f"{path} is not a CIFAR batch (a {type(entry).__name__})")
+    return entry
+
+
+def _batch_arrays(path: Path) -> tuple[np.ndarray, list[int]]:
+    entry = load_batch(path)
+    data, labels = entry.get("data"), entry.get("labels", entry.get("fine_labels"))
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
+            and data.shape[1] == 3 * 32 * 32):  # fmt: skip
+        raise ValueError(f"{path}: 'data' is not uint8 rows of 3072 pixels")
+    if not (isinstance(labels, list) and len(labels) == len(data)
+            and all(isinstance(v, int) and 0 <= v < 100 for v in labels)):  # fmt: skip
+        raise ValueError(f"{path}: 'labels' is not one class number per image")
+    return data, labels
+
+
+class SafeCIFAR10(CIFAR10):
+    """torchvision's CIFAR10 (its md5 checks and download) with the batches read by
+    :func:`load_batch` instead of a plain ``pickle.load``."""
+
+    def __init__(self, root: str, train: bool = True, download: bool = False) -> None:
+        VisionDataset.__init__(self, root)
+        self.train = train
+        if download:
+            self.download()
+        if not self._check_integrity():
+            raise RuntimeError("Dataset not found or corrupted")
+        folder = Path(self.root) / self.base_folder
+        parts = [_batch_arrays(folder / name) for name, _ in
+                 (self.train_list if train else self.test_list)]  # fmt: skip
+        self.data = np.vstack([d for d, _ in parts]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        self.targets = [v for _, labels in parts for v in labels]
+        meta = folder / self.meta["filename"]
+        if not check_integrity(str(meta), self.meta["md5"]):
+            raise RuntimeError("Dataset metadata file not found or corrupted")
+        self.classes = load_batch(meta).get(self.meta["key"])
+        if not isinstance(self.classes, list):
+            raise ValueError(f"{meta} names no classes")
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+
+
+class UnverifiedCIFAR10(SafeCIFAR10):
+    """:class:`SafeCIFAR10` with md5 checks reduced to 'the file exists'; never downloads."""
 
     train_list: ClassVar = [[name, None] for name, _ in CIFAR10.train_list]
     test_list: ClassVar = [[name, None] for name, _ in CIFAR10.test_list]
@@ -52,8 +126,8 @@ def _split(dataset: CIFAR10) -> tuple[Tensor, Tensor]:
 
 
 def read_cifar10(root: Path, *, verified: bool = True, download: bool = False) -> Arrays:
-    """Train and test images (uint8, N x 3 x 32 x 32) and labels via torchvision."""
-    cls = CIFAR10 if verified else UnverifiedCIFAR10
+    """Train and test images (uint8, N x 3 x 32 x 32) and labels, md5-checked when ``verified``."""
+    cls = SafeCIFAR10 if verified else UnverifiedCIFAR10
     train = cls(str(root), train=True, download=download)
     test = cls(str(root), train=False, download=False)
     return (*_split(train), *_split(test))
@@ -94,7 +168,7 @@ def load_fixture(root: Path, n_train: int, n_test: int) -> tuple[Arrays, Path]:
         write_cifar10_python(folder, train_x, train_y, test_x, test_y)
     try:
         return read_cifar10(folder, verified=False), folder
-    except (RuntimeError, OSError, pickle.UnpicklingError, KeyError, ValueError) as exc:
+    except (RuntimeError, OSError, KeyError, ValueError) as exc:
         raise UserError(
             f"cannot read the CIFAR-10 fixture in {folder / CIFAR10.base_folder} ({exc}); "
             "delete that folder to have it generated again"

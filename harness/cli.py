@@ -14,16 +14,18 @@ from registry import list_variants, variant_info
 from .bench import add_bench_parser, cmd_bench
 from .cell import resolve_device
 from .data import DATASETS
+from .denoise import needed_side
 from .distributed import is_main
 from .doctor import add_doctor_parser, cmd_doctor
 from .errors import UserError
 from .executors import EXECUTORS, make_executor
 from .figures import FIGURES_DIR, figure_names, make_figures, write_table_plot
+from .image_data import check_images, test_files
 from .imagenet import FOLDER_SETS
 from .planning import describe_holder, plan_cells, table_cells
 from .report import RENDERERS, build_report, default_profile, write_report
-from .runner import run_table
-from .store import RunStore
+from .runner import check_workers, run_table
+from .store import RunStore, check_writable_dir, load_tensors
 from .tables import PROFILES, TABLES, TableSpec, get_table
 from .train import AMP_MODES, Runtime
 
@@ -170,6 +172,8 @@ def cmd_plan(args: argparse.Namespace) -> None:
             state = f"done ({record['wall_s']:.0f} s)"
         elif cell.holder is not None:
             state = f"running ({describe_holder(cell.holder)})"
+        elif cell.problem:
+            state = f"stale, to rerun ({cell.problem})"
         else:
             state = f"to run (~{cost / 1e12:.2f} TFLOP)" if cost else "to run (no training)"
             if cell.failed is not None:
@@ -184,15 +188,36 @@ def cmd_plan(args: argparse.Namespace) -> None:
         print(
             f"  rough time on {device}: {total_flops / rate / 60:.1f} min (assuming {rate:.0e} FLOP/s)"
         )
+    if temps := store.stale_temps():
+        print(f"{len(temps)} temporary file(s) left by killed writes (the next run removes them):")
+        for path in temps:
+            print(f"  {path}")
+
+
+def _check_inputs(args: argparse.Namespace, specs: list) -> None:
+    """Every input file read before any work: the weights, each --test-dir image."""
+    if args.denoiser_weights is not None:
+        if not args.denoiser_weights.is_file():
+            what = "a directory" if args.denoiser_weights.is_dir() else "missing"
+            raise UserError(
+                f"--denoiser-weights {args.denoiser_weights} is {what}; pass a .pt file"
+            )
+        load_tensors(args.denoiser_weights)
+    if args.test_dir is not None:
+        files = test_files("test_dir", Path(), args.test_dir)
+        side = max(needed_side(spec.protocol(args.profile)) for spec in specs)
+        check_images(files, side)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     specs = [get_table(name) for name in args.tables]
+    check_workers(args.workers)
     for spec in specs:  # validate everything before any work
         spec.protocol(args.profile)
         table_cells(spec, args.profile, args.seeds, args.test_dir)
     if args.denoiser_weights and not any(s.task == "adversarial" for s in specs):
         raise UserError("--denoiser-weights applies to the adversarial table only")
+    _check_inputs(args, specs)
     executor = make_executor(
         args.executor, address=args.address, gpus_per_cell=args.gpus_per_cell,
         cpus_per_cell=args.cpus_per_cell, retries=args.retries,
@@ -201,6 +226,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device) if args.executor == "local" else args.device
     store = RunStore(args.runs_dir)
     store.check_writable()
+    if is_main():
+        check_writable_dir(args.out, "--out")
     failed = 0
     try:
         for spec in specs:
@@ -229,6 +256,12 @@ def _write_run_report(spec: TableSpec, args: argparse.Namespace, store: RunStore
 
 def cmd_report(args: argparse.Namespace) -> None:
     specs = [get_table(name) for name in args.tables]
+    if args.runs_dir.exists() and not args.runs_dir.is_dir():
+        raise UserError(f"--runs-dir {args.runs_dir} is not a directory; pass the runs folder")
+    if args.test_dir is not None and not args.test_dir.is_dir():
+        raise UserError(
+            f"--test-dir {args.test_dir} is not a directory (pass the run's --test-dir)"
+        )
     store = RunStore(args.runs_dir)
     for spec in specs:
         profile = args.profile or default_profile(spec, store)
@@ -261,10 +294,14 @@ COMMANDS = {
 }
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, unwound as Ctrl-C is (so every cleanup runs) but exiting 128 + 15."""
+
+
 def _terminated(signum: int, frame: object) -> None:
     """SIGTERM (a scheduler's or `kill`'s) stops a run as Ctrl-C does: the cell in flight
     is abandoned, worker processes are stopped, and everything finished stays saved."""
-    raise KeyboardInterrupt
+    raise Terminated
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -277,10 +314,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("interrupted: finished cells are saved; run the same command again to resume",
               file=sys.stderr)  # fmt: skip
-        return 130
+        return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
     finally:
         if on_main_thread:
             signal.signal(signal.SIGTERM, previous)

@@ -10,15 +10,11 @@ at full size (same-size images are batched), with the fixed noise of
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
-import json
 import math
 import multiprocessing
 import os
-import signal
 import statistics
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, as_completed, wait
@@ -27,7 +23,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from threadpoolctl import threadpool_limits
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torchvision.transforms.v2 import functional as TF
@@ -35,21 +30,35 @@ from tqdm.auto import tqdm
 
 from registry.models.classical import ClassicalDenoiser
 
+from . import lifeline
 from .data import load_classification
+from .errors import UserError
 from .evalcache import ImageResultCache
 from .image_data import (
     DEMO_TEST,
     DEMO_TRAIN,
+    MIN_SIDE,
     LoadedImage,
+    check_images,
     coco_subset,
     demo_photos,
     iter_test_images,
     random_patches,
+    test_files,
 )
 from .imaging import gaussian_noise, psnr, ssim, to_uint8
 from .measure import Stopwatch
-from .store import RunStore, atomic_write_text, config_hash, jsonable, load_tensors
-from .train import TrainResult, eval_steps, lr_for_epoch, make_optimizer
+from .store import (
+    RunStore,
+    atomic_write_text,
+    config_hash,
+    dumps_strict,
+    jsonable,
+    load_tensors,
+    read_json,
+    writing,
+)
+from .train import TrainResult, diverged, eval_steps, lr_for_epoch, make_optimizer
 
 if TYPE_CHECKING:
     from .tasks.denoising import DenoiseProtocol
@@ -99,7 +108,7 @@ def train_denoiser(
                      "lr": optimizer.param_groups[0]["lr"], "train_loss": mean}
                 )  # fmt: skip
                 bar.set_postfix(loss=f"{mean:.3g}")
-                if not math.isfinite(mean):
+                if diverged(mean):
                     result.diverged = True
                     break
         result.epoch_times_s.append(watch.elapsed)
@@ -161,23 +170,12 @@ def _classical_one(
     return _entry(image, to_uint8(estimate), noisy, time.perf_counter() - start)
 
 
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-def _worker_start() -> None:
-    """One thread per worker: N workers share the cores, and BLAS threads on top of
-    them (OpenBLAS spins while waiting) would slow every image down many times over."""
-    os.environ.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    threadpool_limits(1)
-    torch.set_num_threads(1)
-    if sys.platform == "linux":  # die with the parent, even if it is killed with SIGKILL
-        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 class WorkerPool:
     """Worker processes for classical methods, started on first use and kept for the
     whole run (starting one costs seconds: each imports torch). Spawned, not forked:
-    forking a process whose torch already runs threads can deadlock."""
+    forking a process whose torch already runs threads can deadlock. Each worker's first
+    step is :func:`harness.lifeline.worker_start`, so it dies with this process even
+    while it is still importing torch."""
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
@@ -205,8 +203,9 @@ class WorkerPool:
         if self._pool is None:
             context = multiprocessing.get_context("spawn")
             self._pool = ProcessPoolExecutor(
-                self.workers, mp_context=context, initializer=_worker_start
-            )
+                self.workers, mp_context=context, initializer=lifeline.worker_start,
+                initargs=(os.getpid(),),
+            )  # fmt: skip
         pending: set[Future] = set()
         for item in items:
             pending.add(self._pool.submit(fn, item, *args))
@@ -327,12 +326,20 @@ def _as_images(prefix: str, pixels: Tensor) -> list[LoadedImage]:
     return [LoadedImage(f"{prefix}-{i:05d}", p) for i, p in enumerate(pixels)]
 
 
+def needed_side(protocol: DenoiseProtocol) -> int:
+    """The smallest test image a protocol can score: its centre crop (never padded), and
+    SSIM's window."""
+    return max(protocol.test_crop or 0, MIN_SIDE)
+
+
 def _test_images(
     protocol: DenoiseProtocol, name: str, root: Path, test_dir: Path | None,
     classification_test: list[LoadedImage] | None,
 ) -> TestImages:  # fmt: skip
     if test_dir is not None or name not in ("demo", "demo_patches", "cifar10"):
-        count, _ = iter_test_images(name, root, test_dir)  # fails early if missing
+        files = test_files(name, root, test_dir)  # fails early if missing
+        check_images(files, needed_side(protocol))  # decoded once, before any training
+        count = len(files)
         source = str(test_dir) if test_dir else f"{name} under {root}"
 
         def walk() -> Iterator[LoadedImage]:
@@ -424,6 +431,68 @@ def training_key(config: dict[str, Any], protocol: DenoiseProtocol, train_data: 
     )
 
 
+def _training_result(path: Path, quarantine: Callable[[Path, str], object]) -> TrainResult | None:
+    """The training result saved in ``path`` (a ``.train.json``), or None when it is not
+    one (then it is quarantined)."""
+    try:
+        saved = read_json(path)
+        result = TrainResult(**saved)
+    except (OSError, ValueError, TypeError) as exc:
+        quarantine(path, getattr(exc, "strerror", None) or str(exc).split("\n")[0])
+        return None
+    if not (isinstance(result.history, list) and isinstance(result.epoch_times_s, list)
+            and all(isinstance(t, int | float) for t in result.epoch_times_s)):  # fmt: skip
+        quarantine(path, "not a training result")
+        return None
+    result.history = [{k: math.nan if v is None else v for k, v in h.items()}
+                      for h in result.history if isinstance(h, dict)]  # fmt: skip
+    return result
+
+
+def _fits(model: nn.Module, state: dict[str, Tensor]) -> bool:
+    want = {k: v.shape for k, v in model.state_dict().items()}
+    return want == {k: v.shape for k, v in state.items()}
+
+
+def _resume_training(
+    model: nn.Module, store: RunStore, config: dict[str, Any]
+) -> TrainResult | None:
+    """This cell's own weights and training result, loaded into ``model``, when both are
+    there and readable; whatever of them is not is quarantined and the cell retrains."""
+    record_path = store.path(config)
+    trained, weights = record_path.with_suffix(".train.json"), record_path.with_suffix(".pt")
+    if not (trained.exists() and weights.exists()):
+        return None
+    state = store.cell_weights(config)
+    if state is not None and not _fits(model, state):
+        store.quarantine(weights, "its weights do not fit the model (keys or shapes differ)")
+        state = None
+    result = _training_result(trained, store.quarantine)
+    if state is None or result is None:
+        return None
+    model.load_state_dict(state)
+    return result
+
+
+def _reuse_training(model: nn.Module, store: RunStore, key: str) -> tuple[Path, TrainResult] | None:
+    """The weights (loaded into ``model``) and result of the identical model another table
+    trained, when the index names readable ones."""
+    shared = store.shared_training(key)
+    if shared is None:
+        return None
+    source, history = shared
+    try:
+        state = load_tensors(source)
+    except UserError as exc:
+        store.quarantine(source, str(exc))
+        return None
+    result = _training_result(history, store.quarantine)
+    if result is None or not _fits(model, state):
+        return None
+    model.load_state_dict(state)
+    return source, result
+
+
 def run_denoise_cell(
     model: nn.Module, data: DenoiseData, protocol: DenoiseProtocol, config: dict[str, Any], *,
     store: RunStore, device: torch.device, desc: str, pool: WorkerPool | None = None,
@@ -447,22 +516,21 @@ def run_denoise_cell(
     notes = []
     if isinstance(model, ClassicalDenoiser):
         result, weights = TrainResult(), None
-    elif trained.is_file() and record_path.with_suffix(".pt").is_file():
-        model.load_state_dict(load_tensors(record_path.with_suffix(".pt")))
-        result = TrainResult(**json.loads(trained.read_text()))
-    elif reuse_training and (shared := store.shared_training(key)) is not None:
-        source, history = shared
-        model.load_state_dict(load_tensors(source))
+    elif (resumed := _resume_training(model, store, config)) is not None:
+        result = resumed
+    elif reuse_training and (shared := _reuse_training(model, store, key)) is not None:
+        source, result = shared
         weights = store.adopt_weights(config, source)
-        atomic_write_text(trained, history.read_text())
-        result = TrainResult(**json.loads(history.read_text()))
+        with writing(f"the training result {trained}"):
+            atomic_write_text(trained, dumps_strict(asdict(result)))
         notes.append(f"weights trained once and reused: {source.relative_to(store.root)}")
     else:
         result = train_denoiser(
             model, data.train_x, protocol, sigma=sigma, seed=seed, device=device, desc=desc
         )
         store.save_weights(config, model.state_dict())
-        atomic_write_text(trained, json.dumps(asdict(result)))
+        with writing(f"the training result {trained}"):
+            atomic_write_text(trained, dumps_strict(asdict(result)))
         store.share_training(key, record_path.with_suffix(".pt"), trained)
     test = data.test(config.get("test_set"))
     metrics = evaluate_denoiser(

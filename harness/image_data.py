@@ -1,12 +1,18 @@
 """Images for the denoising tables: test sets from folders, the COCO training subset,
 and the demo photographs that ship inside scikit-image and scikit-learn.
 
-Test sets are read at full size (no resizing), one image at a time, as 8-bit RGB;
-a greyscale file is converted to RGB and the conversion is noted in the record.
+Test sets are read at full size (no resizing), one image at a time, as 8-bit RGB.
+Every conversion is noted in the record: greyscale and palette images become RGB, an
+alpha channel is dropped, 16-bit samples are scaled (not clipped) to 8 bits. An image
+larger than :data:`MAX_PIXELS` or smaller than a protocol needs is refused with a line
+naming it, before anything is trained. An image's id (which draws its noise and keys
+its cached result) is its path relative to the test folder, so two ``img.png`` in
+different sub-folders are two images.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,16 +35,93 @@ class LoadedImage:
     note: str = ""
 
 
-def read_rgb(path: Path) -> LoadedImage:
-    """One image file as uint8 (3, H, W); greyscale is converted, not rejected."""
+MAX_PIXELS = 64_000_000  # larger test images are refused (a 8000 x 8000 photo is the limit)
+MIN_SIDE = 7  # SSIM's 7x7 window (scikit-image's default) needs at least this much
+
+_CONVERSIONS = {"L": "greyscale converted to RGB", "P": "palette converted to RGB",
+                "RGBA": "alpha dropped", "LA": "greyscale converted to RGB, alpha dropped",
+                "PA": "palette converted to RGB, alpha dropped", "1": "1-bit converted to RGB",
+                "CMYK": "CMYK converted to RGB", "YCbCr": "YCbCr converted to RGB",
+                "I;16": "16-bit greyscale scaled to 8 bits"}  # fmt: skip
+
+
+def printable(text: str) -> str:
+    """A file name as text that can always be printed and hashed (undecodable bytes
+    become \\x escapes instead of failing)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def read_rgb(path: Path, image_id: str | None = None) -> LoadedImage:
+    """One image file as uint8 (3, H, W) with a note of any conversion; ``image_id``
+    defaults to the file's stem."""
+    path = Path(path)
+    shown = printable(str(path))
     try:
-        with Image.open(path) as img:
-            mode = img.mode
-            rgb = np.asarray(img.convert("RGB"))
-    except (OSError, UnidentifiedImageError) as exc:
-        raise UserError(f"cannot read image {path}: {exc}") from None
-    note = f"{path.name}: {mode} converted to RGB" if mode not in ("RGB", "RGBA") else ""
-    return LoadedImage(path.stem, torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous(), note)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below
+            mode, rgb = _decode(path, shown)
+    except Image.DecompressionBombError:
+        raise UserError(_too_large(shown)) from None
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise UserError(f"cannot read image {shown}: {exc}") from None
+    mode = "I;16" if mode.startswith("I") else mode
+    conversion = _CONVERSIONS.get(mode, "" if mode == "RGB" else f"{mode} converted to RGB")
+    note = f"{printable(path.name)}: {conversion}" if conversion else ""
+    pixels = torch.from_numpy(np.array(rgb)).permute(2, 0, 1).contiguous()
+    return LoadedImage(image_id if image_id is not None else printable(path.stem), pixels, note)
+
+
+def _decode(path: Path, shown: str) -> tuple[str, np.ndarray]:
+    with Image.open(path) as img:  # reads the header only: the size is known before decoding
+        if img.width * img.height > MAX_PIXELS:
+            raise UserError(_too_large(shown, img.width, img.height))
+        return img.mode, _to_rgb(img, shown)
+
+
+def _too_large(shown: str, width: int = 0, height: int = 0) -> str:
+    size = f" is {width}x{height} pixels," if width else " is"
+    return (
+        f"test image {shown}{size} larger than the limit of {MAX_PIXELS:,} pixels; crop or scale it"
+    )
+
+
+def _to_rgb(img: Image.Image, shown: str) -> np.ndarray:
+    """8-bit RGB pixels; 16-bit samples are scaled by 255/65535, never clipped."""
+    if img.mode.startswith("I"):
+        wide = np.asarray(img).astype(np.int64)
+        if wide.min() < 0 or wide.max() > 65535:
+            raise ValueError(f"{img.mode} samples outside 0..65535 ({shown})")
+        grey = np.rint(wide * (255 / 65535)).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if img.mode == "F":
+        raise ValueError(
+            "floating-point samples have no agreed 8-bit scale; save it as 8 or 16 bits"
+        )
+    return np.asarray(img.convert("RGB"))
+
+
+def check_images(files: list[tuple[Path, str]], min_side: int) -> None:
+    """Decode every test image once, before any work: one line naming the first that
+    cannot be read, is too large, or is smaller than ``min_side`` on a side."""
+    for path, image_id in files:
+        image = read_rgb(path, image_id)
+        height, width = image.pixels.shape[1:]
+        if min(height, width) < min_side:
+            raise UserError(
+                f"test image {printable(str(path))} is {width}x{height}; this table needs at "
+                f"least {min_side}x{min_side} (remove it or pass another --test-dir)"
+            )
+
+
+def image_ids(files: list[Path], folder: Path) -> list[tuple[Path, str]]:
+    """Each file with its id: its path relative to ``folder`` without the suffix (with
+    it where two files differ only by their suffix)."""
+    ids = [printable(f.relative_to(folder).with_suffix("").as_posix()) for f in files]
+    repeated = {i for i in ids if ids.count(i) > 1}
+    return [
+        (f, printable(f.relative_to(folder).as_posix()) if i in repeated else i)
+        for f, i in zip(files, ids, strict=True)
+    ]
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -54,8 +137,12 @@ class TestSet:
     source: str
     label: str  # as reports print it
 
-    def files(self, root: Path) -> list[Path]:
-        files = [f for folder in self.folders for f in image_files(root / folder)]
+    def files(self, root: Path) -> list[tuple[Path, str]]:
+        """Every image with its id (its path relative to its folder)."""
+        files = [
+            pair for folder in self.folders
+            for pair in image_ids(image_files(root / folder), root / folder)
+        ]  # fmt: skip
         if not files:
             where = " and ".join(str(root / f) for f in self.folders)
             raise UserError(f"no images under {where}; {self.source}, or pass --test-dir DIR")
@@ -92,22 +179,27 @@ TEST_SETS: dict[str, TestSet] = {
 }
 
 
+def test_files(name: str, root: Path, test_dir: Path | None = None) -> list[tuple[Path, str]]:
+    """The image files (and ids) of a named test set, or of any folder given as ``test_dir``."""
+    if test_dir is None:
+        return TEST_SETS[name].files(Path(root))
+    if not Path(test_dir).is_dir():
+        raise UserError(f"--test-dir {test_dir} is not a directory of images")
+    files = image_ids(image_files(Path(test_dir)), Path(test_dir))
+    if not files:
+        raise UserError(f"--test-dir {test_dir} holds no {'/'.join(IMAGE_SUFFIXES)} images")
+    return files
+
+
 def iter_test_images(
     name: str, root: Path, test_dir: Path | None = None
 ) -> tuple[int, Iterator[LoadedImage]]:
     """(count, images) of a named test set, or of any folder given as ``test_dir``."""
-    if test_dir is not None:
-        if not Path(test_dir).is_dir():
-            raise UserError(f"--test-dir {test_dir} is not a directory of images")
-        files = image_files(Path(test_dir))
-        if not files:
-            raise UserError(f"--test-dir {test_dir} holds no {'/'.join(IMAGE_SUFFIXES)} images")
-    elif name == "demo":
+    if test_dir is None and name == "demo":
         images = demo_photos("test")
         return len(images), iter(images)
-    else:
-        files = TEST_SETS[name].files(Path(root))
-    return len(files), (read_rgb(f) for f in files)
+    files = test_files(name, root, test_dir)
+    return len(files), (read_rgb(f, i) for f, i in files)
 
 
 # --- the demo photographs --------------------------------------------------------------

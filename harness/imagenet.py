@@ -12,7 +12,6 @@ include data loading (unlike the GPU-resident tables), measured on rank 0.
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from .errors import UserError
 from .measure import Stopwatch, median_time
 from .protocol import Protocol
 from .store import RunStore, check_writable_dir
-from .train import Runtime, TrainResult, lr_for_epoch, make_optimizer
+from .train import Runtime, TrainResult, diverged, lr_for_epoch, make_optimizer
 
 MEAN = (0.485, 0.456, 0.406)  # ImageNet's per-channel statistics (torchvision's)
 STD = (0.229, 0.224, 0.225)
@@ -132,15 +131,22 @@ def _missing(root: Path) -> str:
     )
 
 
+def folder_of(name: str, data_root: Path) -> Path:
+    """Where the image folders of ``name`` are; the smoke fixture is written there first
+    when absent (by whichever task reads it first)."""
+    root = Path(data_root) / FOLDER_SETS[name].folder
+    if FOLDER_SETS[name].folder == FIXTURE_FOLDER and not (root / "train").is_dir():
+        check_writable_dir(root, "--data-root")
+        write_fixture_folder(root)
+    return root
+
+
 def open_folders(name: str, data_root: Path) -> FolderData:
     """The train and validation ImageFolders of ``name`` with the standard augmentation."""
     from torchvision import datasets, transforms
 
     spec = FOLDER_SETS[name]
-    root = Path(data_root) / spec.folder
-    if spec.folder == FIXTURE_FOLDER and not (root / "train").is_dir():
-        check_writable_dir(root, "--data-root")
-        write_fixture_folder(root)
+    root = folder_of(name, data_root)
     normalise = [transforms.ToTensor(), transforms.Normalize(MEAN, STD)]
     train_tf = transforms.Compose(
         [transforms.RandomResizedCrop(spec.crop), transforms.RandomHorizontalFlip(), *normalise]
@@ -258,7 +264,7 @@ def run_folder_cell(
     shard = Subset(data.test, range(here.rank, len(data.test), here.size))
     test = _loader(shard, protocol.test_batch_size, device, data.workers)
     result, start = TrainResult(), 0
-    state = load_checkpoint(checkpoint)
+    state = load_checkpoint(checkpoint, model, optimizer)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -280,7 +286,7 @@ def run_folder_cell(
             total, seen = _epoch(net, optimizer, train, len(data.train), device, runtime, bar)
         result.history.append(_epoch_record(epoch, lr, total, seen, here, device))
         result.epoch_times_s.append(watch.elapsed)
-        result.diverged = not math.isfinite(result.history[-1]["train_loss"])
+        result.diverged = diverged(result.history[-1]["train_loss"])
         if here.is_main:
             save_checkpoint(checkpoint, epoch=epoch + 1, model=model, optimizer=optimizer,
                             history=result.history, epoch_times_s=result.epoch_times_s)  # fmt: skip

@@ -67,7 +67,7 @@ def table_cells(
 ) -> list[dict[str, Any]]:  # fmt: skip
     """Test sets x rows x noise levels (denoising tables) x seeds, in the paper's order."""
     if not 1 <= seeds <= MAX_SEEDS:
-        raise UserError(f"--seeds must be between 1 and {MAX_SEEDS}, got {seeds}")
+        raise UserError(f"--seeds must be 1 to {MAX_SEEDS}, got {seeds}")
     task = get_task(spec.task)
     if test_dir is not None and not task.accepts_test_dir:
         raise UserError(f"--test-dir applies to denoising tables; {spec.name} is {spec.task}")
@@ -98,6 +98,7 @@ class CellState:
     record: dict[str, Any] | None = None
     holder: dict[str, Any] | None = None  # a live lease: another runner is on it
     failed: Path | None = None  # the error file of its last failed attempt
+    problem: str | None = None  # why the file where its record belongs is not a record
 
     @property
     def label(self) -> str:
@@ -105,6 +106,8 @@ class CellState:
             return "done"
         if self.holder is not None:
             return "running"
+        if self.problem is not None:
+            return "stale"
         return "failed" if self.failed is not None else "to run"
 
 
@@ -117,12 +120,13 @@ class Plan:
 
 
 def plan_cells(configs: list[dict[str, Any]], store: RunStore, force: bool = False) -> Plan:
-    """Which cells are done, held by a live runner, failed before, or still to run."""
+    """Which cells are done, held by a live runner, stale (a file that is not a finished
+    record: quarantined when the cell runs), failed before, or still to run. Reads only."""
     plan = Plan()
     for config in configs:
         state = CellState(config)
         if not force:
-            state.record = store.load(config)
+            state.record, state.problem = store.inspect(config)
         if state.record is None:
             path = lease_path(store, config)
             if path.exists() and not lease.is_stale(path):

@@ -32,6 +32,11 @@ MAX_WORKERS = 256
 WAIT_POLL_S = 2.0
 
 
+def check_workers(workers: int) -> None:
+    if not 1 <= workers <= MAX_WORKERS:
+        raise UserError(f"--workers must be 1 to {MAX_WORKERS}, got {workers}")
+
+
 def _say(line: str) -> None:
     """Progress lines, written around any progress bar and flushed, so that logs
     redirected to a file show them as they happen."""
@@ -71,8 +76,7 @@ def run_table(
     log: Callable[[str], None] = _say,
 ) -> RunSummary:
     """Run every cell of ``spec`` that has no finished record (all of them with ``force``)."""
-    if not 1 <= workers <= MAX_WORKERS:
-        raise UserError(f"--workers must be between 1 and {MAX_WORKERS}, got {workers}")
+    check_workers(workers)
     executor = executor or LocalExecutor()
     options = RunOptions(
         data_root=Path(data_root), runs_dir=store.root, device=str(device), runtime=runtime,

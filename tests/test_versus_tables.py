@@ -311,7 +311,7 @@ def test_sigterm_stops_a_run_cleanly(tmp_path):
                 break
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "run the same command again to resume" in err
+    assert proc.returncode == 143 and "run the same command again to resume" in err
     done = [p for p in (runs / "table6" / "smoke").glob("*.json") if ".train." not in p.name]
     assert len(done) == 1
 
