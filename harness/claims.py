@@ -79,6 +79,12 @@ class Check:
     def n(self) -> int:
         return min((p.estimate.n for p in self.parts), default=0)
 
+    def verdict_text(self) -> str:
+        """The verdict with its reason, or for demo and smoke what the numbers alone say."""
+        if self.verdict == NOT_EVIDENCE:
+            return f"{self.verdict}; on these numbers: {self.on_the_numbers}"
+        return self.verdict + (f" ({self.reason})" if self.reason else "")
+
     def measurement(self) -> str:
         """Our numbers in words: estimate [95% interval] per part, and n."""
         if not self.parts:

@@ -21,7 +21,7 @@ import pandas as pd
 
 from registry import variant_info
 
-from .claims import NOT_EVIDENCE, Check, check_all
+from .claims import Check, check_all
 from .errors import UserError
 from .image_data import TEST_SETS
 from .runner import cell_config, cell_key, test_blocks
@@ -533,12 +533,6 @@ CLAIMS_LEGEND = (
 )
 
 
-def _verdict(check: Check) -> str:
-    if check.verdict == NOT_EVIDENCE:
-        return f"{check.verdict}; on these numbers: {check.on_the_numbers}"
-    return check.verdict + (f" ({check.reason})" if check.reason else "")
-
-
 def claims_frame(report: Report) -> pd.DataFrame:
     """One line per claim of the table: the claim, the paper's evidence, ours, the verdict."""
     return pd.DataFrame(
@@ -546,7 +540,7 @@ def claims_frame(report: Report) -> pd.DataFrame:
             "Claim": [c.claim.text for c in report.checks],
             "Paper's evidence": [c.claim.source for c in report.checks],
             "Ours: estimate [95% CI] (n)": [c.measurement() for c in report.checks],
-            "Verdict": [_verdict(c) for c in report.checks],
+            "Verdict": [c.verdict_text() for c in report.checks],
         }
     )
 
@@ -604,18 +598,18 @@ def render_csv(report: Report) -> str:
 
 def render_json(report: Report) -> str:
     rows = json.loads(report.frame.to_json(orient="records"))
-    claims = [_json_safe(c.as_dict()) for c in report.checks]
+    claims = [json_safe(c.as_dict()) for c in report.checks]
     return json.dumps({"meta": report.meta, "rows": rows, "claims": claims}, indent=1) + "\n"
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """NaN and infinity as null: JSON has neither."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 

@@ -169,7 +169,9 @@ def test_claims_supported_contradicted_inconclusive_and_not_run():
 
     text = render_markdown(report)
     claims = text.split("## Claims")[1]
-    lines = {line.split("|")[1].strip(): line for line in claims.splitlines() if line.startswith("| ")}
+    lines = {
+        line.split("|")[1].strip(): line for line in claims.splitlines() if line.startswith("| ")
+    }
     assert "| supported" in lines[TABLE1.claims[0].text]
     assert "| supported" in lines[TABLE1.claims[2].text]  # 20x slower: within 9.7..38.8
 
@@ -197,11 +199,19 @@ def test_every_format_carries_the_new_columns_and_claims():
 
 def test_denoising_claims_hold_at_every_sigma():
     records = []
-    for variant, level in (("denoiser.baseline", 25.0), ("denoiser.fp1", 26.0), ("denoiser.fp2", 27.5)):
+    for variant, level in (
+        ("denoiser.baseline", 25.0),
+        ("denoiser.fp1", 26.0),
+        ("denoiser.fp2", 27.5),
+    ):
         for sigma in TABLE4.sigmas:
             for seed in range(3):
                 # fp2 - fp1 shrinks to a tie at sigma 60: that claim is not supported there
-                bump = 0.0 if (variant == "denoiser.fp2" and sigma < 60) else -1.5 * (variant == "denoiser.fp2")
+                bump = (
+                    0.0
+                    if (variant == "denoiser.fp2" and sigma < 60)
+                    else -1.5 * (variant == "denoiser.fp2")
+                )
                 metrics = {"psnr": level + bump - sigma / 20 + 0.01 * seed * (variant != "denoiser.fp1"),
                            "noisy_psnr": 20.0, "ssim": 0.5}  # fmt: skip
                 records.append(_record(TABLE4, variant, "paper", seed, metrics, sigma))
@@ -209,3 +219,25 @@ def test_denoising_claims_hold_at_every_sigma():
     verdicts = [c.verdict for c in report.checks]
     assert verdicts == ["inconclusive", "supported", "contradicted"], verdicts
     assert "noisy_psnr_sigma20_p" not in report.frame  # the input's PSNR improves neither way
+
+
+def test_figures_draw_95_percent_intervals():
+    from matplotlib.container import ErrorbarContainer
+
+    from harness.figures import _accuracy_vs_params, _psnr_curves
+
+    report = build_report(TABLE1, "paper", FakeStore(_table1_records()))
+    ax = _accuracy_vs_params(report).axes[0]
+    bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    f = report.frame
+    segment = bars[0].lines[2][0].get_segments()[0]  # the baseline's vertical bar, in percent
+    expected = (f["accuracy_ci95_low"].iloc[0] * 100, f["accuracy_ci95_high"].iloc[0] * 100)
+    assert (segment[0][1], segment[1][1]) == pytest.approx(expected)
+
+    records = [
+        _record(TABLE4, v, "paper", seed, {"psnr": 25 + seed + (v == "denoiser.fp2"), "ssim": 0.5}, s)
+        for v in TABLE4.rows for s in TABLE4.sigmas for seed in range(2)
+    ]  # fmt: skip
+    psnr = build_report(TABLE4, "paper", FakeStore(records))
+    ax = _psnr_curves(psnr, TABLE4.sigmas).axes[0]
+    assert sum(isinstance(c, ErrorbarContainer) for c in ax.containers) == 3 * len(TABLE4.sigmas)
