@@ -241,3 +241,38 @@ def test_figures_draw_95_percent_intervals():
     psnr = build_report(TABLE4, "paper", FakeStore(records))
     ax = _psnr_curves(psnr, TABLE4.sigmas).axes[0]
     assert sum(isinstance(c, ErrorbarContainer) for c in ax.containers) == 3 * len(TABLE4.sigmas)
+
+
+@pytest.mark.slow
+def test_smoke_run_with_three_seeds_renders_every_new_column(tmp_path, capsys):
+    from harness.cli import main
+
+    runs, out = str(tmp_path / "runs"), tmp_path / "reports"
+    assert main(["run", "table1", "--profile", "smoke", "--seeds", "3", "--runs-dir", runs,
+                 "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        main(["report", "table1", "--runs-dir", runs, "--out", str(out), "--format", "json"]) == 0
+    )
+    new = ("accuracy_ci95_low", "accuracy_ci95_high", "accuracy_delta", "accuracy_p", "n_seeds")
+    header = (out / "table1.csv").read_text().splitlines()[0].split(",")
+    assert all(c in header for c in new) and "params_ci95_low" not in header
+    rows = json.loads((out / "table1.json").read_text())["rows"]
+    assert all(r["n_seeds"] == 3 and r["accuracy_ci95_low"] <= r["accuracy"] for r in rows)
+    assert all(r["accuracy_p"] is not None for r in rows[1:]) and rows[0]["accuracy_p"] is None
+    markdown, latex = (out / "table1.md").read_text(), (out / "table1.tex").read_text()
+    assert "95% confidence interval" in markdown and "## Claims" in markdown
+    assert "not evidence (demo/smoke)" in markdown and "not evidence" in latex
+    assert " ± " in latex and "Holm" in latex
+
+    capsys.readouterr()
+    assert main(["report", "table1", "--runs-dir", runs, "--format", "json", "--select", "best-of-2"]) == 0  # fmt: skip
+    best = {r["variant"]: r["accuracy"] for r in json.loads(capsys.readouterr().out)["rows"]}
+    seeds: dict[str, dict[int, float]] = {}
+    for path in (tmp_path / "runs" / "table1" / "smoke").glob("*.json"):
+        record = json.loads(path.read_text())
+        seeds.setdefault(record["config"]["variant"], {})[record["config"]["seed"]] = record["metrics"]["accuracy"]  # fmt: skip
+    assert best == {v: pytest.approx(max(s[0], s[1])) for v, s in seeds.items()}
+
+    assert main(["claims", "table1", "--runs-dir", runs]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(TABLE1.claims) and all("not evidence" in line for line in lines)
