@@ -283,3 +283,45 @@ def test_smoke_run_with_three_seeds_renders_every_new_column(tmp_path, capsys):
     assert main(["claims", "table1", "--runs-dir", runs]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == len(TABLE1.claims) and all("not evidence" in line for line in lines)
+
+
+def test_seed_gives_every_imagenet_row_the_same_augmentation(tmp_path, monkeypatch):
+    """Rows differ in how much of the global RNG building them uses; the epochs' crops and
+    flips (drawn by the DataLoader from that RNG) must not depend on it, or the paired tests
+    would compare rows on different data."""
+    from dataclasses import replace
+
+    import torch
+    from torch import nn
+
+    from harness import imagenet
+    from harness.store import RunStore
+    from harness.tables import TABLES
+    from harness.train import Runtime
+    from tests.fixtures import write_image_folder
+
+    write_image_folder(tmp_path / "data")
+    data = imagenet.open_folders("imagenet_smoke", tmp_path / "data")
+    protocol = replace(TABLES["imagenet"].protocol("smoke"), epochs=2, test_repeats=1)
+    seen: list[torch.Tensor] = []
+
+    def no_training(net, optimizer, loader, n, device, runtime, bar):
+        seen.append(torch.cat([x for x, _, _ in loader]))
+        return torch.zeros(2), torch.zeros(n, dtype=torch.int32)
+
+    monkeypatch.setattr(imagenet, "_epoch", no_training)
+    inputs = []
+    for width in (4, 64):  # different amounts of random initialisation
+        seen.clear()
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(3, width, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                              nn.Linear(width, data.classes))  # fmt: skip
+        config = {"table": "imagenet", "profile": "smoke", "variant": f"w{width}", "seed": 0}
+        imagenet.run_folder_cell(
+            model, data, protocol, config, store=RunStore(tmp_path / "runs"),
+            device=torch.device("cpu"), desc="", runtime=Runtime(channels_last=False),
+            save_weights=False,
+        )  # fmt: skip
+        inputs.append(list(seen))
+    assert len(inputs[0]) == 2 and not torch.equal(inputs[0][0], inputs[0][1])  # epochs differ
+    assert all(torch.equal(a, b) for a, b in zip(*inputs, strict=True))
