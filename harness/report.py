@@ -404,7 +404,10 @@ def _statistics_lines(report: Report) -> list[str]:
         text += "; ± the half-width of its 95% confidence interval (Student t, n - 1 df)"
     elif m["max_seeds"] >= 2:
         text += "; 95% intervals of the mean in the CSV"
-    lines = [text + ". Parameters and FLOPs do not vary with the seed: no spread is given."]
+    lines = [
+        text + ". Parameters and FLOPs do not vary with the seed: no spread is given. The "
+        "paper's numbers are each the best of two runs (its section 4)."
+    ]
     if m["baseline"]:
         if m["max_seeds"] >= 2:
             lines.append(
