@@ -423,7 +423,9 @@ def _statistics_lines(report: Report) -> list[str]:
             )
     gains = {c: g for c, g in m["best_of_2_adds"].items() if g is not None}
     if rule == "mean" and gains:
-        shown = ", ".join(f"{column(c).header} {column(c).fmt.format(g)}" for c, g in gains.items())
+        shown = ", ".join(
+            f"{column(c).header} {_signed(column(c).fmt, g)}" for c, g in gains.items()
+        )
         lines.append(
             f"The paper's best-of-2 rule would add, on average over rows (best of seeds 0 and "
             f"1 minus the mean): {shown}."
@@ -498,6 +500,10 @@ def render_markdown(report: Report) -> str:
     return "\n".join(parts) + "\n"
 
 
+def _signed(fmt: str, x: float) -> str:
+    return ("+" if x >= 0 else "") + fmt.format(x)
+
+
 def _baseline_markdown(report: Report) -> list[str]:
     """Each row against the baseline on the columns that improve upward (accuracy, PSNR,
     SSIM): mean paired difference, Holm-adjusted p, share of seeds better."""
@@ -512,7 +518,7 @@ def _baseline_markdown(report: Report) -> list[str]:
         c = column(col)
         table[f"{c.header}: Δ, p, wins"] = [
             "–" if pd.isna(d)
-            else f"{c.fmt.format(d) if d < 0 else '+' + c.fmt.format(d)}, p = {p:.3g}{' ' + SIGNIFICANT if p < ALPHA else ''}, {w:.0%}"
+            else f"{_signed(c.fmt, d)}, p = {p:.3g}{' ' + SIGNIFICANT if p < ALPHA else ''}, {w:.0%}"
             for d, p, w in zip(measured[f"{col}_delta"], measured[f"{col}_p"], measured[f"{col}_win_rate"], strict=True)
         ]  # fmt: skip
     return [
