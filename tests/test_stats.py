@@ -325,3 +325,14 @@ def test_seed_gives_every_imagenet_row_the_same_augmentation(tmp_path, monkeypat
         inputs.append(list(seen))
     assert len(inputs[0]) == 2 and not torch.equal(inputs[0][0], inputs[0][1])  # epochs differ
     assert all(torch.equal(a, b) for a, b in zip(*inputs, strict=True))
+
+
+def test_every_claim_names_rows_and_columns_of_its_table():
+    from harness.tables import TABLES
+
+    for spec in TABLES.values():
+        assert spec.claims, spec.name
+        for claim in spec.claims:
+            assert set(claim.rows) <= set(spec.rows), (spec.name, claim.text)
+            assert set(claim.columns) <= set(spec.columns), (spec.name, claim.text)
+            assert claim.source and claim.low < claim.high
