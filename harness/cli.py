@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import threading
@@ -23,8 +24,9 @@ from .figures import FIGURES_DIR, figure_names, make_figures, write_table_plot
 from .image_data import check_images, test_files
 from .imagenet import FOLDER_SETS
 from .planning import describe_holder, plan_cells, table_cells
-from .report import RENDERERS, build_report, default_profile, write_report
+from .report import RENDERERS, build_report, default_profile, json_safe, write_report
 from .runner import check_workers, run_table
+from .stats import SELECT_RULES
 from .store import RunStore, check_writable_dir, load_tensors
 from .tables import PROFILES, TABLES, TableSpec, get_table
 from .train import AMP_MODES, Runtime
@@ -103,6 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--out", type=Path, help="folder for the files (default reports/)")
     report.add_argument("--test-dir", type=Path, help="denoising tables: the --test-dir of the run")
+    report.add_argument("--select", choices=SELECT_RULES, default="mean",
+                        help="one number per row from its seeds: mean (default), best-of-2 (the "
+                        "paper's rule: the better of the first two seeds) or median")  # fmt: skip
+
+    claims = sub.add_parser("claims", help="the paper's claims and their verdicts on the records")
+    claims.add_argument("tables", nargs="*", metavar="TABLE", help="default: every table")
+    _add_common(claims, profile_default=None)
+    claims.add_argument("--format", choices=("text", "json"), default="text")
 
     figures = sub.add_parser("figures", help="draw the paper's figures and the tables' plots")
     figures.add_argument("names", nargs="*", metavar="FIGURE",
@@ -265,7 +275,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     store = RunStore(args.runs_dir)
     for spec in specs:
         profile = args.profile or default_profile(spec, store)
-        report = build_report(spec, profile, store, test_dir=args.test_dir)
+        report = build_report(spec, profile, store, test_dir=args.test_dir, select_rule=args.select)
         if args.format in ("csv", "json") and args.out is None:
             sys.stdout.write(RENDERERS[args.format](report))
             continue
@@ -274,6 +284,25 @@ def cmd_report(args: argparse.Namespace) -> None:
         plot = write_table_plot(report, out) if "md" in formats else []
         for path in [*plot, *write_report(report, out, formats)]:
             print(f"wrote {path}")
+
+
+def cmd_claims(args: argparse.Namespace) -> None:
+    """One line per claim of each table (or a JSON list), on each table's newest profile."""
+    specs = [get_table(name) for name in args.tables or TABLES]
+    store = RunStore(args.runs_dir)
+    found = []
+    for spec in specs:
+        if args.profile is not None and args.profile not in spec.protocols:
+            continue  # e.g. the adversarial table has no demo profile
+        report = build_report(spec, args.profile or default_profile(spec, store), store)
+        found += [(spec.name, report.profile, check) for check in report.checks]
+    if args.format == "json":
+        rows = [{"table": t, "profile": p, **c.as_dict()} for t, p, c in found]
+        sys.stdout.write(json.dumps(json_safe(rows), indent=1) + "\n")
+        return
+    for table, profile, check in found:
+        print(f"{table} [{profile}] {check.verdict_text()}: {check.claim.text} — "
+              f"{check.measurement()}")  # fmt: skip
 
 
 def cmd_figures(args: argparse.Namespace) -> None:
@@ -289,6 +318,7 @@ COMMANDS = {
     "run": cmd_run,
     "report": cmd_report,
     "figures": cmd_figures,
+    "claims": cmd_claims,
     "bench": cmd_bench,
     "doctor": cmd_doctor,
 }

@@ -365,6 +365,19 @@ def _values(frame: pd.DataFrame, column: str) -> np.ndarray:
     return frame[column].to_numpy(dtype=float, na_value=np.nan)
 
 
+def _interval_err(frame: pd.DataFrame, column: str, scale: float = 1.0) -> np.ndarray:
+    """(2, rows) for ``errorbar``: from each value down and up to its 95% interval over seeds
+    (NaN for rows without one)."""
+    value = _values(frame, column)
+    low, high = _values(frame, f"{column}_ci95_low"), _values(frame, f"{column}_ci95_high")
+    return np.clip(np.stack([value - low, high - value]), 0, None) * scale
+
+
+def _yerr(err: np.ndarray, i: int) -> np.ndarray | None:
+    """Row ``i``'s error bar, or None when it has no interval."""
+    return None if np.isnan(err[:, i]).any() else err[:, i : i + 1]
+
+
 def _ours_and_paper(lines: bool) -> list[Line2D]:
     """Legend entries for the encoding the table plots share: ours filled (solid line),
     the paper's hollow (dashed line)."""
@@ -422,13 +435,13 @@ def _accuracy_vs_params(report: Report, metric: str = "accuracy") -> Figure:
     paper = np.stack(
         [_values(f, "paper_params_M_paper_conv"), _values(f, f"paper_{metric}") * 100], 1
     )
-    std = _values(f, f"{metric}_std") * 100
+    err = _interval_err(f, metric, 100)
     fig = new_figure(SINGLE_COLUMN_IN, 2.9)
     ax = fig.add_subplot()
     for i, (variant, label) in enumerate(zip(f["variant"], f["row"], strict=True)):
         c, m = colour(variant), marker(variant)
         if not np.isnan(ours[i]).any():
-            ax.errorbar(*ours[i], yerr=None if np.isnan(std[i]) else std[i], fmt=m, color=c)
+            ax.errorbar(*ours[i], yerr=_yerr(err, i), fmt=m, color=c)
         if not np.isnan(paper[i]).any():
             ax.plot(*paper[i], m, color=c, markerfacecolor="none")
         if not np.isnan(ours[i]).any() and not np.isnan(paper[i]).any():
@@ -482,6 +495,10 @@ def _psnr_curves(report: Report, sigmas: Sequence[int]) -> Figure:
             points = [(s, v) for s, v in values if not np.isnan(v)]
             if points:
                 ax.plot(*zip(*points, strict=True), marker="o", color=c, **style)
+        for s in sigmas:  # 95% intervals of ours where the row has several seeds
+            err = _yerr(_interval_err(f, f"psnr_sigma{s}"), i)
+            if err is not None:
+                ax.errorbar(s, _values(f, f"psnr_sigma{s}")[i], yerr=err, color=c, capsize=2)
         handles.append(Patch(color=c, label=label))
     ax.set(xlabel="noise level σ", ylabel="PSNR (dB)", xticks=list(sigmas))
     # beside the axes, so that many rows never squeeze the plot

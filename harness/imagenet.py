@@ -282,6 +282,10 @@ def run_folder_cell(
         for group in optimizer.param_groups:
             group["lr"] = lr
         sampler.set_epoch(epoch)
+        # DataLoader augmentation draws from the global RNG (worker seeds too), which building
+        # the model advanced by an amount that depends on the row: reseed so that seed s gives
+        # every row the same draws (paired comparisons), and a resumed run the same as before
+        torch.manual_seed(config["seed"] * 100_003 + epoch)
         with Stopwatch(device) as watch:
             total, seen = _epoch(net, optimizer, train, len(data.train), device, runtime, bar)
         result.history.append(_epoch_record(epoch, lr, total, seen, here, device))

@@ -21,8 +21,11 @@ import pandas as pd
 
 from registry import variant_info
 
+from .claims import Check, check_all
+from .errors import UserError
 from .image_data import TEST_SETS
 from .planning import cell_config, cell_key, test_blocks
+from .stats import ALPHA, SELECT_RULES, best_of_2_gain, finite, holm, interval, paired, select
 from .store import RunStore, write_output
 from .tables import PROFILES, TableSpec
 from .train import Runtime
@@ -112,6 +115,11 @@ class Report:
     profile: str
     frame: pd.DataFrame
     meta: dict[str, Any] = field(default_factory=dict)
+    # (test set, variant) -> column -> seed -> value, and the paper's claims checked on it
+    measured: dict[tuple[str | None, str], dict[str, dict[int, float]]] = field(
+        default_factory=dict
+    )
+    checks: list[Check] = field(default_factory=list)
 
 
 def default_profile(spec: TableSpec, store: RunStore) -> str:
@@ -120,7 +128,7 @@ def default_profile(spec: TableSpec, store: RunStore) -> str:
     return newest["config"]["profile"] if newest else "paper"
 
 
-def _column_values(records: list[dict[str, Any]], col: str) -> pd.Series:
+def _seed_values(records: list[dict[str, Any]], col: str) -> dict[int, float]:
     """One value per seed: ``psnr_sigma25`` reads ``psnr`` from the sigma-25 records;
     other columns are averaged over a seed's noise levels (one value when there are none)."""
     match = _SIGMA_COLUMN.fullmatch(col)
@@ -133,7 +141,7 @@ def _column_values(records: list[dict[str, Any]], col: str) -> pd.Series:
         for r in records:
             per_seed.setdefault(r["config"]["seed"], []).append(r["metrics"].get(col, math.nan))
         values = {seed: sum(v) / len(v) for seed, v in per_seed.items()}
-    return pd.Series(list(values.values()), dtype=float)
+    return values
 
 
 def _test_set_label(name: str) -> str:
@@ -150,13 +158,19 @@ def _paper_block(spec: TableSpec, block: str | None) -> str:
 
 
 def build_report(
-    spec: TableSpec, profile: str, store: RunStore, test_dir: Path | None = None
-) -> Report:
+    spec: TableSpec, profile: str, store: RunStore, test_dir: Path | None = None,
+    select_rule: str = "mean",
+) -> Report:  # fmt: skip
     spec.protocol(profile)  # validates the profile
+    if select_rule not in SELECT_RULES:
+        raise UserError(
+            f"unknown --select {select_rule!r}; choose one of: {', '.join(SELECT_RULES)}"
+        )
     records = list(store.records(spec.name, profile))
     blocks = test_blocks(spec, profile, test_dir)
     rows, used = [], []
     several = False
+    measured: dict[tuple[str | None, str], dict[str, dict[int, float]]] = {}
     for block in blocks:
         paper_block = _paper_block(spec, block)
         for variant in spec.rows:
@@ -170,10 +184,9 @@ def build_report(
             used += mine
             row: dict[str, Any] = {"row": spec.row_label(variant), "variant": variant}
             paper = variant_info(variant).paper_row(spec.name, paper_block)
+            measured[(block, variant)] = {col: _seed_values(mine, col) for col in spec.columns}
+            row |= seed_statistics(measured[(block, variant)], select_rule)
             for col in spec.columns:
-                values = _column_values(mine, col)
-                row[col] = values.mean() if len(values) else math.nan
-                row[f"{col}_std"] = values.std(ddof=1) if len(values) > 1 else math.nan
                 if paper and col in paper.values:
                     row[f"paper_{col}"] = paper.number(col)
             seeds = {r["config"]["seed"] for r in mine}
@@ -184,12 +197,16 @@ def build_report(
             row = {"row": quoted.row, "variant": "", "n_seeds": 0}
             row |= {f"paper_{c}": quoted.number(c) for c in spec.columns if c in quoted.values}
             rows.append(row | ({"test_set": block} if block else {}))
+    tests = baseline_tests(spec, measured, blocks)
+    for row in rows:
+        row |= tests.get((row.get("test_set"), row["variant"]), {})
     frame = pd.DataFrame(rows)
     order = ["row", "variant", *(["test_set"] if "test_set" in frame else [])]
     for col in spec.columns:
         order += (
             [col]
-            + ([f"{col}_std"] if several else [])
+            + (_interval_columns(col) if several else [])
+            + (_test_columns(col) if tests else [])
             + ([f"paper_{col}"] if f"paper_{col}" in frame else [])
         )
     frame = frame.reindex(columns=[*order, "n_seeds"])  # quoted rows lack measured columns
@@ -214,8 +231,110 @@ def build_report(
         "image_notes": sorted({n for r in used for n in r.get("notes", [])}),
         "runs_dir": str(store.root / spec.name / profile),
         "paper_block": _paper_block(spec, None) if blocks == (None,) else "",
+        **selection_meta(spec, measured, select_rule, baseline_row(spec) is not None),
     }
-    return Report(spec, profile, frame, meta)
+    checks = check_all(spec.claims, measured, blocks, profile)
+    return Report(spec, profile, frame, meta, measured, checks)
+
+
+# --- statistics over seeds: intervals, tests against the baseline, selection -------------
+
+# columns that do not change with the seed: no spread, no interval, no test
+DETERMINISTIC = frozenset({"params", "params_M_paper_conv", "flops", "flops_paper_conv"})
+_HIGHER = re.compile(r"accuracy|top[15](_\w+)?|(psnr|ssim)_sigma\d+")
+_LOWER = re.compile(r"\w*time\w*_s")
+SIGNIFICANT = "†"  # marks a cell that differs from the baseline row at ALPHA (Holm-adjusted)
+
+
+def higher_is_better(col: str) -> bool | None:
+    """Which way a column improves (None: neither, e.g. parameters or the noisy input's PSNR)."""
+    if col in DETERMINISTIC:
+        return None
+    if _HIGHER.fullmatch(col):
+        return True
+    return False if _LOWER.fullmatch(col) else None
+
+
+def _interval_columns(col: str) -> list[str]:
+    return [] if col in DETERMINISTIC else [f"{col}_std", f"{col}_ci95_low", f"{col}_ci95_high"]
+
+
+def _test_columns(col: str) -> list[str]:
+    return [] if higher_is_better(col) is None else [f"{col}_delta", f"{col}_p", f"{col}_win_rate"]
+
+
+def seed_statistics(values: dict[str, dict[int, float]], rule: str) -> dict[str, float]:
+    """A row's number per column under the selection rule, and the spread of the seeds:
+    sample std and the Student-t 95% interval of the mean (NaN below 2 seeds)."""
+    row: dict[str, float] = {}
+    for col, per_seed in values.items():
+        row[col] = select(per_seed, rule, higher_is_better(col))
+        if col not in DETERMINISTIC:
+            x = interval(list(finite(per_seed).values()))
+            row |= {f"{col}_std": x.std, f"{col}_ci95_low": x.low, f"{col}_ci95_high": x.high}
+    return row
+
+
+def baseline_row(spec: TableSpec) -> str | None:
+    """The table's baseline variant (``<arch>.baseline``), if it has one."""
+    return next((v for v in spec.rows if v.endswith(".baseline")), None)
+
+
+def baseline_tests(
+    spec: TableSpec, measured: dict[tuple[str | None, str], dict[str, dict[int, float]]],
+    blocks: tuple[str | None, ...],
+) -> dict[tuple[str | None, str], dict[str, float]]:  # fmt: skip
+    """Each row against the baseline row of its test set, per column that improves one way:
+    mean paired difference, paired t-test p-value Holm-adjusted across the table's rows,
+    share of seeds on which the row is better. Empty (NaN) below 2 shared seeds."""
+    base = baseline_row(spec)
+    if base is None:
+        return {}
+    out: dict[tuple[str | None, str], dict[str, float]] = {}
+    for block in blocks:
+        for variant in spec.rows:
+            out[(block, variant)] = {}
+        others = [v for v in spec.rows if v != base]
+        for col in spec.columns:
+            better = higher_is_better(col)
+            if better is None:
+                continue
+            results = [
+                paired(measured[(block, v)][col], measured[(block, base)][col], better)
+                for v in others
+            ]
+            adjusted = holm([r.p for r in results])
+            for v, r, p in zip(others, results, adjusted, strict=True):
+                enough = r.delta.n >= 2
+                out[(block, v)] |= {
+                    f"{col}_delta": r.delta.mean if enough else math.nan,
+                    f"{col}_p": p,
+                    f"{col}_win_rate": r.win_rate if enough else math.nan,
+                }
+            out[(block, base)] |= dict.fromkeys(_test_columns(col), math.nan)
+    return out
+
+
+def selection_meta(
+    spec: TableSpec, measured: dict[tuple[str | None, str], dict[str, dict[int, float]]],
+    rule: str, has_baseline: bool,
+) -> dict[str, Any]:  # fmt: skip
+    """The rule in use, how much best-of-2 would add over the mean (mean over rows of
+    max(seed 0, seed 1) minus the row's mean, per column that improves upward), and
+    whether any row has the 2 seeds the tests need."""
+    gains = {}
+    for col in spec.columns:
+        if higher_is_better(col):
+            g = [best_of_2_gain(v[col], True) for v in measured.values()]
+            g = [x for x in g if not math.isnan(x)]
+            gains[col] = sum(g) / len(g) if g else None
+    max_seeds = max((len(finite(v[c])) for v in measured.values() for c in v), default=0)
+    return {
+        "select": rule,
+        "best_of_2_adds": gains,
+        "max_seeds": max_seeds,
+        "baseline": baseline_row(spec) if has_baseline else None,
+    }
 
 
 def _execution(record: dict[str, Any]) -> str:
@@ -242,17 +361,76 @@ def _display(report: Report, pm: str) -> pd.DataFrame:
         def show(v: float, fmt: str = c.fmt) -> str:
             return "–" if pd.isna(v) else fmt.format(v)
 
-        if f"{col}_std" in f:
-            out[head] = [
-                show(m) + ("" if pd.isna(s) else f" {pm} {show(s)}")
-                for m, s in zip(f[col], f[f"{col}_std"], strict=True)
-            ]
-        else:
-            out[head] = f[col].map(show)
+        out[head] = _stat_cells(report, col, show, pm)
         if f"paper_{col}" in f:
             out[f"{c.header}, paper"] = f[f"paper_{col}"].map(show)
     out["Seeds"] = f["n_seeds"].astype(str)
     return out
+
+
+def _stat_cells(report: Report, col: str, show: Any, pm: str) -> list[str]:
+    """A column's cells: the selected value, ± the 95% half-width under the mean rule, and
+    the significance mark when the row differs from the baseline."""
+    f = report.frame
+    with_interval = report.meta["select"] == "mean" and f"{col}_ci95_low" in f
+    low, high = (f.get(f"{col}_ci95_{e}") for e in ("low", "high"))
+    cells = []
+    for i, value in enumerate(f[col]):
+        text = show(value)
+        if with_interval and not pd.isna(low.iloc[i]):
+            text += f" {pm} {show((high.iloc[i] - low.iloc[i]) / 2)}"
+        if f"{col}_p" in f and f[f"{col}_p"].iloc[i] < ALPHA:
+            text += f" {SIGNIFICANT}"
+        cells.append(text)
+    return cells
+
+
+_RULES = {
+    "mean": "Each cell: the mean over the row's seeds",
+    "best-of-2": "Each cell: the best of the row's first two seeds (the paper's rule: 'the "
+    "results are obtained by the best results in two tests'; higher accuracy, PSNR and SSIM, "
+    "lower times; other columns the mean; a row with one seed shows it)",
+    "median": "Each cell: the median over the row's seeds (columns that improve neither way: "
+    "the mean)",
+}
+
+
+def _statistics_lines(report: Report) -> list[str]:
+    """How the numbers were drawn from the seeds, and what the marks mean."""
+    m = report.meta
+    rule = m["select"]
+    text = _RULES[rule] + " (`report --select mean|best-of-2|median`)"
+    if m["max_seeds"] >= 2 and rule == "mean":
+        text += "; ± the half-width of its 95% confidence interval (Student t, n - 1 df)"
+    elif m["max_seeds"] >= 2:
+        text += "; 95% intervals of the mean in the CSV"
+    lines = [
+        text + ". Parameters and FLOPs do not vary with the seed: no spread is given. The "
+        "paper's numbers are each the best of two runs (its section 4)."
+    ]
+    if m["baseline"]:
+        if m["max_seeds"] >= 2:
+            lines.append(
+                f"{SIGNIFICANT}: differs from the baseline row at p < {ALPHA} (paired t-test "
+                "over the seeds both rows share, Holm-adjusted across the table's rows, per "
+                "column); the CSV has `<col>_delta` (mean paired difference), `<col>_p` "
+                "(Holm-adjusted) and `<col>_win_rate` (share of seeds better than the baseline)."
+            )
+        else:
+            lines.append(
+                "Tests against the baseline row need 2 or more seeds per row (`run --seeds 2`); "
+                "their columns are empty."
+            )
+    gains = {c: g for c, g in m["best_of_2_adds"].items() if g is not None}
+    if rule == "mean" and gains:
+        shown = ", ".join(
+            f"{column(c).header} {_signed(column(c).fmt, g)}" for c, g in gains.items()
+        )
+        lines.append(
+            f"The paper's best-of-2 rule would add, on average over rows (best of seeds 0 and "
+            f"1 minus the mean): {shown}."
+        )
+    return lines
 
 
 def _header_lines(report: Report) -> list[str]:
@@ -273,13 +451,14 @@ def _header_lines(report: Report) -> list[str]:
         )
     lines.append(
         f"Cells: {m['cells_done']} records for {m['rows_done']} of {m['rows']} rows under "
-        f"`{m['runs_dir']}`; mean ± sample std over seeds where a row has several."
+        f"`{m['runs_dir']}`."
         + (
             f" {m['stale_records']} records ignored (other configs, or superseded by newer ones)."
             if m["stale_records"]
             else ""
         )
     )
+    lines += _statistics_lines(report)
     if m["measured_on"]:
         lines.append(
             f"Measured on: {', '.join(m['measured_on'])}; code {', '.join(m['commits'])}; "
@@ -316,7 +495,72 @@ def render_markdown(report: Report) -> str:
     parts += ["Conventions:", *[f"- {c}" for c in conventions]]
     if report.spec.notes:
         parts += ["", "Notes:", *[f"- {n}" for n in report.spec.notes]]
+    parts += _baseline_markdown(report)
+    parts += _claims_markdown(report)
     return "\n".join(parts) + "\n"
+
+
+def _signed(fmt: str, x: float) -> str:
+    return ("+" if x >= 0 else "") + fmt.format(x)
+
+
+def _baseline_markdown(report: Report) -> list[str]:
+    """Each row against the baseline on the columns that improve upward (accuracy, PSNR,
+    SSIM): mean paired difference, Holm-adjusted p, share of seeds better."""
+    f, cols = report.frame, [c for c in report.spec.columns if higher_is_better(c)]
+    if not report.meta["baseline"] or report.meta["max_seeds"] < 2 or not cols:
+        return []
+    measured = f[f["variant"].astype(bool) & (f["variant"] != report.meta["baseline"])]
+    table = pd.DataFrame({"Row": measured["row"]})
+    if "test_set" in f:
+        table.insert(0, "Test set", measured["test_set"].map(_test_set_label))
+    for col in cols:
+        c = column(col)
+        table[f"{c.header}: Δ, p, wins"] = [
+            "–" if pd.isna(d)
+            else f"{_signed(c.fmt, d)}, p = {p:.3g}{' ' + SIGNIFICANT if p < ALPHA else ''}, {w:.0%}"
+            for d, p, w in zip(measured[f"{col}_delta"], measured[f"{col}_p"], measured[f"{col}_win_rate"], strict=True)
+        ]  # fmt: skip
+    return [
+        "", "## Against the baseline", "",
+        "Δ: mean over shared seeds of (row - baseline); p: paired t-test, Holm-adjusted across "
+        f"the rows of the column; {SIGNIFICANT}: p < {ALPHA}; wins: share of seeds on which the "
+        "row is better.", "",
+        table.to_markdown(index=False, disable_numparse=True),
+    ]  # fmt: skip
+
+
+CLAIMS_LEGEND = (
+    "Ours: the claim's quantity over the seeds the rows share, with its 95% interval (Student "
+    "t) and n: for 'A beats B', A - B seed by seed; for ratios, the geometric mean of the "
+    "per-seed ratios; for 'best', the difference to the closest other row. Claims are checked "
+    "on all seeds, whatever `--select` says. Verdicts: supported (every interval clears the "
+    "claim's threshold), contradicted (an interval lies wholly on the wrong side), "
+    "inconclusive (an interval spans the threshold, or fewer than 2 seeds), not run (a row "
+    "has no records), not evidence (demo/smoke) for those profiles, with the verdict the "
+    "numbers alone would give."
+)
+
+
+def claims_frame(report: Report) -> pd.DataFrame:
+    """One line per claim of the table: the claim, the paper's evidence, ours, the verdict."""
+    return pd.DataFrame(
+        {
+            "Claim": [c.claim.text for c in report.checks],
+            "Paper's evidence": [c.claim.source for c in report.checks],
+            "Ours: estimate [95% CI] (n)": [c.measurement() for c in report.checks],
+            "Verdict": [c.verdict_text() for c in report.checks],
+        }
+    )
+
+
+def _claims_markdown(report: Report) -> list[str]:
+    if not report.checks:
+        return ["", "## Claims", "", "This table carries no checkable claim of the paper."]
+    return [
+        "", "## Claims", "", CLAIMS_LEGEND, "",
+        claims_frame(report).to_markdown(index=False, disable_numparse=True),
+    ]  # fmt: skip
 
 
 def render_latex(report: Report) -> str:
@@ -325,9 +569,24 @@ def render_latex(report: Report) -> str:
     styler = display.style.hide(axis="index").format(escape="latex")
     styler = styler.format_index(escape="latex", axis=1)
     caption = caption.replace("**", "").replace("`", "")
-    return styler.to_latex(
+    table = styler.to_latex(
         hrules=True, caption=_latex_text(caption), label=f"tab:{report.spec.name}",
         column_format="l" + "r" * (display.shape[1] - 1), position_float="centering",
+    )  # fmt: skip
+    return table + _claims_latex(report)
+
+
+def _claims_latex(report: Report) -> str:
+    """The Claims section as a second table, after the results."""
+    if not report.checks:
+        return ""
+    styler = claims_frame(report).style.hide(axis="index").format(escape="latex")
+    styler = styler.format_index(escape="latex", axis=1)
+    caption = f"{report.spec.title}: the paper's claims checked. {CLAIMS_LEGEND}"
+    return styler.to_latex(
+        hrules=True, caption=_latex_text(caption.replace("`", "")),
+        label=f"tab:{report.spec.name}-claims", column_format="p{4cm}p{4cm}p{4cm}p{3cm}",
+        position_float="centering",
     )  # fmt: skip
 
 
@@ -348,7 +607,19 @@ def render_csv(report: Report) -> str:
 
 def render_json(report: Report) -> str:
     rows = json.loads(report.frame.to_json(orient="records"))
-    return json.dumps({"meta": report.meta, "rows": rows}, indent=1) + "\n"
+    claims = [json_safe(c.as_dict()) for c in report.checks]
+    return json.dumps({"meta": report.meta, "rows": rows, "claims": claims}, indent=1) + "\n"
+
+
+def json_safe(value: Any) -> Any:
+    """NaN and infinity as null: JSON has neither."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    return value
 
 
 RENDERERS = {"md": render_markdown, "tex": render_latex, "csv": render_csv, "json": render_json}

@@ -15,7 +15,9 @@ from registry.models.classical import table6_rows
 from registry.models.resnet import IMAGENET_ROWS
 from registry.models.vgg import TABLE_STRIDES, table_rows
 
+from .claims import Claim
 from .errors import UserError
+from .paper_claims import CLAIMS
 from .protocol import Protocol
 from .tasks.adversarial import AttackProtocol
 from .tasks.classification import ClassificationProtocol
@@ -48,6 +50,8 @@ class TableSpec:
     save_weights: bool = True
     # rows the paper quotes from other papers and nothing here can measure: shown as quoted
     quoted: tuple[PaperRow, ...] = ()
+    # the paper's claims about this table, checked by every report (harness/paper_claims.py)
+    claims: tuple[Claim, ...] = ()
 
     def protocol(self, profile: str) -> Protocol:
         if profile not in PROFILES:
@@ -127,6 +131,7 @@ TABLE1 = TableSpec(
         }
     ),
     paper_flops="2x_weights",
+    claims=CLAIMS["table1"],
     notes=(
         "Compression: share of conv2's 32 maps removed before the FC layers (50% = stride 2).",
         "Paper timings were taken on a GTX 1070 with TensorFlow; ours on the device named above.",
@@ -188,12 +193,14 @@ def _vgg_table(name: str) -> TableSpec:
         ),
         paper_flops="2x_params",
         save_weights=False,  # about 59 MB a cell, and no figure needs them
+        claims=CLAIMS[name],
         notes=(
             "Rows as in the paper (ConvX = feature pooling behind block X: after its max pool "
             "for X = 1..4, after its last conv for X = 5), then rows marked 'not in the paper': "
             "a 1x1 conv and top-k feature pooling at single positions.",
             "The baseline's 93.25% is quoted by the paper from another work.",
-            "Paper accuracy: one training run each, seeds and spread not given.",
+            "Paper accuracy: the best of two training runs ('for each experiment, the results "
+            "are obtained by the best results in two tests'); seeds and spread not given.",
         ),
     )
 
@@ -242,6 +249,7 @@ TABLE4 = TableSpec(
     ),
     task="denoising",
     sigmas=(20, 30, 40, 50, 60),
+    claims=CLAIMS["table4"],
     notes=(
         _DENOISE_ROWS_NOTE,
         "noisy PSNR: the noisy input itself under the same PSNR rule, so the gain is visible.",
@@ -292,6 +300,7 @@ TABLE5 = TableSpec(
     ),
     task="denoising",
     sigmas=(20, 30, 40, 50),
+    claims=CLAIMS["table5"],
     notes=(
         _DENOISE_ROWS_NOTE,
         "Train time: median epoch, averaged over the per-sigma models; test time: summed "
@@ -352,6 +361,7 @@ def _versus_table(
         task="denoising",
         sigmas=sigmas,
         quoted=quoted,
+        claims=CLAIMS[name],
         notes=(
             "One network is trained per noise level; classical methods are given the true sigma.",
             "Time per image: the method's own time on one image (networks: synchronised "
@@ -449,8 +459,9 @@ IMAGENET = TableSpec(
     paper_flops="2x_params",
     task="folders",
     save_weights=False,  # about 100 MB a cell; the last checkpoint holds them until done
+    claims=CLAIMS["imagenet"],
     notes=(
-        "Paper: ResNet-50 trained by the authors (TensorFlow), one run each; it prints top-1 "
+        "Paper: ResNet-50 trained by the authors (TensorFlow), the best of two runs; it prints top-1 "
         "and top-5 only. Rows marked 'not in the paper' put the reduction before stage 3.",
         "Epoch times include JPEG decoding and augmentation in DataLoader workers; with "
         "torchrun they are rank 0's, and accuracy counts are summed over all ranks.",
@@ -497,6 +508,7 @@ ADVERSARIAL = TableSpec(
     ),
     task="adversarial",
     save_weights=False,
+    claims=CLAIMS["adversarial"],
     notes=(
         "Top-1 as fractions of the sampled validation images: clean, after FGSM, and after "
         "FGSM then the denoiser. The paper prints the last two only.",

@@ -1,0 +1,145 @@
+"""Statistics over seeds: intervals, paired tests against a baseline, Holm, selection rules.
+
+The paper's differences between rows (a few tenths of a point of accuracy, a dB of PSNR)
+are the size of seed-to-seed spread, so every number a report draws from several seeds
+goes through here: Student-t 95% intervals of the mean, paired differences over the seeds
+two rows share (seed s gives every row the same data order, augmentation and noise), a
+paired t-test with Holm's adjustment across a table's rows, and the paper's own rule of
+reporting the best of two runs.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+LEVEL = 0.95  # confidence of every interval
+ALPHA = 0.05  # significance level of the marks in reports
+SELECT_RULES = ("mean", "best-of-2", "median")
+
+SeedValues = Mapping[int, float]  # one value per seed
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean over seeds with its sample std and Student-t 95% interval (NaN when n < 2)."""
+
+    mean: float
+    std: float
+    low: float
+    high: float
+    n: int
+
+    @property
+    def half_width(self) -> float:
+        return (self.high - self.low) / 2
+
+
+def finite(values: SeedValues) -> dict[int, float]:
+    """The seeds with a finite value, in seed order."""
+    return {s: float(values[s]) for s in sorted(values) if math.isfinite(values[s])}
+
+
+def interval(values: Sequence[float]) -> Interval:
+    """Mean, sample std and Student-t 95% interval of the mean of ``values``."""
+    x = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
+    n = len(x)
+    if n == 0:
+        return Interval(math.nan, math.nan, math.nan, math.nan, 0)
+    mean = float(x.mean())
+    if n == 1:
+        return Interval(mean, math.nan, math.nan, math.nan, 1)
+    std = float(x.std(ddof=1))
+    if std == 0:  # identical values: scipy would give NaN bounds
+        return Interval(mean, 0.0, mean, mean, n)
+    low, high = stats.t.interval(LEVEL, n - 1, loc=mean, scale=std / math.sqrt(n))
+    return Interval(mean, std, float(low), float(high), n)
+
+
+@dataclass(frozen=True)
+class Paired:
+    """A row against the baseline over the seeds both have."""
+
+    delta: Interval  # of row minus baseline, seed by seed
+    p: float  # two-sided paired t-test, not yet adjusted (NaN when n < 2)
+    win_rate: float  # share of the shared seeds on which the row is better
+
+
+def paired(row: SeedValues, base: SeedValues, higher_is_better: bool = True) -> Paired:
+    """Paired difference ``row - base`` over shared seeds and its t-test (scipy.stats.ttest_rel)."""
+    a, b = finite(row), finite(base)
+    shared = [s for s in a if s in b]
+    x = np.array([a[s] for s in shared])
+    y = np.array([b[s] for s in shared])
+    delta = interval(list(x - y))
+    p = math.nan
+    if len(shared) >= 2:
+        with warnings.catch_warnings():  # identical differences: scipy warns, p is 0 or NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            p = float(stats.ttest_rel(x, y).pvalue)
+    wins = (x > y) if higher_is_better else (x < y)
+    return Paired(delta, p, float(wins.mean()) if len(shared) else math.nan)
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1).
+
+    NaN entries (tests that could not be run) are not part of the family and stay NaN.
+    """
+    tested = sorted((p, i) for i, p in enumerate(pvalues) if not math.isnan(p))
+    m = len(tested)
+    adjusted = [math.nan] * len(pvalues)
+    running = 0.0
+    for rank, (p, i) in enumerate(tested):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def select(values: SeedValues, rule: str, higher_is_better: bool | None) -> float:
+    """One number for a row under a selection rule.
+
+    ``mean`` and ``median`` over all seeds; ``best-of-2`` the better of the first two seeds
+    (the paper's "best results in two tests"). Columns with no better direction
+    (``higher_is_better`` None) take the mean under every rule.
+    """
+    if rule not in SELECT_RULES:
+        raise ValueError(f"unknown selection rule {rule!r}; choose one of {SELECT_RULES}")
+    x = list(finite(values).values())
+    if not x:
+        return math.nan
+    if rule == "median" and higher_is_better is not None:
+        return float(statistics.median(x))
+    if rule == "best-of-2" and higher_is_better is not None:
+        return max(x[:2]) if higher_is_better else min(x[:2])
+    return float(np.mean(x))
+
+
+def best_of_2_gain(values: SeedValues, higher_is_better: bool) -> float:
+    """How much the best of the first two seeds adds to the mean of all seeds (signed so that
+    a gain is positive); NaN with fewer than 2 seeds."""
+    if len(finite(values)) < 2:
+        return math.nan
+    gain = select(values, "best-of-2", higher_is_better) - select(values, "mean", None)
+    return gain if higher_is_better else -gain
+
+
+__all__ = [
+    "ALPHA",
+    "LEVEL",
+    "SELECT_RULES",
+    "Interval",
+    "Paired",
+    "best_of_2_gain",
+    "finite",
+    "holm",
+    "interval",
+    "paired",
+    "select",
+]
