@@ -11,6 +11,12 @@ K2 = sum(k * k for k in KERNELS)
 GTX1070_FLOPS = 1920 * 2 * 1.683e9
 
 
+def _shapes_only(variant: str) -> torch.nn.Module:
+    """The model on the meta device: shapes and counts, no memory or initialisation."""
+    with torch.device("meta"):
+        return create_model(variant)
+
+
 def _hand_counts(fp: bool, residual_blocks: int = 3, branch_convs: int = 2) -> tuple[int, int]:
     """(conv kernel weights, all trainable parameters) of the denoiser, by hand.
 
@@ -37,7 +43,7 @@ def _hand_counts(fp: bool, residual_blocks: int = 3, branch_convs: int = 2) -> t
     ],
 )  # fmt: skip
 def test_parameter_counts_match_the_hand_formula(variant, fp):
-    model = create_model(variant)
+    model = _shapes_only(variant)
     weights, params = _hand_counts(fp)
     if variant.endswith("fp1"):  # FP1 only: the first deconv block takes all 128 maps
         weights += 64 * 64 * K2
@@ -46,7 +52,8 @@ def test_parameter_counts_match_the_hand_formula(variant, fp):
 
 
 def test_six_residual_blocks_of_one_conv_have_the_same_counts():
-    model = Denoiser(residual_blocks=6, branch_convs=1)
+    with torch.device("meta"):
+        model = Denoiser(residual_blocks=6, branch_convs=1)
     weights, _ = _hand_counts(fp=False, residual_blocks=6, branch_convs=1)
     assert count_conv_weights(model) == weights == _hand_counts(fp=False)[0]
 
@@ -54,13 +61,13 @@ def test_six_residual_blocks_of_one_conv_have_the_same_counts():
 @pytest.mark.parametrize("variant", ["denoiser.baseline", "denoiser.fp2", "denoiser.topk2"])
 def test_conv_weights_rule_reproduces_table5_digits(variant):
     values = variant_info(variant).paper_row("table5").values
-    ours = paper_convention(create_model(variant), "2x_conv_weights")
+    ours = paper_convention(_shapes_only(variant), "2x_conv_weights")
     assert f"{ours['params_M_paper_conv']:.2f}" == values["params_M_paper_conv"]
     mantissa, exponent = f"{ours['flops_paper_conv']:.2e}".split("e")
     assert f"{mantissa}e{int(exponent)}" == values["flops_paper_conv"]
     # all parameters (the rule of Tables 2-3) miss the printed digits
     assert (
-        f"{paper_convention(create_model(variant), '2x_params')['params_M_paper_conv']:.2f}"
+        f"{paper_convention(_shapes_only(variant), '2x_params')['params_M_paper_conv']:.2f}"
         != (values["params_M_paper_conv"])
     )
 
@@ -75,17 +82,18 @@ def _clock_bound(variant: str) -> float:
     return min(train, test)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["denoiser.baseline", "denoiser.fp2", "denoiser.topk2"])
 def test_flops_per_cifar_image_fit_the_papers_clock(variant):
     bound = _clock_bound(variant)
     assert count_flops(create_model(variant), (3, 32, 32)) < bound
     # the full-resolution wiring cannot: its convs alone cost weights x 1024 pixels
-    assert count_conv_weights(create_model(f"denoiser.fullres_{variant[9:]}")) * 32 * 32 > bound
+    assert count_conv_weights(_shapes_only(f"denoiser.fullres_{variant[9:]}")) * 32 * 32 > bound
 
 
 def test_one_fp_layer_sits_between_baseline_and_two():
     counts = [
-        count_params(create_model(v)) for v in ("denoiser.baseline", "denoiser.fp1", "denoiser.fp2")
+        count_params(_shapes_only(v)) for v in ("denoiser.baseline", "denoiser.fp1", "denoiser.fp2")
     ]
     assert counts[0] > counts[1] > counts[2]
 
