@@ -21,9 +21,9 @@ Why this wiring (see README, "The denoiser's wiring", and scripts/denoiser_wirin
   resolution; nor do they decide the depth: 6 residual blocks of one conv per branch
   have exactly the weights of 3 blocks of two.
 * Clock. Table 5 trains the baseline for an epoch of CIFAR-10 in 91.05 s on a GTX 1070
-  (6.46 TFLOP/s fp32 peak): at most 1.97e9 forward MACs per 32x32 image even at peak.
+  (6.46 TFLOP/s fp32 peak): at most 1.96e9 forward MACs per 32x32 image even at peak.
   At full resolution the convs cost weights x 1024 = 7.3e10, 37 times more; even with no
-  residual block the inception and deconvolution blocks alone cost 6.2e9. The residual
+  residual block the inception and deconvolution blocks alone cost 6.3e9. The residual
   blocks (64.9M weights) can afford about 30 pixels: 4x4, an 8x reduction before them.
   CHOICE (``strides``): each inception block halves the size and each deconvolution
   block doubles it (transposed convs, told the size to restore, so odd sizes round-trip).
@@ -34,7 +34,7 @@ Why this wiring (see README, "The denoiser's wiring", and scripts/denoiser_wirin
   added. Without them every noise value must pass through the 4x4 bottleneck: after
   FP2 that is 64 x 16 = 1,024 numbers for the 3,072 noise values of a CIFAR image, so
   x = y - noise could remove at most a third of the noise energy (+1.8 dB), while
-  Table 5 has Baseline+2FP 6-10 dB above its noisy input and above the baseline.
+  Table 5 has Baseline+2FP 6-10 dB above its noisy input (and a little above the baseline).
   The dimensions mirror exactly (32, 64, 256 | 64, 32, 3), which such skips need.
 * ``strides=(1, 1, 1), skips=False`` is the full-resolution network earlier versions
   of this harness registered (variants ``denoiser.fullres_*``, not the paper's).
