@@ -53,7 +53,8 @@ def test_table5_smoke_report(smoke):
                    "paper_train_time_s"):  # fmt: skip
         assert column in rows[0], column
     assert int(rows[1]["params"]) < int(rows[0]["params"])
-    assert "CIFAR-10-layout fixture" in (smoke / "out" / "table5.md").read_text()
+    text = (smoke / "out" / "table5.md").read_text()
+    assert "CIFAR-10-layout fixture" in text and "count conv kernel weights only" in text
 
 
 def test_noisy_input_is_the_same_for_every_row(smoke):
