@@ -329,14 +329,17 @@ def record_problem(record: Any, expected_hash: str | None = None) -> str | None:
     """
     if not isinstance(record, dict):
         return f"a JSON {type(record).__name__}, not a record"
-    if record.get("schema") != SCHEMA:
-        return f"{_OTHER_SCHEMA}{record.get('schema')!r}, this harness writes {SCHEMA}"
+    if not isinstance(record.get("schema"), int):
+        return "no schema number"
+    if record["schema"] != SCHEMA:
+        return f"{_OTHER_SCHEMA}{record['schema']}, this harness writes {SCHEMA}"
     if record.get("status") != "complete":
         return f"status {record.get('status')!r}"
     missing = [k for k in _RECORD_FIELDS if k not in record]
     if missing:
         return f"no {', '.join(missing)}"
-    wrong = [k for k, types in _RECORD_FIELDS.items() if not isinstance(record[k], types)]
+    fields = {**_RECORD_FIELDS, **{k: t for k, t in _OPTIONAL_FIELDS.items() if k in record}}
+    wrong = [k for k, types in fields.items() if not isinstance(record[k], types)]
     config = record["config"]
     if not wrong:
         wrong = [
@@ -344,8 +347,8 @@ def record_problem(record: Any, expected_hash: str | None = None) -> str | None:
         ]
     if not wrong:
         wrong = [f"metrics.{k}" for k, v in record["metrics"].items() if not _is_metric(v)]
-        wrong += ["history"] * (not all(isinstance(h, dict) for h in record["history"]))
-    if not wrong:
+        wrong += ["history"] * (not all(isinstance(h, dict) for h in record.get("history", [])))
+    if not wrong and "started_at" in record:
         try:
             datetime.fromisoformat(record["started_at"])
         except ValueError:
@@ -359,9 +362,13 @@ def record_problem(record: Any, expected_hash: str | None = None) -> str | None:
 
 _OTHER_SCHEMA = "a record of schema "
 _NUMBER = (int, float)
+# required, and (the fields records of older harness versions may lack) checked if present
 _RECORD_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "config": dict, "metrics": dict, "history": list, "started_at": str, "wall_s": _NUMBER,
-    "env": dict, "data": str, "notes": list, "diverged": bool, "weights": (str, type(None)),
+    "config": dict, "metrics": dict, "wall_s": _NUMBER, "env": dict, "data": str,
+}  # fmt: skip
+_OPTIONAL_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "history": list, "started_at": str, "notes": list, "diverged": bool,
+    "weights": (str, type(None)),
 }  # fmt: skip
 _CONFIG_FIELDS: dict[str, type | tuple[type, ...]] = {
     "table": str, "variant": str, "profile": str, "seed": int,
