@@ -17,7 +17,14 @@ from .distributed import is_main
 from .errors import UserError
 from .figures import FIGURES_DIR, figure_names, make_figures, write_table_plot
 from .imagenet import FOLDER_SETS
-from .report import RENDERERS, build_report, default_profile, write_report
+from .report import (
+    RENDERERS,
+    build_report,
+    default_profile,
+    no_records_line,
+    nothing_ran,
+    write_report,
+)
 from .runner import resolve_device, run_table, table_cells
 from .store import RunStore
 from .tables import PROFILES, TABLES, get_table
@@ -89,8 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     figures.add_argument("names", nargs="*", metavar="FIGURE",
                          help=f"any of {', '.join(figure_names())} (default: all that can be drawn)")  # fmt: skip
     _add_common(figures, profile_default=None)
-    figures.add_argument("--out", type=Path, default=Path("reports") / FIGURES_DIR,
-                         help=f"folder for the PNG and PDF files (default reports/{FIGURES_DIR}/)")  # fmt: skip
+    figures.add_argument("--out", type=Path,
+                         help=f"folder for the PNG and PDF files (default reports/PROFILE/{FIGURES_DIR}/)")  # fmt: skip
     figures.add_argument(
         "--data-root", type=Path, default=Path("data"), help="datasets (default data/)"
     )
@@ -194,6 +201,8 @@ def cmd_report(args: argparse.Namespace) -> None:
     for spec in specs:
         profile = args.profile or default_profile(spec, store)
         report = build_report(spec, profile, store, test_dir=args.test_dir)
+        if nothing_ran(report):
+            print(no_records_line(report, store), file=sys.stderr)
         if args.format in ("csv", "json") and args.out is None:
             sys.stdout.write(RENDERERS[args.format](report))
             continue

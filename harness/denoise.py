@@ -10,6 +10,7 @@ at full size (same-size images are batched), with the fixed noise of
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import hashlib
 import json
@@ -22,7 +23,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, as_completed, wait
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -422,10 +423,32 @@ def training_key(config: dict[str, Any], protocol: Protocol, train_data: str) ->
     )
 
 
+RETIME_STEPS = 100  # at most this many batches per re-timed epoch (then scaled to a full one)
+
+
+def retime_training(
+    model: nn.Module, train_x: Tensor, protocol: Protocol, sigma: float, seed: int,
+    device: torch.device,
+) -> tuple[list[float], str]:  # fmt: skip
+    """Epoch times of ``model``'s training measured now, on a copy (the weights stay as
+    they are): up to 2 epochs of at most RETIME_STEPS batches, scaled to a whole epoch."""
+    n = min(len(train_x), RETIME_STEPS * protocol.batch_size)
+    epochs = min(protocol.epochs, 2)
+    timed = train_denoiser(
+        copy.deepcopy(model), train_x[:n], replace(protocol, epochs=epochs), sigma=sigma,
+        seed=seed, device=device, desc="re-timing",
+    )  # fmt: skip
+    scale = math.ceil(len(train_x) / protocol.batch_size) / math.ceil(n / protocol.batch_size)
+    how = f"{epochs} epoch{'s' if epochs > 1 else ''}" + (
+        f" of {math.ceil(n / protocol.batch_size)} steps scaled x{scale:.3g}" if scale != 1 else ""
+    )
+    return [t * scale for t in timed.epoch_times_s], how
+
+
 def run_denoise_cell(
     model: nn.Module, data: DenoiseData, protocol: Protocol, config: dict[str, Any], *,
     store: RunStore, device: torch.device, desc: str, pool: WorkerPool | None = None,
-    reuse_training: bool = True,
+    reuse_training: bool = True, retime: bool = False,
 ) -> tuple[TrainResult, Path | None]:  # fmt: skip
     """Train (or reload weights trained earlier), then test.
 
@@ -435,6 +458,10 @@ def run_denoise_cell(
     already trained identically (same :func:`training_key`) is reused, not retrained,
     unless ``reuse_training`` is off (``--force``). Classical methods are not trained:
     they are told the noise level and go straight to the test.
+
+    A training time always comes from the run that records it: with ``retime`` (a table
+    that reports training time) a model not trained in this call has its epochs timed
+    again here; without it, a reused model's times (another table's run) are dropped.
     """
     record_path = store.path(config)
     trained = record_path.with_suffix(".train.json")
@@ -454,7 +481,10 @@ def run_denoise_cell(
         weights = store.adopt_weights(config, source)
         atomic_write_text(trained, history.read_text())
         result = TrainResult(**json.loads(history.read_text()))
-        notes.append(f"weights trained once and reused: {source.relative_to(store.root)}")
+        origin = source.relative_to(store.root)
+        notes.append(f"weights trained by {origin.parts[0]} and reused: {origin}")
+        if not retime:
+            result.epoch_times_s = []  # measured in another table's run
     else:
         result = train_denoiser(
             model, data.train_x, protocol, sigma=sigma, seed=seed, device=device, desc=desc
@@ -462,6 +492,14 @@ def run_denoise_cell(
         store.save_weights(config, model.state_dict())
         atomic_write_text(trained, json.dumps(asdict(result)))
         store.share_training(key, record_path.with_suffix(".pt"), trained)
+        retime = False  # timed as it trained
+    if retime and weights is not None:
+        result.epoch_times_s, how = retime_training(
+            model, data.train_x, protocol, sigma, seed, device
+        )
+        notes.append(
+            f"training time re-measured in this run ({how}), not taken from the training run"
+        )
     test = data.test(config.get("test_set"))
     metrics = evaluate_denoiser(
         model, test.walk(), test.count, sigma=sigma, seed=seed, device=device, cache=cache,

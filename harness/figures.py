@@ -45,7 +45,14 @@ from .plotstyle import (
     short_label,
     wrap,
 )
-from .report import Report, build_report, default_profile
+from .report import (
+    Report,
+    build_report,
+    default_profile,
+    holds_measured_rows,
+    nothing_ran,
+    report_dir,
+)
 from .runner import cell_config, cell_key, resolve_device, run_table
 from .store import RunStore, check_writable_dir
 from .tables import PROFILES, TABLE1, TABLES, TableSpec, get_table
@@ -530,10 +537,14 @@ def _recorded_table_plot(spec: TableSpec, src: Source) -> Drawn:
 
 
 def write_table_plot(report: Report, reports_dir: Path) -> list[Path]:
-    """Draw a table's plot into ``<reports_dir>/figures/`` and link it from its Markdown."""
-    paths = render(lambda: table_plot(report), Path(reports_dir) / FIGURES_DIR, report.spec.name)
+    """Draw a table's plot into ``<reports_dir>/<profile>/figures/`` and link it from its
+    Markdown, unless the report has no records and the Markdown there shows measured rows
+    (the plot beside it is then theirs)."""
+    folder = report_dir(reports_dir, report.profile)
     report.meta["figure"] = f"{FIGURES_DIR}/{report.spec.name}.png"
-    return paths
+    if nothing_ran(report) and holds_measured_rows(folder / f"{report.spec.name}.md"):
+        return []
+    return render(lambda: table_plot(report), folder / FIGURES_DIR, report.spec.name)
 
 
 PAPER_FIGURES: dict[str, Callable[[Source], Drawn]] = {
@@ -551,10 +562,11 @@ def figure_names() -> list[str]:
 
 
 def make_figures(
-    names: Sequence[str], *, store: RunStore, profile: str | None, out_dir: Path,
+    names: Sequence[str], *, store: RunStore, profile: str | None, out_dir: Path | None,
     data_root: Path, run: bool = False, log: Callable[[str], None] = print,
 ) -> list[Path]:  # fmt: skip
-    """Draw ``names`` (all that can be drawn when empty) as PNG and PDF into ``out_dir``.
+    """Draw ``names`` (all that can be drawn when empty) as PNG and PDF into ``out_dir``
+    (by default ``reports/<profile>/figures/``, beside the profile's reports).
 
     The profile defaults, per table, to that of its newest records. With ``run`` the
     missing cells (one seed) of the tables the named figures need (Table 1 when none
@@ -572,7 +584,12 @@ def make_figures(
         spec.name: Source(store, profile or default_profile(spec, store), Path(data_root))
         for spec in specs.values()
     }
-    check_writable_dir(Path(out_dir), "--out")
+    folders = {
+        n: Path(out_dir) if out_dir else report_dir(Path("reports"), p.profile) / FIGURES_DIR
+        for n, p in sources.items()
+    }
+    for folder in set(folders.values()):
+        check_writable_dir(folder, "--out")
     if run:
         store.check_writable()
         device = resolve_device("auto")
@@ -584,7 +601,7 @@ def make_figures(
         spec = specs[name]
         draw = PAPER_FIGURES.get(name) or partial(_recorded_table_plot, spec)
         try:
-            written = render(partial(draw, sources[spec.name]), Path(out_dir), name)
+            written = render(partial(draw, sources[spec.name]), folders[spec.name], name)
         except UserError as exc:
             if names:
                 raise

@@ -125,9 +125,10 @@ def measure_model(
     model: torch.nn.Module, rule: str, input_shape: tuple[int, ...]
 ) -> dict[str, float]:
     """The architecture-only columns (they do not depend on training). A classical
-    method has no parameters and no FLOP count (its numpy work is not traced)."""
+    method has no parameters and no FLOP count (its numpy work is not traced): neither
+    column is recorded, and reports show "–"."""
     if isinstance(model, ClassicalDenoiser):
-        return {"params": 0}
+        return {}
     return {
         "params": count_params(model),
         "flops": count_flops(model, input_shape),
@@ -252,7 +253,7 @@ def run_table(
             elif spec.task == "denoising":
                 result, weights = run_denoise_cell(
                     model, data, protocol, config, store=store, device=device, desc=desc,
-                    pool=pool, reuse_training=not force,
+                    pool=pool, reuse_training=not force, retime="train_time_s" in spec.columns,
                 )  # fmt: skip
             else:
                 result, weights = _classify_cell(

@@ -18,6 +18,7 @@ import pickle
 import platform
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,12 @@ import torch
 from .errors import UserError
 
 SCHEMA = 1
+
+# One id per invocation, inherited by the worker processes it starts (they read the
+# environment), so a report can tell rows timed in one run from rows timed in several.
+RUN_ID = os.environ.setdefault(
+    "HARNESS_RUN_ID", f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}"
+)
 
 
 def jsonable(value: Any) -> Any:
@@ -63,6 +70,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "git_commit": _git_commit(),
+        "run": RUN_ID,
     }
 
 
