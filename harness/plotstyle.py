@@ -136,8 +136,11 @@ def render(draw: Callable[[], tuple[Figure, str]], out_dir: Path, name: str) -> 
     ``name``.png and .pdf into ``out_dir``."""
     with matplotlib.rc_context(STYLE):
         fig, note = draw()
-        if note:
-            fig.text(0.0, 0.0, wrap(note, fig.get_figwidth() * 1.4), fontsize=6, color="0.35",
+        if note:  # under everything drawn, legends below the axes included
+            fig.canvas.draw()
+            fig.set_layout_engine("none")  # the layout is done: the note must not move it
+            bottom = min(0.0, fig.get_tightbbox().y0 / fig.get_figheight())
+            fig.text(0.0, bottom, wrap(note, fig.get_figwidth() * 1.4), fontsize=6, color="0.35",
                      ha="left", va="top", transform=fig.transFigure)  # fmt: skip
         paths = []
         for fmt in FORMATS:

@@ -54,10 +54,10 @@ def test_smoke_figures_say_so(smoke):
 
 def test_reports_embed_the_table_plot(smoke):
     _, reports = smoke
-    assert "![Table 1" in (reports / "table1.md").read_text()
-    assert "](figures/table1.png)" in (reports / "table1.md").read_text()
-    assert png_size(reports / "figures" / "table1.png")[0] > 500
-    assert (reports / "figures" / "table1.pdf").is_file()
+    assert "![Table 1" in (reports / "smoke" / "table1.md").read_text()
+    assert "](figures/table1.png)" in (reports / "smoke" / "table1.md").read_text()
+    assert png_size(reports / "smoke" / "figures" / "table1.png")[0] > 500
+    assert (reports / "smoke" / "figures" / "table1.pdf").is_file()
 
 
 @pytest.fixture
