@@ -12,26 +12,23 @@ from pathlib import Path
 from registry import list_variants, variant_info
 
 from .bench import add_bench_parser, cmd_bench
-from .data import DATASETS
+from .costs import ASSUMED_THROUGHPUT, Plan, duration, is_classical, training_shape
 from .distributed import is_main
 from .errors import UserError
 from .figures import FIGURES_DIR, figure_names, make_figures, write_table_plot
-from .imagenet import FOLDER_SETS
 from .report import (
     RENDERERS,
     build_report,
     default_profile,
     no_records_line,
     nothing_ran,
+    plural,
     write_report,
 )
 from .runner import resolve_device, run_table, table_cells
 from .store import RunStore
 from .tables import PROFILES, TABLES, get_table
 from .train import AMP_MODES, Runtime
-
-# Rough sustained throughput for plan's estimate (FLOP/s, training); records beat it.
-_ASSUMED_THROUGHPUT = {"cpu": 5e10, "cuda": 2e13}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -111,10 +108,13 @@ def cmd_list(_: argparse.Namespace) -> None:
     print("Tables:")
     for spec in TABLES.values():
         print(f"  {spec.name:<12} {spec.title}  [profiles {', '.join(spec.protocols)}]")
+        if "demo" in spec.protocols:
+            print(f"  {'':<12} demo data: {training_shape(spec.protocol('demo')).summary}")
     print("\nVariants:")
     for name in list_variants():
         info = variant_info(name)
-        where = ", ".join(f"{p.table}: {p.row}" for p in info.paper) or "not in the paper"
+        rows = dict.fromkeys(f"{p.table}: {p.row}" for p in info.paper)  # one per test set
+        where = ", ".join(rows) or "not in the paper"
         print(f"  {name:<24} {info.description}  [{where}]")
     print("\nProfiles:")
     for name, text in PROFILES.items():
@@ -122,51 +122,37 @@ def cmd_list(_: argparse.Namespace) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
-    from registry.models.classical import MissingDependency
-
-    from .runner import build_model, measure_model
-
     spec = get_table(args.table)
     protocol = spec.protocol(args.profile)
     store = RunStore(args.runs_dir)
     configs = table_cells(spec, args.profile, args.seeds)
-    if protocol.dataset in DATASETS or protocol.dataset in FOLDER_SETS:
-        dataset = DATASETS.get(protocol.dataset) or FOLDER_SETS[protocol.dataset]
-        n_train = min(dataset.train_size, protocol.train_limit or dataset.train_size)
-        shape, summary = dataset.shape, dataset.summary
-    else:  # denoising training images: patches of photographs, or COCO resized to 224
-        side = protocol.patch_size or 224
-        n_train, shape = protocol.train_limit or 0, (3, side, side)
-        summary = f"{n_train} {side}x{side} {protocol.dataset} images"
-    print(f"{spec.title} — profile {args.profile}, {args.seeds} seed(s), data: {summary}")
-    total_flops, done, measured_flops = 0.0, 0, {}
+    shape = training_shape(protocol)
+    print(
+        f"{spec.title} — profile {args.profile}, {plural(args.seeds, 'seed')}, data: {shape.summary}"
+    )
+    plan, done = Plan(), 0
     for config in configs:
-        variant = config["variant"]
-        if variant not in measured_flops:  # classical methods train nothing: no FLOPs
-            try:
-                model = build_model(protocol, variant)
-            except MissingDependency:
-                measured_flops[variant] = 0.0
-            else:
-                measured = measure_model(model, spec.paper_flops, shape)
-                measured_flops[variant] = measured.get("flops", 0.0)
         record = store.load(config)
         done += record is not None
-        cost = 2 * 3 * measured_flops[variant] * n_train * protocol.epochs
-        total_flops += 0 if record else cost
-        if record:
-            state = f"done ({record['wall_s']:.0f} s)"
-        else:
-            state = f"to run (~{cost / 1e12:.2f} TFLOP)" if cost else "to run (no training)"
+        state = (
+            f"done ({record['wall_s']:.0f} s)" if record else plan.price(spec, config, store, shape)
+        )
         sigma = f" sigma {config['sigma']}" if "sigma" in config else ""
         block = f" [{config['test_set']}]" if "test_set" in config else ""
         print(f"  {config['row']:<42}{block}{sigma} seed {config['seed']}  {state}")
     print(
-        f"{done} of {len(configs)} cells done; remaining ~{total_flops / 1e12:.1f} TFLOP of training"
+        f"{done} of {len(configs)} cells done; remaining ~{plan.train_flops / 1e12:.1f} TFLOP of "
+        "training (each distinct trained model once)"
+        + (
+            f" and ~{duration(plan.classical_s)} of classical methods on one CPU core"
+            if plan.classical_s
+            else ""
+        )
     )
-    for device, rate in _ASSUMED_THROUGHPUT.items():
+    for device, rate in ASSUMED_THROUGHPUT.items():
         print(
-            f"  rough time on {device}: {total_flops / rate / 60:.1f} min (assuming {rate:.0e} FLOP/s)"
+            f"  rough time on {device}: {duration(plan.train_flops / rate + plan.classical_s)} "
+            f"(assuming {rate:.0e} FLOP/s of training)"
         )
 
 
@@ -177,6 +163,11 @@ def cmd_run(args: argparse.Namespace) -> None:
         table_cells(spec, args.profile, args.seeds, args.test_dir)
     if args.denoiser_weights and not any(s.task == "adversarial" for s in specs):
         raise UserError("--denoiser-weights applies to the adversarial table only")
+    if args.workers > 1 and not any(is_classical(v) for s in specs for v in s.rows):
+        raise UserError(
+            f"--workers runs classical denoising methods (table6) in parallel; "
+            f"{', '.join(args.tables)} has none, so it would do nothing"
+        )
     device = resolve_device(args.device)
     store = RunStore(args.runs_dir)
     store.check_writable()

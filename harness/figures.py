@@ -54,7 +54,9 @@ from .report import (
     default_profile,
     holds_measured_rows,
     nothing_ran,
+    plural,
     report_dir,
+    title,
 )
 from .runner import cell_config, cell_key, resolve_device, run_table
 from .store import RunStore, check_writable_dir
@@ -572,13 +574,14 @@ def table_plot(report: Report) -> Drawn:
         fig = _attack_bars(report)
     else:
         raise UserError(f"{report.spec.name} has no columns that a plot is defined for")
-    fig.suptitle(wrap(report.spec.title, fig.get_figwidth()))
+    fig.suptitle(wrap(title(report), fig.get_figwidth()))
     meta = report.meta
+    data = f" on {'; '.join(meta['data'])}," if meta.get("data") else ""
     ours = (
-        f"Ours: {meta['cells_done']} records ({meta['profile']} profile) measured on "
-        f"{', '.join(meta['measured_on'])}."
+        f"Ours: {plural(meta['cells_done'], 'record')} ({meta['profile']} profile){data} "
+        f"measured on {', '.join(meta['measured_on'])}."
         if meta["cells_done"]
-        else "No records of ours yet."
+        else "Nothing of ours has run yet: only the architecture columns and the paper's."
     )
     timed = any(f"paper_{c}" in frame for c in TIME_COLUMNS)
     paper = "Paper: as printed in Pei et al. (2020)" + (
