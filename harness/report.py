@@ -279,6 +279,13 @@ def _timing_warnings(
     warnings = []
     for col in (c for c in timed if f"{c}_iqr" in frame):
         wide = frame.loc[frame[f"{col}_iqr"] > UNRELIABLE_SPREAD * frame[col], "row"].tolist()
+        single = frame[col].notna() & frame[f"{col}_iqr"].isna()
+        if single.any():
+            warnings.append(
+                f"{column(col).header.lower()} rests on a single epoch or pass for "
+                f"{'every row' if single.all() else ', '.join(frame.loc[single, 'row'])}: its "
+                "spread is unknown"
+            )
         if wide:
             warnings.append(
                 f"{column(col).header.lower()} varies by more than {UNRELIABLE_SPREAD:.0%} of its "
