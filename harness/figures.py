@@ -434,8 +434,9 @@ def _row_panels(fig: Figure | Any, report: Report, columns: Sequence[str]) -> No
                 ax.plot(paper[i], y[i], m, color=c, markerfacecolor="none", markersize=5)
         if log and _log_axis(ax):
             label = label[:-1] + ", log scale)"
-        else:
-            ax.xaxis.set_major_locator(MaxNLocator(4))
+        else:  # few ticks at round steps, so narrow panels never crowd their labels
+            ax.xaxis.set_major_locator(MaxNLocator(3, steps=[1, 2, 2.5, 5, 10]))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.set_xlabel(textwrap.fill(label, 22))
         ax.grid(axis="y", visible=False)
         ax.margins(x=0.08, y=0.5 / max(len(f), 1))
@@ -505,6 +506,7 @@ def _attack_bars(report: Report) -> Figure:
     ax.legend(
         handles=[Patch(facecolor=c, label="ours"),
                  Patch(facecolor="white", edgecolor=c, hatch="/////", label="paper")],
+        loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=2,  # above the bars
     )  # fmt: skip
     return fig
 

@@ -9,6 +9,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.axes import Axes
 from matplotlib.text import Text
 
 from harness.figures import table_plot
@@ -36,10 +37,11 @@ def _texts(fig) -> list[Text]:
     """Every text a drawn figure shows (tick labels only for ticks inside the view)."""
     fig.canvas.draw()
     hidden = set()
-    for ax in fig.axes:
+    for ax in fig.findobj(Axes):
         for axis in (ax.xaxis, ax.yaxis):
             ticks = axis.get_major_ticks() + axis.get_minor_ticks()
-            drawn = set(axis._update_ticks())  # matplotlib's own choice of ticks to draw
+            # matplotlib's own choice of ticks to draw (none where the axes are switched off)
+            drawn = set(axis._update_ticks()) if ax.axison else set()
             hidden |= {id(t.label1) for t in ticks if t not in drawn}
             hidden |= {id(t.label2) for t in ticks if t not in drawn}
     return [t for t in fig.findobj(Text)
@@ -60,6 +62,11 @@ def assert_readable(fig) -> None:
         assert overlap_w <= 1 or overlap_h <= 1, f"{a!r} overlaps {b!r}"
 
 
+def _panels(fig) -> list[Axes]:
+    """The figure's axes that show data (subfigures' included, the legend row left out)."""
+    return [ax for ax in fig.findobj(Axes) if ax.axison]
+
+
 def _drawn(report: Report):
     with matplotlib.rc_context(STYLE):
         fig, _ = table_plot(report)
@@ -77,7 +84,7 @@ def test_twenty_rows_of_table2_never_overlap():
         paper_params_M_paper_conv=_paper("table2", "params_M_paper_conv"),
         train_time_s=rng.uniform(1, 2, n), test_time_s=rng.uniform(0.1, 0.2, n),
     ))  # fmt: skip
-    labels = [t.get_text().replace("\n", " ") for t in fig.axes[0].get_yticklabels()]
+    labels = [t.get_text().replace("\n", " ") for t in _panels(fig)[0].get_yticklabels()]
     assert labels == [TABLES["table2"].row_label(v) for v in TABLES["table2"].rows]
 
 
@@ -87,7 +94,7 @@ def test_the_paper_point_is_inside_the_imagenet_axes():
     assert any(p > 0.7 for p in paper)  # the paper's 71.4%
     fig = _drawn(_report("imagenet", top1=[0.33] * n, paper_top1=paper, params=[2.5e7] * n,
                          params_M_paper_conv=[24.0] * n))  # fmt: skip
-    top1 = next(ax for ax in fig.axes if ax.get_xlabel().startswith("top-1"))
+    top1 = next(ax for ax in _panels(fig) if ax.get_xlabel().startswith("top-1"))
     low, high = top1.get_xlim()
     assert low <= 33 and high >= max(p * 100 for p in paper if not math.isnan(p))
 
@@ -100,7 +107,7 @@ def test_table1_plot_shows_accuracy_and_times():
         test_time_s=[0.2] * n, paper_test_time_s=_paper("table1", "test_time_s"),
         params_M_paper_conv=_paper("table1", "params_M_paper_conv"),
     ))  # fmt: skip
-    xlabels = " | ".join(ax.get_xlabel() for ax in fig.axes)
+    xlabels = " | ".join(ax.get_xlabel() for ax in _panels(fig))
     assert "accuracy" in xlabels and "train time" in xlabels and "test time" in xlabels
 
 
@@ -115,9 +122,9 @@ def test_denoising_plots_draw_the_noisy_input(table):
         columns |= {"train_time_s": [2.0, 1.0, 1.5], "test_time_s": [0.1, 0.05, 0.07],
                     "paper_train_time_s": _paper(table, "train_time_s")}  # fmt: skip
     fig = _drawn(_report(table, **columns))
-    psnr = fig.axes[0]
+    psnr = next(ax for ax in _panels(fig) if ax.get_ylabel() == "PSNR (dB)")
     assert "noisy input" in [t.get_text() for t in psnr.get_legend().get_texts()]
     noisy = [line for line in psnr.lines if line.get_linestyle() == ":"]
     assert len(noisy) == 1 and list(noisy[0].get_xdata()) == list(spec.sigmas)
     if "train_time_s" in spec.columns:
-        assert any("train time" in ax.get_xlabel() for ax in fig.axes)
+        assert any("train time" in ax.get_xlabel() for ax in _panels(fig))
