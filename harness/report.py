@@ -282,7 +282,8 @@ def _timing_warnings(
         single = frame[col].notna() & frame[f"{col}_iqr"].isna()
         if single.any():
             warnings.append(
-                f"{column(col).header.lower()} rests on a single epoch or pass for "
+                f"{column(col).header.lower()} rests on a single "
+                f"{'epoch' if col == 'train_time_s' else 'pass'} for "
                 f"{'every row' if single.all() else ', '.join(frame.loc[single, 'row'])}: its "
                 "spread is unknown"
             )
