@@ -152,7 +152,8 @@ def cmd_plan(args: argparse.Namespace) -> None:
     for device, rate in ASSUMED_THROUGHPUT.items():
         print(
             f"  rough time on {device}: {duration(plan.train_flops / rate + plan.classical_s)} "
-            f"(assuming {rate:.0e} FLOP/s of training)"
+            f"(assuming {rate:.0e} FLOP/s of training"
+            + (", classical methods on one core)" if plan.classical_s else ")")
         )
 
 
