@@ -105,3 +105,21 @@ def test_a_time_from_one_epoch_says_its_spread_is_unknown():
     frame = pd.DataFrame({"row": ["A"], "train_time_s": [1.0], "train_time_s_iqr": [float("nan")]})
     warnings = _timing_warnings(frame, [_timed("A", [1.0], contention=1)], ["train_time_s"])
     assert warnings == ["train time rests on a single epoch for every row: its spread is unknown"]
+
+
+def test_plan_prices_each_trained_model_once_and_classical_methods_per_image(tmp_path):
+    from types import MappingProxyType
+
+    from harness.costs import Plan, training_shape
+    from harness.runner import table_cells
+
+    smoke = replace(TABLE6.protocol("smoke"), test_set=("bsd500", "tid2008"))
+    spec = replace(TABLE6, rows=("classical.ksvd", "denoiser.fp2"), sigmas=(20,),
+                   protocols=MappingProxyType({"smoke": smoke}))  # fmt: skip
+    plan, store = Plan(), RunStore(tmp_path)
+    states = [
+        plan.price(spec, c, store, training_shape(smoke)) for c in table_cells(spec, "smoke", 1)
+    ]
+    ksvd_bsd, fp2_bsd, ksvd_tid, fp2_tid = states
+    assert "TFLOP" in fp2_bsd and "test only" in fp2_tid  # one model serves both test sets
+    assert "500 images" in ksvd_bsd and "25 images" in ksvd_tid and plan.classical_s > 0
