@@ -535,9 +535,9 @@ def _psnr_curves(report: Report, sigmas: Sequence[int], time_columns: Sequence[s
         handles.append(Patch(color=c, label=label))
     noisy = _noisy_lines(f, sigmas)
     for points in noisy.values():
-        ax.plot(*zip(*points, strict=True), ":", color="0.45", marker="x")
+        ax.plot(*zip(*points, strict=True), ":", color="0.2", marker="x", zorder=3)  # on top
     if noisy:
-        handles.append(Line2D([], [], color="0.45", linestyle=":", marker="x",
+        handles.append(Line2D([], [], color="0.2", linestyle=":", marker="x",
                               label="noisy input" + (f" ({', '.join(noisy)})" if len(noisy) > 1 else "")))  # fmt: skip
     ax.set(xlabel="noise level σ", ylabel="PSNR (dB)", xticks=list(sigmas))
     # beside the axes, so that many rows never squeeze the plot
