@@ -421,6 +421,8 @@ def _row_panels(fig: Figure | Any, report: Report, columns: Sequence[str]) -> No
     for ax in axes[1:]:
         ax.tick_params(axis="y", labelleft=False)
     y = np.arange(len(f))
+    # the width a panel gets beside the row labels: labels and ticks sized to fit it
+    panel_in = (DOUBLE_COLUMN_IN - 2.4) / len(columns)
     for ax, col in zip(axes, columns, strict=True):
         label, scale, log = _PANELS[col]
         ours, paper = _values(f, col) * scale, _values(f, f"paper_{col}") * scale
@@ -435,9 +437,10 @@ def _row_panels(fig: Figure | Any, report: Report, columns: Sequence[str]) -> No
         if log and _log_axis(ax):
             label = label[:-1] + ", log scale)"
         else:  # few ticks at round steps, so narrow panels never crowd their labels
-            ax.xaxis.set_major_locator(MaxNLocator(3, steps=[1, 2, 2.5, 5, 10]))
+            bins = 3 if panel_in > 1.4 else 2 if panel_in > 1.1 else 1
+            ax.xaxis.set_major_locator(MaxNLocator(bins, steps=[1, 2, 2.5, 5, 10]))
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.set_xlabel(textwrap.fill(label, 22))
+        ax.set_xlabel(textwrap.fill(label, max(10, int(panel_in * 11))))
         ax.grid(axis="y", visible=False)
         ax.margins(x=0.08, y=0.5 / max(len(f), 1))
     axes[0].set_yticks(y, _row_labels(f))

@@ -49,7 +49,7 @@ def _texts(fig) -> list[Text]:
 
 
 def assert_readable(fig) -> None:
-    """No two texts overlap and none leaves the figure."""
+    """No two texts overlap or touch, and none leaves the figure."""
     renderer = fig.canvas.get_renderer()
     boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in _texts(fig)]
     page = fig.bbox
@@ -59,7 +59,7 @@ def assert_readable(fig) -> None:
     for (a, box_a), (b, box_b) in itertools.combinations(boxes, 2):
         overlap_w = min(box_a.x1, box_b.x1) - max(box_a.x0, box_b.x0)
         overlap_h = min(box_a.y1, box_b.y1) - max(box_a.y0, box_b.y0)
-        assert overlap_w <= 1 or overlap_h <= 1, f"{a!r} overlaps {b!r}"
+        assert overlap_w < -1 or overlap_h < -1, f"{a!r} touches {b!r}"  # a pixel apart
 
 
 def _panels(fig) -> list[Axes]:
@@ -92,8 +92,11 @@ def test_the_paper_point_is_inside_the_imagenet_axes():
     n = len(TABLES["imagenet"].rows)
     paper = _paper("imagenet", "top1")
     assert any(p > 0.7 for p in paper)  # the paper's 71.4%
-    fig = _drawn(_report("imagenet", top1=[0.33] * n, paper_top1=paper, params=[2.5e7] * n,
-                         params_M_paper_conv=[24.0] * n))  # fmt: skip
+    fig = _drawn(_report(
+        "imagenet", top1=[0.33] * n, paper_top1=paper, top5=[1.0] * n,
+        paper_top5=_paper("imagenet", "top5"), params_M_paper_conv=[24.33, 24.21, 24.07][:n],
+        train_time_s=[122.0, 126.0, 166.0][:n], test_time_s=[4.4, 10.4, 11.6][:n],
+    ))  # fmt: skip
     top1 = next(ax for ax in _panels(fig) if ax.get_xlabel().startswith("top-1"))
     low, high = top1.get_xlim()
     assert low <= 33 and high >= max(p * 100 for p in paper if not math.isnan(p))
