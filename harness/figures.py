@@ -438,7 +438,7 @@ def _row_panels(fig: Figure | Any, report: Report, columns: Sequence[str]) -> No
             label = label[:-1] + ", log scale)"
         else:  # few ticks at round steps, so narrow panels never crowd their labels
             bins = 3 if panel_in > 1.4 else 2 if panel_in > 1.1 else 1
-            ax.xaxis.set_major_locator(MaxNLocator(bins, steps=[1, 2, 2.5, 5, 10]))
+            ax.xaxis.set_major_locator(MaxNLocator(bins, steps=[1, 2, 2.5, 5, 10], min_n_ticks=1))
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.set_xlabel(textwrap.fill(label, max(10, int(panel_in * 11))))
         ax.grid(axis="y", visible=False)
