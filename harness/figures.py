@@ -525,6 +525,7 @@ def _psnr_curves(report: Report, sigmas: Sequence[int], time_columns: Sequence[s
     ax = top.add_subplot()
     handles = []
     labels = f["row"] + (" (" + f["test_set"].str.upper() + ")" if "test_set" in f else "")
+    labels = labels.where(f["variant"].astype(bool), labels + " (quoted, not measured)")
     kinds = [colour(v) for v in f["variant"]]  # the house colours where they tell rows apart
     colours = kinds if len(set(kinds)) == len(kinds) else PALETTE
     for i, label in enumerate(labels):
