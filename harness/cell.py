@@ -68,9 +68,10 @@ def measure_model(
     model: torch.nn.Module, rule: str, input_shape: tuple[int, ...]
 ) -> dict[str, float]:
     """The architecture-only columns (they do not depend on training). A classical
-    method has no parameters and no FLOP count (its numpy work is not traced)."""
+    method has no parameters and no FLOP count (its numpy work is not traced): neither
+    column is recorded, and reports show "–"."""
     if isinstance(model, ClassicalDenoiser):
-        return {"params": 0}
+        return {}
     return {
         "params": count_params(model),
         "flops": count_flops(model, input_shape),
@@ -149,7 +150,9 @@ def _execute(config: dict[str, Any], options: RunOptions, store: RunStore, index
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         model.to(device)
-        ctx = CellContext(store, device, desc, options, spec.save_weights)
+        ctx = CellContext(
+            store, device, desc, options, spec.save_weights, "train_time_s" in spec.columns
+        )
         result, weights = task.run_cell(model, data, protocol, config, ctx)
         if here.is_main:
             claim.peak_sharing = max(claim.peak_sharing, lease.sharing(store.root, claim.holder))

@@ -14,7 +14,7 @@ from registry import list_variants, variant_info
 
 from .bench import add_bench_parser, cmd_bench
 from .cell import resolve_device
-from .data import DATASETS
+from .costs import ASSUMED_THROUGHPUT, Plan, duration, is_classical, training_shape
 from .denoise import needed_side
 from .distributed import is_main
 from .doctor import add_doctor_parser, cmd_doctor
@@ -22,17 +22,22 @@ from .errors import UserError
 from .executors import EXECUTORS, make_executor
 from .figures import FIGURES_DIR, figure_names, make_figures, write_table_plot
 from .image_data import check_images, test_files
-from .imagenet import FOLDER_SETS
 from .planning import describe_holder, plan_cells, table_cells
-from .report import RENDERERS, build_report, default_profile, json_safe, write_report
+from .report import (
+    RENDERERS,
+    build_report,
+    default_profile,
+    json_safe,
+    no_records_line,
+    nothing_ran,
+    plural,
+    write_report,
+)
 from .runner import check_workers, run_table
 from .stats import SELECT_RULES
 from .store import RunStore, check_writable_dir, load_tensors
 from .tables import PROFILES, TABLES, TableSpec, get_table
 from .train import AMP_MODES, Runtime
-
-# Rough sustained throughput for plan's estimate (FLOP/s, training); records beat it.
-_ASSUMED_THROUGHPUT = {"cpu": 5e10, "cuda": 2e13}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -61,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("table")
     _add_common(plan)
     plan.add_argument("--seeds", type=int, default=1)
+    plan.add_argument("--gpus", type=int, default=1, metavar="N",
+                      help="also estimate the time on N GPUs with the Ray executor")  # fmt: skip
 
     run = sub.add_parser("run", help="run the missing cells of tables and write their reports")
     run.add_argument("tables", nargs="+", metavar="TABLE")
@@ -118,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     figures.add_argument("names", nargs="*", metavar="FIGURE",
                          help=f"any of {', '.join(figure_names())} (default: all that can be drawn)")  # fmt: skip
     _add_common(figures, profile_default=None)
-    figures.add_argument("--out", type=Path, default=Path("reports") / FIGURES_DIR,
-                         help=f"folder for the PNG and PDF files (default reports/{FIGURES_DIR}/)")  # fmt: skip
+    figures.add_argument("--out", type=Path,
+                         help=f"folder for the PNG and PDF files (default reports/PROFILE/{FIGURES_DIR}/)")  # fmt: skip
     figures.add_argument(
         "--data-root", type=Path, default=Path("data"), help="datasets (default data/)"
     )
@@ -133,10 +140,13 @@ def cmd_list(_: argparse.Namespace) -> None:
     print("Tables:")
     for spec in TABLES.values():
         print(f"  {spec.name:<12} {spec.title}  [profiles {', '.join(spec.protocols)}]")
+        if "demo" in spec.protocols:
+            print(f"  {'':<12} demo data: {training_shape(spec.protocol('demo')).summary}")
     print("\nVariants:")
     for name in list_variants():
         info = variant_info(name)
-        where = ", ".join(f"{p.table}: {p.row}" for p in info.paper) or "not in the paper"
+        rows = dict.fromkeys(f"{p.table}: {p.row}" for p in info.paper)  # one per test set
+        where = ", ".join(rows) or "not in the paper"
         print(f"  {name:<24} {info.description}  [{where}]")
     print("\nProfiles:")
     for name, text in PROFILES.items():
@@ -144,59 +154,54 @@ def cmd_list(_: argparse.Namespace) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
-    from registry.models.classical import MissingDependency
-
-    from .cell import measure_model
-    from .tasks import get_task
-
     spec = get_table(args.table)
-    build_model = get_task(spec.task).build_model
+    if not 1 <= args.gpus <= 4096:
+        raise UserError(f"--gpus must be 1 to 4096, got {args.gpus}")
     protocol = spec.protocol(args.profile)
     store = RunStore(args.runs_dir)
     configs = table_cells(spec, args.profile, args.seeds)
-    if protocol.dataset in DATASETS or protocol.dataset in FOLDER_SETS:
-        dataset = DATASETS.get(protocol.dataset) or FOLDER_SETS[protocol.dataset]
-        n_train = min(dataset.train_size, protocol.train_limit or dataset.train_size)
-        shape, summary = dataset.shape, dataset.summary
-    else:  # denoising training images: patches of photographs, or COCO resized to 224
-        side = protocol.patch_size or 224
-        n_train, shape = protocol.train_limit or 0, (3, side, side)
-        summary = f"{n_train} {side}x{side} {protocol.dataset} images"
-    print(f"{spec.title} — profile {args.profile}, {args.seeds} seed(s), data: {summary}")
-    total_flops, done, measured_flops = 0.0, 0, {}
+    shape = training_shape(protocol)
+    print(
+        f"{spec.title} — profile {args.profile}, {plural(args.seeds, 'seed')}, data: {shape.summary}"
+    )
+    plan, done = Plan(), 0
     for cell in plan_cells(configs, store).cells:
         config, record = cell.config, cell.record
-        variant = config["variant"]
-        if variant not in measured_flops:  # classical methods train nothing: no FLOPs
-            try:
-                model = build_model(protocol, variant)
-            except MissingDependency:
-                measured_flops[variant] = 0.0
-            else:
-                measured = measure_model(model, spec.paper_flops, shape)
-                measured_flops[variant] = measured.get("flops", 0.0)
         done += record is not None
-        cost = 2 * 3 * measured_flops[variant] * n_train * protocol.epochs
-        total_flops += 0 if record else cost
         if record:
             state = f"done ({record['wall_s']:.0f} s)"
         elif cell.holder is not None:
             state = f"running ({describe_holder(cell.holder)})"
-        elif cell.problem:
-            state = f"stale, to rerun ({cell.problem})"
         else:
-            state = f"to run (~{cost / 1e12:.2f} TFLOP)" if cost else "to run (no training)"
+            state = plan.price(spec, config, store, shape)
+            if cell.problem:
+                state += f"; stale record, rerun ({cell.problem})"
             if cell.failed is not None:
-                state += f", failed last time (see {cell.failed})"
+                state += f"; failed last time (see {cell.failed})"
         sigma = f" sigma {config['sigma']}" if "sigma" in config else ""
         block = f" [{config['test_set']}]" if "test_set" in config else ""
         print(f"  {config['row']:<42}{block}{sigma} seed {config['seed']}  {state}")
     print(
-        f"{done} of {len(configs)} cells done; remaining ~{total_flops / 1e12:.1f} TFLOP of training"
+        f"{done} of {len(configs)} cells done; remaining ~{plan.train_flops / 1e12:.1f} TFLOP of "
+        "training (each distinct trained model once)"
+        + (
+            f" and ~{duration(plan.classical_s)} of classical methods on one CPU core"
+            if plan.classical_s
+            else ""
+        )
     )
-    for device, rate in _ASSUMED_THROUGHPUT.items():
+    for device, rate in ASSUMED_THROUGHPUT.items():
         print(
-            f"  rough time on {device}: {total_flops / rate / 60:.1f} min (assuming {rate:.0e} FLOP/s)"
+            f"  rough time on {device}: {duration(plan.train_flops / rate + plan.classical_s)} "
+            f"(assuming {rate:.0e} FLOP/s of training"
+            + (", classical methods on one core)" if plan.classical_s else ")")
+        )
+    if args.gpus > 1:
+        rate = ASSUMED_THROUGHPUT["cuda"]
+        print(
+            f"  rough time on {args.gpus} GPUs (--executor ray, one cell per GPU): "
+            f"{duration(plan.span_on(args.gpus, rate))} of training; no cell is split, so the "
+            "longest cell bounds it"
         )
     if temps := store.stale_temps():
         print(f"{len(temps)} temporary file(s) left by killed writes (the next run removes them):")
@@ -227,6 +232,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         table_cells(spec, args.profile, args.seeds, args.test_dir)
     if args.denoiser_weights and not any(s.task == "adversarial" for s in specs):
         raise UserError("--denoiser-weights applies to the adversarial table only")
+    if args.workers > 1 and not any(is_classical(v) for s in specs for v in s.rows):
+        raise UserError(
+            f"--workers runs classical denoising methods (table6) in parallel; "
+            f"{', '.join(args.tables)} has none, so it would do nothing"
+        )
     _check_inputs(args, specs)
     executor = make_executor(
         args.executor, address=args.address, gpus_per_cell=args.gpus_per_cell,
@@ -276,6 +286,8 @@ def cmd_report(args: argparse.Namespace) -> None:
     for spec in specs:
         profile = args.profile or default_profile(spec, store)
         report = build_report(spec, profile, store, test_dir=args.test_dir, select_rule=args.select)
+        if nothing_ran(report):
+            print(no_records_line(report, store), file=sys.stderr)
         if args.format in ("csv", "json") and args.out is None:
             sys.stdout.write(RENDERERS[args.format](report))
             continue

@@ -10,6 +10,7 @@ at full size (same-size images are batched), with the fixed noise of
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import multiprocessing
@@ -18,7 +19,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, as_completed, wait
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -493,10 +494,32 @@ def _reuse_training(model: nn.Module, store: RunStore, key: str) -> tuple[Path, 
     return source, result
 
 
+RETIME_STEPS = 100  # at most this many batches per re-timed epoch (then scaled to a full one)
+
+
+def retime_training(
+    model: nn.Module, train_x: Tensor, protocol: DenoiseProtocol, sigma: float, seed: int,
+    device: torch.device,
+) -> tuple[list[float], str]:  # fmt: skip
+    """Epoch times of ``model``'s training measured now, on a copy (the weights stay as
+    they are): up to 2 epochs of at most RETIME_STEPS batches, scaled to a whole epoch."""
+    n = min(len(train_x), RETIME_STEPS * protocol.batch_size)
+    epochs = min(protocol.epochs, 2)
+    timed = train_denoiser(
+        copy.deepcopy(model), train_x[:n], replace(protocol, epochs=epochs), sigma=sigma,
+        seed=seed, device=device, desc="re-timing",
+    )  # fmt: skip
+    scale = math.ceil(len(train_x) / protocol.batch_size) / math.ceil(n / protocol.batch_size)
+    how = f"{epochs} epoch{'s' if epochs > 1 else ''}" + (
+        f" of {math.ceil(n / protocol.batch_size)} steps scaled x{scale:.3g}" if scale != 1 else ""
+    )
+    return [t * scale for t in timed.epoch_times_s], how
+
+
 def run_denoise_cell(
     model: nn.Module, data: DenoiseData, protocol: DenoiseProtocol, config: dict[str, Any], *,
     store: RunStore, device: torch.device, desc: str, pool: WorkerPool | None = None,
-    reuse_training: bool = True,
+    reuse_training: bool = True, retime: bool = False,
 ) -> tuple[TrainResult, Path | None]:  # fmt: skip
     """Train (or reload weights trained earlier), then test.
 
@@ -506,6 +529,10 @@ def run_denoise_cell(
     already trained identically (same :func:`training_key`) is reused, not retrained,
     unless ``reuse_training`` is off (``--force``). Classical methods are not trained:
     they are told the noise level and go straight to the test.
+
+    A training time always comes from the run that records it: with ``retime`` (a table
+    that reports training time) a model not trained in this call has its epochs timed
+    again here; without it, a reused model's times (another table's run) are dropped.
     """
     record_path = store.path(config)
     trained = record_path.with_suffix(".train.json")
@@ -523,7 +550,10 @@ def run_denoise_cell(
         weights = store.adopt_weights(config, source)
         with writing(f"the training result {trained}"):
             atomic_write_text(trained, dumps_strict(asdict(result)))
-        notes.append(f"weights trained once and reused: {source.relative_to(store.root)}")
+        origin = source.relative_to(store.root)
+        notes.append(f"weights trained by {origin.parts[0]} and reused: {origin}")
+        if not retime:
+            result.epoch_times_s = []  # measured in another table's run
     else:
         result = train_denoiser(
             model, data.train_x, protocol, sigma=sigma, seed=seed, device=device, desc=desc
@@ -532,6 +562,14 @@ def run_denoise_cell(
         with writing(f"the training result {trained}"):
             atomic_write_text(trained, dumps_strict(asdict(result)))
         store.share_training(key, record_path.with_suffix(".pt"), trained)
+        retime = False  # timed as it trained
+    if retime and weights is not None:
+        result.epoch_times_s, how = retime_training(
+            model, data.train_x, protocol, sigma, seed, device
+        )
+        notes.append(
+            f"training time re-measured in this run ({how}), not taken from the training run"
+        )
     test = data.test(config.get("test_set"))
     metrics = evaluate_denoiser(
         model, test.walk(), test.count, sigma=sigma, seed=seed, device=device, cache=cache,

@@ -27,6 +27,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import FancyBboxPatch, Patch, Rectangle
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from registry import create_model, feature_pool, topk_pool
 
@@ -37,17 +38,28 @@ from .planning import cell_config, cell_key
 from .plotstyle import (
     DOUBLE_COLUMN_IN,
     HIGHLIGHT,
+    KIND_LABELS,
     MAP_CMAP,
     PALETTE,
     SINGLE_COLUMN_IN,
     colour,
     marker,
     new_figure,
+    reduction_of,
     render,
     short_label,
     wrap,
 )
-from .report import Report, build_report, default_profile
+from .report import (
+    Report,
+    build_report,
+    default_profile,
+    holds_measured_rows,
+    nothing_ran,
+    plural,
+    report_dir,
+    title,
+)
 from .runner import run_table
 from .store import RunStore, check_writable_dir
 from .tables import PROFILES, TABLE1, TABLES, TableSpec, get_table
@@ -353,8 +365,8 @@ def fig2(src: Source) -> Drawn:
 
 _SIGMA = re.compile(r"(?:paper_)?psnr_sigma(\d+)")
 TIME_COLUMNS = {
-    "train_time_s": "train time (s/epoch, log scale)",
-    "test_time_s": "test time (s, whole test set, log scale)",
+    "train_time_s": "train time (s/epoch)",
+    "test_time_s": "test time (s, whole test set)",
 }
 
 
@@ -388,74 +400,109 @@ def _ours_and_paper(lines: bool) -> list[Line2D]:
     ]  # fmt: skip
 
 
-def _time_bars(report: Report) -> Figure:
-    """Ours beside the paper's, per row, one panel per time column."""
+# what a row panel shows for each column: axis label, scale to apply, log axis
+_PANELS = {
+    "accuracy": ("test accuracy (%)", 100, False),
+    "top1": ("top-1 accuracy (%)", 100, False),
+    "top5": ("top-5 accuracy (%)", 100, False),
+    "params_M_paper_conv": ("parameters (M = 2^20)", 1, False),
+    "train_time_s": (TIME_COLUMNS["train_time_s"], 1, True),
+    "test_time_s": (TIME_COLUMNS["test_time_s"], 1, True),
+}
+
+
+def _panel_columns(frame: pd.DataFrame, columns: Sequence[str]) -> list[str]:
+    """The panel columns a frame has values for, ours or the paper's, in ``_PANELS`` order."""
+    return [c for c in _PANELS if c in columns and (_has(frame, c) or _has(frame, f"paper_{c}"))]
+
+
+def _has(frame: pd.DataFrame, column: str) -> bool:
+    return bool(np.isfinite(_values(frame, column)).any())
+
+
+def _row_panels(fig: Figure | Any, report: Report, columns: Sequence[str]) -> None:
+    """One line per row, one panel per column, sharing the rows: ours filled (with the
+    95% interval over seeds as a bar where there are several), the paper's hollow. Every label
+    has its own line, so twenty rows read as well as three."""
     f = report.frame
-    columns = [c for c in TIME_COLUMNS if c in f or f"paper_{c}" in f]
-    fig = new_figure(DOUBLE_COLUMN_IN, 1.0 + 0.28 * len(f))
-    axes = fig.subplots(1, len(columns), sharey=True, squeeze=False)[0]
+    # a row of its own for the legend, above the panels: out of the data, and laid out
+    grid = fig.add_gridspec(2, len(columns), height_ratios=[0.3, _rows_height(f)])
+    key = fig.add_subplot(grid[0, :])
+    key.axis("off")
+    key.legend(handles=_kind_legend(f) + _ours_and_paper(lines=False), loc="center",
+               ncols=7, borderaxespad=0)  # fmt: skip
+    axes = [fig.add_subplot(grid[1, 0])]
+    axes += [fig.add_subplot(grid[1, i], sharey=axes[0]) for i in range(1, len(columns))]
+    for ax in axes[1:]:
+        ax.tick_params(axis="y", labelleft=False)
     y = np.arange(len(f))
-    colours = [colour(v) for v in f["variant"]]
+    # the width a panel gets beside the row labels: labels and ticks sized to fit it
+    panel_in = (DOUBLE_COLUMN_IN - 2.4) / len(columns)
     for ax, col in zip(axes, columns, strict=True):
-        ours, paper = _values(f, col), _values(f, f"paper_{col}")
-        std = _values(f, f"{col}_std")
-        ax.barh(y - 0.2, ours, height=0.4, color=colours)
-        ax.barh(y + 0.2, paper, height=0.4, color="white", edgecolor=colours, hatch="/////",
-                linewidth=0.6)  # fmt: skip
-        for offset, values, spread in ((-0.2, ours, std), (0.2, paper, np.full(len(f), np.nan))):
-            for row, value, sd in zip(y + offset, values, spread, strict=True):
-                if not np.isnan(value):
-                    text = f"{value:.3g}" + ("" if np.isnan(sd) else f" ± {sd:.2g}")
-                    ax.annotate(text, (value, row), xytext=(2, 0), textcoords="offset points",
-                                va="center", fontsize=6)  # fmt: skip
-        ax.set_xscale("log")
-        ax.set_xlabel(TIME_COLUMNS[col])
+        label, scale, log = _PANELS[col]
+        ours, paper = _values(f, col) * scale, _values(f, f"paper_{col}") * scale
+        err = _interval_err(f, col, scale)
+        for i, variant in enumerate(f["variant"]):
+            c, m = colour(variant), marker(variant)
+            if not np.isnan(ours[i]):
+                ax.errorbar(ours[i], y[i], xerr=_yerr(err, i), fmt=m, color=c, markersize=4)
+            if not np.isnan(paper[i]):
+                ax.plot(paper[i], y[i], m, color=c, markerfacecolor="none", markersize=5)
+        if log and _log_axis(ax):
+            label = label[:-1] + ", log scale)"
+        else:  # few ticks at round steps, so narrow panels never crowd their labels
+            bins = 3 if panel_in > 1.4 else 2 if panel_in > 1.1 else 1
+            ax.xaxis.set_major_locator(MaxNLocator(bins, steps=[1, 2, 2.5, 5, 10], min_n_ticks=1))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set_xlabel(textwrap.fill(label, max(10, int(panel_in * 11))))
         ax.grid(axis="y", visible=False)
-        ax.margins(x=0.15)
-    axes[0].set_yticks(y, f["row"])
+        ax.margins(x=0.08, y=0.5 / max(len(f), 1))
+    axes[0].set_yticks(y, _row_labels(f))
     axes[0].invert_yaxis()
-    axes[-1].legend(
-        handles=[Patch(facecolor="0.5", label="ours"),
-                 Patch(facecolor="white", edgecolor="0.5", hatch="/////", label="paper")],
-        loc="lower right",
-    )  # fmt: skip
-    return fig
+    axes[0].tick_params(axis="y", length=0)
 
 
-def _accuracy_vs_params(report: Report, metric: str = "accuracy") -> Figure:
-    """Each row a labelled point (ours filled, the paper's hollow, joined by a dotted line);
-    ``metric`` is ``accuracy`` or ``top1``."""
-    f = report.frame
-    ours_x = (
-        _values(f, "params_M_paper_conv")
-        if "params_M_paper_conv" in f
-        else _values(f, "params") / 2**20
-    )
-    ours = np.stack([ours_x, _values(f, metric) * 100], 1)
-    paper = np.stack(
-        [_values(f, "paper_params_M_paper_conv"), _values(f, f"paper_{metric}") * 100], 1
-    )
-    err = _interval_err(f, metric, 100)
-    fig = new_figure(SINGLE_COLUMN_IN, 2.9)
-    ax = fig.add_subplot()
-    for i, (variant, label) in enumerate(zip(f["variant"], f["row"], strict=True)):
-        c, m = colour(variant), marker(variant)
-        if not np.isnan(ours[i]).any():
-            ax.errorbar(*ours[i], yerr=_yerr(err, i), fmt=m, color=c)
-        if not np.isnan(paper[i]).any():
-            ax.plot(*paper[i], m, color=c, markerfacecolor="none")
-        if not np.isnan(ours[i]).any() and not np.isnan(paper[i]).any():
-            ax.plot(*zip(ours[i], paper[i], strict=True), ":", color=c, linewidth=0.6)
-        anchor = ours[i] if not np.isnan(ours[i]).any() else paper[i]
-        if not np.isnan(anchor).any():
-            # wrapped, and kept out of the layout: a long label must not squeeze the axes
-            text = ax.annotate(textwrap.fill(label, 30), anchor, xytext=(3, 2),
-                               textcoords="offset points", fontsize=6)  # fmt: skip
-            text.set_in_layout(False)
-    ax.margins(x=0.2)  # room for the labels of the rightmost points
-    ylabel = "top-1 accuracy (%)" if metric == "top1" else "test accuracy (%)"
-    ax.set(xlabel="parameters (M = 2^20)", ylabel=ylabel)
-    ax.legend(handles=_ours_and_paper(lines=False))
+def _log_axis(ax: Axes) -> bool:
+    """A log x axis where the values span a decade or more (else linear; returns which),
+    labelled in plain numbers at 1-2-5 steps few enough never to touch."""
+    low, high = (v for v in ax.dataLim.intervalx)
+    decades = math.log10(high / low) if low > 0 and high > low else 0
+    if decades < 1:
+        return False
+    ax.set_xscale("log")
+    subs = (1.0, 2.0, 5.0) if decades < 1.5 else (1.0, 3.0) if decades < 2.5 else (1.0,)
+    ax.xaxis.set_major_locator(LogLocator(subs=subs))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    return True
+
+
+_LABEL_CHARS = 36  # row labels wrap at this width
+
+
+def _row_labels(frame: pd.DataFrame) -> list[str]:
+    return [textwrap.fill(r, _LABEL_CHARS) for r in frame["row"]]
+
+
+def _rows_height(frame: pd.DataFrame) -> float:
+    """Inches for the rows: enough for the label with the most lines on every row."""
+    lines = max((label.count("\n") + 1 for label in _row_labels(frame)), default=1)
+    return len(frame) * (0.06 + 0.13 * lines)
+
+
+def _kind_legend(frame: pd.DataFrame) -> list[Patch]:
+    """One colour per reduction kind present in the rows."""
+    kinds: dict[str, str] = {}
+    for variant in frame["variant"]:
+        reduction = reduction_of(variant) if variant else None
+        name = KIND_LABELS[reduction.kind] if reduction else "other method"
+        kinds.setdefault(name, colour(variant))
+    return [Patch(color=c, label=k) for k, c in kinds.items()]
+
+
+def _rows_figure(report: Report, columns: Sequence[str]) -> Figure:
+    fig = new_figure(DOUBLE_COLUMN_IN, 1.2 + _rows_height(report.frame))
+    _row_panels(fig, report, columns)
     return fig
 
 
@@ -476,19 +523,27 @@ def _attack_bars(report: Report) -> Figure:
     ax.legend(
         handles=[Patch(facecolor=c, label="ours"),
                  Patch(facecolor="white", edgecolor=c, hatch="/////", label="paper")],
+        loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=2,  # above the bars
     )  # fmt: skip
     return fig
 
 
-def _psnr_curves(report: Report, sigmas: Sequence[int]) -> Figure:
-    """PSNR against noise level, one colour per row: ours solid, the paper's dashed."""
+def _psnr_curves(report: Report, sigmas: Sequence[int], time_columns: Sequence[str] = ()) -> Figure:
+    """PSNR against noise level, one colour per row: ours solid, the paper's dashed, the
+    noisy input dotted (the line a denoiser must beat); time panels below where the table
+    has times (Table 5)."""
     f = report.frame
-    fig = new_figure(DOUBLE_COLUMN_IN, 2.9)
-    ax = fig.add_subplot()
+    extra = 0.9 + _rows_height(f) if time_columns else 0
+    fig = new_figure(DOUBLE_COLUMN_IN, 2.9 + extra)
+    top, bottom = fig.subfigures(2, 1, height_ratios=[2.9, extra]) if time_columns else (fig, None)
+    ax = top.add_subplot()
     handles = []
     labels = f["row"] + (" (" + f["test_set"].str.upper() + ")" if "test_set" in f else "")
+    labels = labels.where(f["variant"].astype(bool), labels + " (quoted, not measured)")
+    kinds = [colour(v) for v in f["variant"]]  # the house colours where they tell rows apart
+    colours = kinds if len(set(kinds)) == len(kinds) else PALETTE
     for i, label in enumerate(labels):
-        c = PALETTE[i % len(PALETTE)]
+        c = colours[i % len(colours)]
         for prefix, style in (("", {"linestyle": "-"}),
                               ("paper_", {"linestyle": "--", "markerfacecolor": "none"})):  # fmt: skip
             values = [(s, _values(f, f"{prefix}psnr_sigma{s}")[i]) for s in sigmas]
@@ -500,11 +555,33 @@ def _psnr_curves(report: Report, sigmas: Sequence[int]) -> Figure:
             if err is not None:
                 ax.errorbar(s, _values(f, f"psnr_sigma{s}")[i], yerr=err, color=c, capsize=2)
         handles.append(Patch(color=c, label=label))
+    noisy = _noisy_lines(f, sigmas)
+    for points in noisy.values():
+        ax.plot(*zip(*points, strict=True), ":", color="0.2", marker="x", zorder=3)  # on top
+    if noisy:
+        handles.append(Line2D([], [], color="0.2", linestyle=":", marker="x",
+                              label="noisy input" + (f" ({', '.join(noisy)})" if len(noisy) > 1 else "")))  # fmt: skip
     ax.set(xlabel="noise level σ", ylabel="PSNR (dB)", xticks=list(sigmas))
     # beside the axes, so that many rows never squeeze the plot
     ax.legend(handles=[*handles, *_ours_and_paper(lines=True)], loc="upper left",
               bbox_to_anchor=(1.02, 1.0), fontsize="small")  # fmt: skip
+    if bottom is not None:
+        _row_panels(bottom, report, time_columns)
     return fig
+
+
+def _noisy_lines(frame: pd.DataFrame, sigmas: Sequence[int]) -> dict[str, list[tuple[int, float]]]:
+    """The noisy input's PSNR per sigma (the same for every row of a test set: the same
+    noise draws), one line per test set."""
+    sets = frame["test_set"].fillna("") if "test_set" in frame else pd.Series([""] * len(frame))
+    lines = {}
+    for name in dict.fromkeys(sets):
+        rows = frame[(sets == name).to_numpy()]
+        points = [(s, float(np.nanmean(v))) for s in sigmas
+                  if np.isfinite(v := _values(rows, f"noisy_psnr_sigma{s}")).any()]  # fmt: skip
+        if points:
+            lines[name.upper()] = points
+    return lines
 
 
 def table_plot(report: Report) -> Drawn:
@@ -512,28 +589,27 @@ def table_plot(report: Report) -> Drawn:
     PSNR against sigma, else accuracy against parameters."""
     frame = report.frame
     sigmas = sorted({int(m[1]) for c in frame.columns if (m := _SIGMA.fullmatch(c))})
-    if any(f"paper_{c}" in frame for c in TIME_COLUMNS):
-        fig = _time_bars(report)
-    elif sigmas:
-        fig = _psnr_curves(report, sigmas)
-    elif {"accuracy", "params"} <= set(frame):
-        fig = _accuracy_vs_params(report)
-    elif {"top1", "params"} <= set(frame):
-        fig = _accuracy_vs_params(report, "top1")
+    panels = _panel_columns(frame, report.spec.columns or list(frame))
+    if sigmas:
+        fig = _psnr_curves(report, sigmas, [c for c in panels if c in TIME_COLUMNS])
+    elif panels:
+        fig = _rows_figure(report, panels)
     elif "top1_adversarial" in frame:
         fig = _attack_bars(report)
     else:
         raise UserError(f"{report.spec.name} has no columns that a plot is defined for")
-    fig.suptitle(wrap(report.spec.title, fig.get_figwidth()))
+    fig.suptitle(wrap(title(report), fig.get_figwidth()))
     meta = report.meta
+    data = f" on {'; '.join(meta['data'])}," if meta.get("data") else ""
     ours = (
-        f"Ours: {meta['cells_done']} records ({meta['profile']} profile) measured on "
-        f"{', '.join(meta['measured_on'])}."
+        f"Ours: {plural(meta['cells_done'], 'record')} ({meta['profile']} profile){data} "
+        f"measured on {', '.join(meta['measured_on'])}."
         if meta["cells_done"]
-        else "No records of ours yet."
+        else "Nothing of ours has run yet: only the architecture columns and the paper's."
     )
+    timed = any(f"paper_{c}" in frame for c in TIME_COLUMNS)
     paper = "Paper: as printed in Pei et al. (2020)" + (
-        ", timed on a GTX 1070 with TensorFlow." if any(c in frame for c in TIME_COLUMNS) else "."
+        ", timed on a GTX 1070 with TensorFlow." if timed else "."
     )
     return fig, " ".join(filter(None, [_profile_note(report.profile), ours, paper]))
 
@@ -549,10 +625,14 @@ def _recorded_table_plot(spec: TableSpec, src: Source) -> Drawn:
 
 
 def write_table_plot(report: Report, reports_dir: Path) -> list[Path]:
-    """Draw a table's plot into ``<reports_dir>/figures/`` and link it from its Markdown."""
-    paths = render(lambda: table_plot(report), Path(reports_dir) / FIGURES_DIR, report.spec.name)
+    """Draw a table's plot into ``<reports_dir>/<profile>/figures/`` and link it from its
+    Markdown, unless the report has no records and the Markdown there shows measured rows
+    (the plot beside it is then theirs)."""
+    folder = report_dir(reports_dir, report.profile)
     report.meta["figure"] = f"{FIGURES_DIR}/{report.spec.name}.png"
-    return paths
+    if nothing_ran(report) and holds_measured_rows(folder / f"{report.spec.name}.md"):
+        return []
+    return render(lambda: table_plot(report), folder / FIGURES_DIR, report.spec.name)
 
 
 PAPER_FIGURES: dict[str, Callable[[Source], Drawn]] = {
@@ -570,10 +650,11 @@ def figure_names() -> list[str]:
 
 
 def make_figures(
-    names: Sequence[str], *, store: RunStore, profile: str | None, out_dir: Path,
+    names: Sequence[str], *, store: RunStore, profile: str | None, out_dir: Path | None,
     data_root: Path, run: bool = False, log: Callable[[str], None] = print,
 ) -> list[Path]:  # fmt: skip
-    """Draw ``names`` (all that can be drawn when empty) as PNG and PDF into ``out_dir``.
+    """Draw ``names`` (all that can be drawn when empty) as PNG and PDF into ``out_dir``
+    (by default ``reports/<profile>/figures/``, beside the profile's reports).
 
     The profile defaults, per table, to that of its newest records. With ``run`` the
     missing cells (one seed) of the tables the named figures need (Table 1 when none
@@ -591,7 +672,12 @@ def make_figures(
         spec.name: Source(store, profile or default_profile(spec, store), Path(data_root))
         for spec in specs.values()
     }
-    check_writable_dir(Path(out_dir), "--out")
+    folders = {
+        n: Path(out_dir) if out_dir else report_dir(Path("reports"), p.profile) / FIGURES_DIR
+        for n, p in sources.items()
+    }
+    for folder in set(folders.values()):
+        check_writable_dir(folder, "--out")
     if run:
         store.check_writable()
         device = resolve_device("auto")
@@ -603,7 +689,7 @@ def make_figures(
         spec = specs[name]
         draw = PAPER_FIGURES.get(name) or partial(_recorded_table_plot, spec)
         try:
-            written = render(partial(draw, sources[spec.name]), Path(out_dir), name)
+            written = render(partial(draw, sources[spec.name]), folders[spec.name], name)
         except UserError as exc:
             if names:
                 raise

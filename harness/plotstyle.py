@@ -19,6 +19,7 @@ import matplotlib
 from cycler import cycler
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.layout_engine import ConstrainedLayoutEngine
 
 from registry import Reduction, variant_info
 
@@ -116,15 +117,17 @@ def short_label(variant: str) -> str:
 
 def new_figure(width: float, height: float, *, constrained: bool = True) -> Figure:
     """A figure on the Agg canvas; call inside :func:`render` so the style applies."""
-    fig = Figure(figsize=(width, height), layout="constrained" if constrained else None)
+    # padding for tick labels at the ends of axes, which move after the layout is made
+    layout = ConstrainedLayoutEngine(w_pad=0.1, h_pad=0.06) if constrained else None
+    fig = Figure(figsize=(width, height), layout=layout)
     FigureCanvasAgg(fig)
     return fig
 
 
 def wrap(text: str, width: float) -> str:
-    """Wrap text to ``width`` inches (about 16 characters an inch at 9 pt) in lines of
+    """Wrap text to ``width`` inches (about 13 characters an inch at 9 pt) in lines of
     even length, so a title never leaves one word alone on its last line."""
-    lines = math.ceil(len(text) / int(width * 16))
+    lines = math.ceil(len(text) / int(width * 13))
     chars = math.ceil(len(text) / lines)
     while len(textwrap.wrap(text, chars)) > lines:
         chars += 1
@@ -136,8 +139,11 @@ def render(draw: Callable[[], tuple[Figure, str]], out_dir: Path, name: str) -> 
     ``name``.png and .pdf into ``out_dir``."""
     with matplotlib.rc_context(STYLE):
         fig, note = draw()
-        if note:
-            fig.text(0.0, 0.0, wrap(note, fig.get_figwidth() * 1.4), fontsize=6, color="0.35",
+        if note:  # under everything drawn, legends below the axes included
+            fig.canvas.draw()
+            fig.set_layout_engine("none")  # the layout is done: the note must not move it
+            bottom = min(0.0, fig.get_tightbbox().y0 / fig.get_figheight())
+            fig.text(0.0, bottom, wrap(note, fig.get_figwidth() * 1.4), fontsize=6, color="0.35",
                      ha="left", va="top", transform=fig.transFigure)  # fmt: skip
         paths = []
         for fmt in FORMATS:

@@ -12,16 +12,19 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from registry import variant_info
 
 from .claims import Check, check_all
+from .costs import ARCHITECTURE_COLUMNS, architecture
 from .errors import UserError
 from .image_data import TEST_SETS
 from .planning import cell_config, cell_key, test_blocks
@@ -58,7 +61,7 @@ COLUMNS: dict[str, Column] = {
 CONVENTIONS = (
     "accuracy: fraction of the whole test set classified correctly.",
     "train time: median over epochs of one epoch's synchronised training time "
-    "(evaluation excluded); test time: median of 3 synchronised passes over the whole "
+    "(evaluation excluded); test time: median of the synchronised passes over the whole "
     "test set after a warm-up pass.",
     "params: exact trainable parameters; params (paper conv.): the same in units of 2^20, "
     "as the paper counts.",
@@ -66,6 +69,7 @@ CONVENTIONS = (
     "elementwise ops (feature pooling, ReLU, tanh, add) = 1, top-k = C*ceil(log2 C) per pixel. FLOPs (paper conv.): "
     "the paper's column, about twice a parameter count (the rule for this table is below).",
 )
+_TOP1 = "top-1 / top-5: fraction of the validation images whose label is the first / among the first five predicted."
 
 _SIGMA_COLUMN = re.compile(r"(psnr|noisy_psnr|ssim)_sigma(\d+)")
 _SIGMA_HEADERS = {
@@ -96,6 +100,28 @@ DENOISING_CONVENTIONS = (
     CONVENTIONS[2],
     CONVENTIONS[3],
 )
+
+# the columns each conventions line describes: a report lists the lines of its own columns
+_CONVENTION_COLUMNS = {
+    CONVENTIONS[0]: ("accuracy",),
+    CONVENTIONS[1]: ("train_time_s", "test_time_s"),
+    CONVENTIONS[2]: ("params", "params_M_paper_conv"),
+    CONVENTIONS[3]: ("flops", "flops_paper_conv"),
+    _TOP1: ("top1", "top5"),
+    DENOISING_CONVENTIONS[0]: ("psnr", "noisy_psnr", "ssim"),
+    DENOISING_CONVENTIONS[1]: ("train_time_s", "test_time_s", "time_per_image_s"),
+}
+
+
+def _conventions(spec: TableSpec) -> list[str]:
+    """The conventions lines that describe columns this table has."""
+    base = DENOISING_CONVENTIONS if spec.task == "denoising" else (*CONVENTIONS, _TOP1)
+    have = {_SIGMA_COLUMN.sub(r"\1", c) for c in spec.columns}
+    lines = [line for line in base if have & set(_CONVENTION_COLUMNS[line])]
+    if "flops_paper_conv" in spec.columns:
+        lines.append(_PAPER_FLOP_RULES[spec.paper_flops])
+    return lines
+
 
 _PAPER_FLOP_RULES = {
     "2x_params": "FLOPs (paper conv.) here = 2 x trainable parameters.",
@@ -192,6 +218,9 @@ def build_report(
             for col in spec.columns:
                 if paper and col in paper.values:
                     row[f"paper_{col}"] = paper.number(col)
+            if not mine:  # nothing run: what the architecture alone says
+                row |= architecture(spec, profile, variant)
+            row |= _time_spread(mine, spec.columns)
             seeds = {r["config"]["seed"] for r in mine}
             row["n_seeds"] = len(seeds)
             several |= len(seeds) > 1
@@ -209,6 +238,7 @@ def build_report(
         order += (
             [col]
             + (_interval_columns(col) if several else [])
+            + ([f"{col}_iqr"] if f"{col}_iqr" in frame else [])
             + (_test_columns(col) if tests else [])
             + ([f"paper_{col}"] if f"paper_{col}" in frame else [])
         )
@@ -234,6 +264,7 @@ def build_report(
         "image_notes": sorted({n for r in used for n in r.get("notes", [])}),
         "runs_dir": str(store.root / spec.name / profile),
         "paper_block": _paper_block(spec, None) if blocks == (None,) else "",
+        "timing": _timing_warnings(frame, used, spec.columns),
         **selection_meta(spec, measured, select_rule, baseline_row(spec) is not None),
     }
     checks = check_all(spec.claims, measured, blocks, profile)
@@ -243,7 +274,7 @@ def build_report(
 # --- statistics over seeds: intervals, tests against the baseline, selection -------------
 
 # columns that do not change with the seed: no spread, no interval, no test
-DETERMINISTIC = frozenset({"params", "params_M_paper_conv", "flops", "flops_paper_conv"})
+DETERMINISTIC = frozenset(ARCHITECTURE_COLUMNS)
 _HIGHER = re.compile(r"accuracy|top[15](_\w+)?|(psnr|ssim)_sigma\d+")
 _LOWER = re.compile(r"\w*time\w*_s")
 SIGNIFICANT = "†"  # marks a cell that differs from the baseline row at ALPHA (Holm-adjusted)
@@ -340,6 +371,65 @@ def selection_meta(
     }
 
 
+# the samples each time column is the median of: epochs (training), passes (testing)
+_TIME_SAMPLES = {"train_time_s": "epoch_times_s", "test_time_s": "test_times_s"}
+UNRELIABLE_SPREAD = 0.25  # IQR over median above which a time column is flagged
+
+
+def _time_spread(records: list[dict[str, Any]], columns: Iterable[str]) -> dict[str, float]:
+    """``<col>_iqr``: the interquartile range of every epoch (or test pass) behind a time
+    column, pooled over the row's records (NaN with fewer than two samples)."""
+    spread = {}
+    for col, field_name in _TIME_SAMPLES.items():
+        if col in columns:
+            samples = [t for r in records for t in r.get(field_name) or []]
+            q1, q3 = np.percentile(samples, [25, 75]) if len(samples) > 1 else (math.nan,) * 2
+            spread[f"{col}_iqr"] = q3 - q1
+    return spread
+
+
+def _timing_warnings(
+    frame: pd.DataFrame, records: list[dict[str, Any]], columns: Iterable[str]
+) -> list[str]:
+    """Why a table's time columns may not compare: a wide spread, load from cells run at the
+    same time (a record's ``contention``: cells sharing its device), or rows timed in
+    different runs."""
+    timed = [c for c in (*_TIME_SAMPLES, "time_per_image_s") if c in columns]
+    if not timed or not records:
+        return []
+    warnings = []
+    for col in (c for c in timed if f"{c}_iqr" in frame):
+        wide = frame.loc[frame[f"{col}_iqr"] > UNRELIABLE_SPREAD * frame[col], "row"].tolist()
+        single = frame[col].notna() & frame[f"{col}_iqr"].isna()
+        if single.any():
+            warnings.append(
+                f"{column(col).header.lower()} rests on a single "
+                f"{'epoch' if col == 'train_time_s' else 'pass'} for "
+                f"{'every row' if single.all() else ', '.join(frame.loc[single, 'row'])}: its "
+                "spread is unknown"
+            )
+        if wide:
+            warnings.append(
+                f"{column(col).header.lower()} varies by more than {UNRELIABLE_SPREAD:.0%} of its "
+                f"median between epochs or passes (IQR) for {', '.join(wide)}"
+            )
+    shared = sorted({r["config"]["row"] for r in records if (r.get("contention") or 0) > 1})
+    if shared:
+        warnings.append(f"measured while other cells shared the device: {', '.join(shared)}")
+    elif any("contention" not in r for r in records):
+        warnings.append(
+            "concurrent load was not recorded (other work on the machine may have slowed any row)"
+        )
+    runs = {r["env"].get("run") for r in records}
+    if len(runs) > 1:
+        warnings.append(
+            f"rows were timed in {len(runs)} separate runs"
+            + (" (or runs made before runs were recorded)" if None in runs else "")
+            + "; compare times across rows with care"
+        )
+    return warnings
+
+
 def _execution(record: dict[str, Any]) -> str:
     """How a record's cell ran (precision, compilation, memory format)."""
     settings = record.get("runtime")
@@ -365,6 +455,11 @@ def _display(report: Report, pm: str) -> pd.DataFrame:
             return "–" if pd.isna(v) else fmt.format(v)
 
         out[head] = _stat_cells(report, col, show, pm)
+        if f"{col}_iqr" in f:
+            out[head] = [
+                cell + ("" if pd.isna(q) else f" (IQR {show(q)})")
+                for cell, q in zip(out[head], f[f"{col}_iqr"], strict=True)
+            ]
         if f"paper_{col}" in f:
             out[f"{c.header}, paper"] = f[f"paper_{col}"].map(show)
     out["Seeds"] = f["n_seeds"].astype(str)
@@ -436,9 +531,41 @@ def _statistics_lines(report: Report) -> list[str]:
     return lines
 
 
+def title(report: Report) -> str:
+    """The table's title; a demo or smoke run says it is not on the data the title names."""
+    if report.profile == "paper":
+        return report.spec.title
+    return f"{report.spec.title} ({report.profile} run, on other data: see below)"
+
+
+def plural(n: int, word: str) -> str:
+    """``1 epoch``, ``3 epochs``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def nothing_ran(report: Report) -> bool:
+    """True for an architecture-only report: no record of the table and profile."""
+    return not report.meta["cells_done"]
+
+
+def _nothing_ran_line(report: Report) -> str:
+    filled = [f"`{c}`" for c in report.spec.columns if c in ARCHITECTURE_COLUMNS]
+    shown = (
+        f"; the architecture columns ({', '.join(filled)}) come from the models alone"
+        if filled
+        else ""
+    )
+    return (
+        f"**{_NOTHING_RAN}** for profile `{report.profile}` under `{report.meta['runs_dir']}`: "
+        f"the measured columns are empty{shown}."
+    )
+
+
 def _header_lines(report: Report) -> list[str]:
     m, p = report.meta, report.meta["protocol"]
     lines = []
+    if nothing_ran(report):
+        lines.append(_nothing_ran_line(report))
     if report.profile in _PROFILE_BANNER:
         lines.append(_PROFILE_BANNER[report.profile])
     lines.append(f"Data: {'; '.join(m['data']) or 'no runs yet'}.")
@@ -449,11 +576,11 @@ def _header_lines(report: Report) -> list[str]:
         )
     else:
         lines.append(
-            f"Protocol (`{report.profile}`): {p['epochs']} epochs, batch {p['batch_size']}, "
+            f"Protocol (`{report.profile}`): {plural(p['epochs'], 'epoch')}, batch {p['batch_size']}, "
             f"{p['optimizer']} lr {p['lr']:g}. {p['choices']}"
         )
     lines.append(
-        f"Cells: {m['cells_done']} records for {m['rows_done']} of {m['rows']} rows under "
+        f"Cells: {plural(m['cells_done'], 'record')} for {m['rows_done']} of {m['rows']} rows under "
         f"`{m['runs_dir']}`."
         + (
             f" {m['stale_records']} records ignored (other configs, or superseded by newer ones)."
@@ -472,6 +599,11 @@ def _header_lines(report: Report) -> list[str]:
             f"Paper values beside ours: the paper's {_test_set_label(m['paper_block'])} "
             "rows (ours are on a different test set)."
         )
+    if m.get("timing"):
+        lines.append(
+            "Timing, read with care: " + "; ".join(m["timing"]) + ". (IQR: spread of the "
+            "epochs or passes behind a time.)"
+        )
     if m["diverged"]:
         lines.append(f"Diverged during training (loss not finite): {', '.join(m['diverged'])}.")
     if m["image_notes"]:
@@ -481,9 +613,10 @@ def _header_lines(report: Report) -> list[str]:
 
 
 def render_markdown(report: Report) -> str:
-    parts = [f"# {report.spec.title}", ""]
-    parts += [f"> {line}" if i == 0 and report.profile in _PROFILE_BANNER else f"- {line}"
-              for i, line in enumerate(_header_lines(report))]  # fmt: skip
+    parts = [f"# {title(report)}", ""]
+    banner = nothing_ran(report) + (report.profile in _PROFILE_BANNER)
+    for i, line in enumerate(_header_lines(report)):
+        parts += [f"> {line}", ""] if i < banner else [f"- {line}"]
     parts += ["", _display(report, "±").to_markdown(index=False, disable_numparse=True), ""]
     if report.meta.get("figure"):  # set by harness.figures.write_table_plot
         parts += [f"![{report.spec.title}]({report.meta['figure']})", ""]
@@ -491,11 +624,9 @@ def render_markdown(report: Report) -> str:
         "Paper values are as printed in Pei et al. (2020); ours come from the run records.",
         "",
     ]
-    base = DENOISING_CONVENTIONS if report.spec.task == "denoising" else CONVENTIONS
-    conventions = [*base]
-    if "flops_paper_conv" in report.spec.columns:
-        conventions.append(_PAPER_FLOP_RULES[report.spec.paper_flops])
-    parts += ["Conventions:", *[f"- {c}" for c in conventions]]
+    conventions = _conventions(report.spec)
+    if conventions:
+        parts += ["Conventions:", *[f"- {c}" for c in conventions]]
     if report.spec.notes:
         parts += ["", "Notes:", *[f"- {n}" for n in report.spec.notes]]
     parts += _baseline_markdown(report)
@@ -568,7 +699,7 @@ def _claims_markdown(report: Report) -> list[str]:
 
 def render_latex(report: Report) -> str:
     display = _display(report, "±")
-    caption = f"{report.spec.title}. " + " ".join(_header_lines(report))
+    caption = f"{title(report)}. " + " ".join(_header_lines(report))
     styler = display.style.hide(axis="index").format(escape="latex")
     styler = styler.format_index(escape="latex", axis=1)
     caption = caption.replace("**", "").replace("`", "")
@@ -628,14 +759,58 @@ def json_safe(value: Any) -> Any:
 RENDERERS = {"md": render_markdown, "tex": render_latex, "csv": render_csv, "json": render_json}
 
 
+def report_dir(out_dir: Path, profile: str) -> Path:
+    """One folder per profile, so that a demo run never overwrites a smoke report."""
+    return Path(out_dir) / profile
+
+
+_NOTHING_RAN = "Nothing has run"
+
+
+def holds_measured_rows(path: Path) -> bool:
+    """Whether an existing report file shows rows of ours (an architecture-only report,
+    or no file, does not)."""
+    if not path.is_file():
+        return False
+    if path.suffix == ".csv":
+        frame = pd.read_csv(path)
+        return "n_seeds" in frame and bool((frame["n_seeds"] > 0).any())
+    if path.suffix == ".json":
+        return bool(json.loads(path.read_text())["meta"].get("cells_done"))
+    return _NOTHING_RAN not in path.read_text()
+
+
 def write_report(report: Report, out_dir: Path, formats: Iterable[str]) -> list[Path]:
-    """Write each format atomically as ``<out_dir>/<table>.<ext>``."""
+    """Write each format atomically as ``<out_dir>/<profile>/<table>.<ext>``. A report with
+    no records never replaces one that holds measured rows: that file is kept, and said so."""
     paths = []
     for fmt in formats:
-        path = Path(out_dir) / f"{report.spec.name}.{fmt}"
+        path = report_dir(out_dir, report.profile) / f"{report.spec.name}.{fmt}"
+        if nothing_ran(report) and holds_measured_rows(path):
+            print(f"kept {path}: it holds measured rows and this report has none", file=sys.stderr)
+            continue
         write_output(path, RENDERERS[fmt](report).encode())
         paths.append(path)
     return paths
+
+
+def profiles_with_records(spec: TableSpec, store: RunStore) -> list[str]:
+    """The profiles of which the store holds records of ``spec``."""
+    return sorted({r["config"]["profile"] for r in store.records(spec.name)})
+
+
+def no_records_line(report: Report, store: RunStore) -> str:
+    """The one line ``report`` prints when a table has no records in the profile asked for."""
+    others = profiles_with_records(report.spec, store)
+    where = (
+        f"records exist for profile {', '.join(others)}"
+        if others
+        else "none for any other profile either"
+    )
+    return (
+        f"note: no {report.profile} records of {report.spec.name} under {store.root}; {where} "
+        "(writing the architecture-only report)"
+    )
 
 
 __all__ = ["COLUMNS", "PROFILES", "Report", "build_report", "default_profile", "write_report"]

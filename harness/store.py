@@ -43,6 +43,12 @@ from .errors import UserError
 
 SCHEMA = 2  # 2: configs hold the task's whole protocol; records name host, pid, contention
 
+# One id per invocation, inherited by the worker processes it starts (they read the
+# environment), so a report can tell rows timed in one run from rows timed in several.
+RUN_ID = os.environ.setdefault(
+    "HARNESS_RUN_ID", f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}"
+)
+
 
 def jsonable(value: Any) -> Any:
     """Plain JSON data for configs (dataclasses become dicts, tuples lists)."""
@@ -78,6 +84,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "git_commit": _git_commit(),
+        "run": RUN_ID,
     }
 
 

@@ -67,12 +67,12 @@ def test_adversarial_table_smoke_says_random_weights(tmp_path):
     notes = json.loads(record.read_text())["notes"]
     assert any("RANDOM classifier weights" in n for n in notes)
     assert any("RANDOM denoiser weights" in n for n in notes)
-    (row,) = csv.DictReader((tmp_path / "out" / "adversarial.csv").open())
+    (row,) = csv.DictReader((tmp_path / "out" / "smoke" / "adversarial.csv").open())
     assert row["row"] == "ResNet-101 + FGSM"
     assert all(0 <= float(row[c]) <= 1 for c in ("top1_clean", "top1_adversarial", "top1_denoised"))
     assert float(row["paper_top1_adversarial"]) == pytest.approx(0.2718)
     assert float(row["paper_top1_denoised"]) == pytest.approx(0.3605)
-    markdown = (tmp_path / "out" / "adversarial.md").read_text()
+    markdown = (tmp_path / "out" / "smoke" / "adversarial.md").read_text()
     assert "RANDOM classifier weights" in markdown and "RANDOM denoiser weights" in markdown
 
 
@@ -106,5 +106,5 @@ def test_another_denoiser_weights_file_is_another_cell(tmp_path, capsys):
         )
         assert main(args) == 0
         assert f"{1 - ran} already done, {ran} to run" in capsys.readouterr().out
-    (row,) = csv.DictReader((tmp_path / "out" / "adversarial.csv").open())
+    (row,) = csv.DictReader((tmp_path / "out" / "smoke" / "adversarial.csv").open())
     assert row["n_seeds"] == "1"  # the newest record stands for the row, not a mix of both

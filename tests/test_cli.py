@@ -44,9 +44,15 @@ def test_smoke_run_writes_records_and_reports(smoke):
     assert {"accuracy", "train_time_s", "test_time_s", "params", "flops"} <= set(record["metrics"])
     assert len(record["history"]) == 2 and "test_accuracy" in record["history"][0]
     assert record["env"]["torch"] == torch.__version__
-    assert {p.name for p in out.iterdir()} == {"table1.md", "table1.tex", "table1.csv", "figures"}
+    assert {p.name for p in out.iterdir()} == {"smoke"}
+    assert {p.name for p in (out / "smoke").iterdir()} == {
+        "table1.md",
+        "table1.tex",
+        "table1.csv",
+        "figures",
+    }
 
-    rows = _csv_rows((out / "table1.csv").read_text())
+    rows = _csv_rows((out / "smoke" / "table1.csv").read_text())
     assert [r["row"] for r in rows] == PAPER_ORDER
     for column in ("accuracy", "train_time_s", "test_time_s", "params", "flops", "params_M_paper_conv",
                    "flops_paper_conv", "paper_accuracy", "paper_train_time_s", "paper_test_time_s",
@@ -54,9 +60,9 @@ def test_smoke_run_writes_records_and_reports(smoke):
         assert column in rows[0], column
     assert rows[0]["params"] == "12855498" and rows[0]["paper_accuracy"] == "0.9791"
     assert all(0.0 <= float(r["accuracy"]) <= 1.0 for r in rows)
-    markdown = (out / "table1.md").read_text()
+    markdown = (out / "smoke" / "table1.md").read_text()
     assert "Smoke run" in markdown and "s/epoch" in markdown
-    assert "\\toprule" in (out / "table1.tex").read_text()
+    assert "\\toprule" in (out / "smoke" / "table1.tex").read_text()
 
 
 def test_second_run_trains_nothing_and_force_retrains(smoke, monkeypatch, capsys):
@@ -176,7 +182,7 @@ def test_paper_profile_through_torchvision_on_fixture(tmp_path):
         for r in records
     )
     assert all(len(r["epoch_times_s"]) == 5 for r in records)
-    assert "Demo run" not in (tmp_path / "out" / "table1.md").read_text()
+    assert "Demo run" not in (tmp_path / "out" / "paper" / "table1.md").read_text()
 
 
 def test_plan_and_list(smoke, capsys):

@@ -33,7 +33,7 @@ def smoke(tmp_path_factory):
 
 
 def test_table4_smoke_report(smoke):
-    rows = _csv(smoke / "out" / "table4.csv")
+    rows = _csv(smoke / "out" / "smoke" / "table4.csv")
     assert [r["row"] for r in rows] == T4_ROWS
     for sigma in TABLE4.sigmas:
         for prefix in ("psnr", "noisy_psnr", "ssim", "paper_psnr"):
@@ -41,19 +41,19 @@ def test_table4_smoke_report(smoke):
         assert all(float(r[f"psnr_sigma{sigma}"]) > 0 for r in rows)
     assert rows[2]["paper_psnr_sigma20"] == "31.68"
     assert len(list((smoke / "runs" / "table4" / "smoke").glob("*seed0-*.json"))) >= 15
-    text = (smoke / "out" / "table4.md").read_text()
+    text = (smoke / "out" / "smoke" / "table4.md").read_text()
     assert "Smoke run" in text and "PSNR σ=20 (dB)" in text and "Noisy PSNR" in text
 
 
 def test_table5_smoke_report(smoke):
-    rows = _csv(smoke / "out" / "table5.csv")
+    rows = _csv(smoke / "out" / "smoke" / "table5.csv")
     assert [r["variant"] for r in rows] == list(TABLE5.rows)
     for column in ("psnr_sigma50", "paper_psnr_sigma50", "params", "params_M_paper_conv",
                    "paper_params_M_paper_conv", "flops_paper_conv", "train_time_s", "test_time_s",
                    "paper_train_time_s"):  # fmt: skip
         assert column in rows[0], column
     assert int(rows[1]["params"]) < int(rows[0]["params"])
-    text = (smoke / "out" / "table5.md").read_text()
+    text = (smoke / "out" / "smoke" / "table5.md").read_text()
     assert "CIFAR-10-layout fixture" in text and "count conv kernel weights only" in text
 
 

@@ -61,14 +61,14 @@ def smoke(tmp_path_factory):
 
 
 def test_smoke_table_has_paper_rows_and_columns(smoke):
-    rows = list(csv.DictReader((smoke / "out" / "imagenet.csv").open()))
+    rows = list(csv.DictReader((smoke / "out" / "smoke" / "imagenet.csv").open()))
     assert [r["row"] for r in rows[:2]] == ["Baseline", "Baseline+FP"]
     assert rows[2]["row"].endswith("(not in the paper)")
     assert rows[0]["params"] == "25557032" and rows[1]["params"] == "25475112"
     assert float(rows[0]["paper_top1"]) == pytest.approx(0.71434)
     assert float(rows[1]["paper_top5"]) == pytest.approx(0.89756)
     assert all(0 <= float(r["top1"]) <= float(r["top5"]) <= 1 for r in rows)
-    markdown = (smoke / "out" / "imagenet.md").read_text()
+    markdown = (smoke / "out" / "smoke" / "imagenet.md").read_text()
     assert "Smoke run" in markdown and "top5 is top-3 here" in markdown
     assert not list((smoke / "runs").rglob("*.ckpt")), "checkpoints go once records exist"
 

@@ -31,7 +31,7 @@ def smoke(tmp_path_factory):
 
 
 def test_csv_has_every_row_in_the_papers_order(smoke):
-    rows = list(csv.DictReader(io.StringIO((smoke / "out" / "table2.csv").read_text())))
+    rows = list(csv.DictReader(io.StringIO((smoke / "out" / "smoke" / "table2.csv").read_text())))
     paper = [variant_info(v).paper_row("table2") for v in ROWS]
     assert [r["row"] for r in rows[:10]] == [p.row for p in paper[:10]]
     assert all(r["row"].endswith("(not in the paper)") for r in rows[10:])
@@ -44,7 +44,7 @@ def test_csv_has_every_row_in_the_papers_order(smoke):
             assert float(row[f"paper_{column}"]) == pytest.approx(printed)
     assert all(r["n_seeds"] == "1" and 0 <= float(r["accuracy"]) <= 1 for r in rows)
     assert rows[10]["paper_accuracy"] == ""
-    markdown = (smoke / "out" / "table2.md").read_text()
+    markdown = (smoke / "out" / "smoke" / "table2.md").read_text()
     assert "Smoke run" in markdown and "Weight decay is not stated in the paper" in markdown
     assert "fp32, channels_last" in markdown
 

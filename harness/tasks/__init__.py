@@ -55,6 +55,8 @@ class CellContext:
     desc: str
     options: RunOptions
     save_weights: bool
+    # the table shows training time: a model reused from another table is timed anew here
+    times_training: bool = False
 
 
 class Task:

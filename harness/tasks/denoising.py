@@ -64,6 +64,7 @@ class Denoising(Task):
         return run_denoise_cell(
             model, data, protocol, config, store=ctx.store, device=ctx.device, desc=ctx.desc,
             pool=self._workers(ctx.options.workers), reuse_training=not ctx.options.force,
+            retime=ctx.times_training,
         )  # fmt: skip
 
     def close(self, interrupted: bool) -> None:

@@ -1,0 +1,43 @@
+"""Every ``python -m harness`` command in the README's code blocks still parses.
+
+Parsing with the CLI's own parser is cheap and catches renamed commands, options and
+choices; running them would train for minutes.
+"""
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from harness.cli import build_parser
+from harness.tables import get_table
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+_BLOCK = re.compile(r"```(?:bash|sh)?\n(.*?)```", re.S)
+_COMMAND = "python -m harness"
+
+
+def readme_commands() -> list[str]:
+    """The harness commands of the README's code blocks, one per ``&&`` part, comments
+    cut; usage synopses (with ``[optional]`` parts or continuation lines) are left out."""
+    commands = []
+    for block in _BLOCK.findall(README.read_text()):
+        for line in block.splitlines():
+            line = line.split(" #")[0].strip()
+            for part in (p.strip() for p in line.split("&&")):
+                if part.startswith(_COMMAND) and "[" not in part:
+                    commands.append(part)
+    return commands
+
+
+def test_the_readme_has_commands():
+    assert len(readme_commands()) >= 5
+
+
+@pytest.mark.parametrize("command", readme_commands())
+def test_readme_command_parses(command):
+    args = build_parser().parse_args(shlex.split(command)[len(_COMMAND.split()) :])
+    names = getattr(args, "tables", None) or [getattr(args, "table", None)]
+    for name in filter(None, names):  # tables exist and have the profile asked for
+        get_table(name).protocol(getattr(args, "profile", None) or "paper")
