@@ -34,6 +34,7 @@ from .tasks import CellContext, RunOptions, get_task
 
 # outcomes of one cell
 TRAINED, DONE, HELD, FAILED, UNAVAILABLE = "trained", "done", "held", "failed", "unavailable"
+REFUSED = "refused"  # a UserError where the cell ran: the run stops with it, as it would here
 
 
 @dataclass

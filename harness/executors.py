@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .cell import FAILED, Outcome, execute_cell
+from .cell import FAILED, REFUSED, Outcome, execute_cell
 from .errors import UserError
 from .tasks import RunOptions, tasks
 
@@ -46,8 +46,8 @@ def _cell_task(config: dict[str, Any], options: RunOptions) -> Outcome:
 
     try:
         return execute_cell(config, options)
-    except UserError as exc:  # a bad option reaches the driver as one line
-        return Outcome(config, FAILED, f"UserError: {exc}")
+    except UserError as exc:  # a bad option or a full disk: the driver stops with one line
+        return Outcome(config, REFUSED, str(exc))
 
 
 @dataclass
@@ -111,8 +111,10 @@ class RayExecutor:
                     except ray.exceptions.RayError as exc:  # the worker died, retries spent
                         line = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
                         outcome = Outcome(config, FAILED, f"{type(exc).__name__}: {line}")
+                    if outcome.status == REFUSED:
+                        raise UserError(outcome.message)
                     done(outcome)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, UserError):
             for ref in pending:
                 ray.cancel(ref, force=True)
             raise

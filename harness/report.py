@@ -31,7 +31,7 @@ from .planning import cell_config, cell_key, test_blocks
 from .stats import ALPHA, SELECT_RULES, best_of_2_gain, finite, holm, interval, paired, select
 from .store import RunStore, write_output
 from .tables import PROFILES, TableSpec
-from .train import Runtime
+from .train import DIVERGED_LOSS, Runtime
 
 
 @dataclass(frozen=True)
@@ -605,7 +605,10 @@ def _header_lines(report: Report) -> list[str]:
             "epochs or passes behind a time.)"
         )
     if m["diverged"]:
-        lines.append(f"Diverged during training (loss not finite): {', '.join(m['diverged'])}.")
+        lines.append(
+            f"Diverged during training (loss not finite or above {DIVERGED_LOSS:g}): "
+            f"{', '.join(m['diverged'])}."
+        )
     if m["image_notes"]:
         label = "Weights and images" if report.spec.task == "adversarial" else "Notes on the runs"
         lines.append(f"{label}: {'; '.join(m['image_notes'])}.")
