@@ -3,12 +3,16 @@
 Conventions, stated once and shown in the reports:
 
 * ``params``: exact count of trainable parameters (weights, biases, BN gamma/beta).
-* ``params_M_paper_conv``: the paper's "Parameters", that count in units of 2^20.
+* ``params_M_paper_conv``: the paper's "Parameters" in units of 2^20: all trainable
+  parameters, except under the ``2x_conv_weights`` rule (conv kernel weights only).
 * ``flops_paper_conv``: the paper's "FLOPs", which is not a per-image cost but about
-  twice a parameter count (a graph-profiler artefact): 2 x all trainable parameters
-  (Tables 2-3) or 2 x the weights without biases (Table 1), chosen per table.
+  twice a parameter count (a graph-profiler artefact), chosen per table:
+  ``2x_params`` 2 x all trainable parameters (Tables 2-3), ``2x_weights`` 2 x the
+  weights without biases (Table 1), ``2x_conv_weights`` 2 x the conv kernel weights,
+  no biases and no BN (the denoiser, Table 5: 70,994,880 -> 67.71 and 1.42e8).
 * ``flops``: the true forward cost of one image, counted by fvcore where one
-  multiply-add counts as one (MACs). Ops fvcore does not count are given handles
+  multiply-add counts as one (MACs), plus the elementwise ops below (MACs +
+  elementwise ops). Ops fvcore does not count are given handles
   here: each comparison in max/min reductions counts one, as does each output element
   of ReLU, tanh, add, sub, mul and div; top-k counts
   C*ceil(log2 C) comparisons per pixel (a comparison sort over C channels). Any op
@@ -123,10 +127,21 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def count_conv_weights(model: nn.Module) -> int:
+    """Kernel weights of every (transposed) convolution: no biases, no BN, no FC."""
+    return sum(
+        m.weight.numel()
+        for m in model.modules()
+        if isinstance(m, nn.modules.conv._ConvNd) and m.weight.requires_grad
+    )
+
+
 def paper_convention(model: nn.Module, rule: str) -> dict[str, float]:
     """The paper's "Parameters" (2^20 units) and "FLOPs" (see module docstring)."""
     params = count_params(model)
-    if rule == "2x_params":
+    if rule == "2x_conv_weights":
+        params = flop_base = count_conv_weights(model)
+    elif rule == "2x_params":
         flop_base = params
     elif rule == "2x_weights":
         flop_base = sum(

@@ -44,7 +44,7 @@ COLUMNS: dict[str, Column] = {
     "test_time_s": Column("Test time", "s, whole test set", "{:.3f}"),
     "params": Column("Params", "exact count", "{:,.0f}", integer=True),
     "params_M_paper_conv": Column("Params, paper conv.", "M = 2^20", "{:.3f}"),
-    "flops": Column("FLOPs", "MACs/image, fvcore", "{:.3e}", integer=True),
+    "flops": Column("FLOPs", "MACs + elementwise ops/image", "{:.3e}", integer=True),
     "flops_paper_conv": Column("FLOPs, paper conv.", "paper's rule", "{:.3e}", integer=True),
     "top1_clean": Column("Top-1 clean", "fraction", "{:.4f}"),
     "top1_adversarial": Column("Top-1 FGSM", "fraction", "{:.4f}"),
@@ -85,7 +85,8 @@ DENOISING_CONVENTIONS = (
     "PSNR: Gaussian noise of std sigma (0-255 scale) added unclipped, drawn from (image, "
     "sigma, seed) alone; the estimate clamped to [0, 1] and rounded to 8 bits; "
     "10*log10(255^2/MSE) over all pixels and channels, no border crop; mean over the test "
-    "images. Noisy PSNR: the noisy input under the same rule. SSIM: scikit-image, 8-bit, 7x7.",
+    "images. Noisy PSNR: the noisy input under the same rule. SSIM: 8-bit, 11x11 Gaussian "
+    "window (sigma 1.5), mean over channels, as MATLAB and KAIR compute it.",
     "train time: median over epochs of one epoch's synchronised training time; test time: "
     "the method's time summed over the whole test set (metrics and file reading excluded); "
     "time per image: the same per image, averaged over images and noise levels.",
@@ -96,6 +97,8 @@ DENOISING_CONVENTIONS = (
 _PAPER_FLOP_RULES = {
     "2x_params": "FLOPs (paper conv.) here = 2 x trainable parameters.",
     "2x_weights": "FLOPs (paper conv.) here = 2 x weights, biases excluded.",
+    "2x_conv_weights": "Params and FLOPs (paper conv.) here count conv kernel weights only "
+    "(no biases, no BN): params = those weights in units of 2^20, FLOPs = 2 x them.",
 }
 
 _PROFILE_BANNER = {

@@ -1,8 +1,10 @@
 import math
 
+import numpy as np
 import pytest
 import torch
-from skimage.metrics import peak_signal_noise_ratio
+from scipy.signal import correlate2d
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from harness.imaging import gaussian_noise, noise_seed, psnr, ssim, to_uint8
 
@@ -47,3 +49,41 @@ def test_ssim_identity_and_degradation():
     assert ssim(a, a) == pytest.approx(1.0)
     noisy = to_uint8(a.float() / 255 + gaussian_noise("x", 50, 0, a.shape))
     assert ssim(a, noisy) < 0.9
+
+
+def _reference_ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """Wang et al.'s SSIM as KAIR's ``calculate_ssim`` writes it: 11x11 Gaussian window
+    (sigma 1.5), 'valid' filtering, C1 = (0.01 L)^2, C2 = (0.03 L)^2, mean over channels."""
+    g = np.exp(-((np.arange(11) - 5) ** 2) / (2 * 1.5**2))
+    window = np.outer(g, g) / np.outer(g, g).sum()
+
+    def filt(x: np.ndarray) -> np.ndarray:
+        return correlate2d(x, window, mode="valid")
+
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    scores = []
+    for x, y in zip(a.astype(np.float64), b.astype(np.float64), strict=True):
+        mx, my = filt(x), filt(y)
+        vx, vy, cxy = filt(x * x) - mx**2, filt(y * y) - my**2, filt(x * y) - mx * my
+        ssim_map = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+        scores.append(ssim_map.mean())
+    return float(np.mean(scores))
+
+
+def test_ssim_is_the_gaussian_window_ssim_of_the_denoising_literature():
+    gen = torch.Generator().manual_seed(2)
+    clean = to_uint8(torch.rand(3, 1, 1, generator=gen) * torch.linspace(0, 1, 40)[:, None])
+    clean = to_uint8(clean.float() / 255 + gaussian_noise("smooth", 10, 0, (3, 40, 33)))
+    noisy = to_uint8(clean.float() / 255 + gaussian_noise("y", 25, 0, clean.shape))
+    a, b = clean.numpy(), noisy.numpy()
+    ours = ssim(clean, noisy)
+    assert ours == pytest.approx(_reference_ssim(a, b), abs=1e-9)
+    hwc = [np.ascontiguousarray(x.transpose(1, 2, 0)) for x in (a, b)]
+    assert ours == pytest.approx(
+        structural_similarity(
+            *hwc, channel_axis=-1, data_range=255, gaussian_weights=True, sigma=1.5,
+            use_sample_covariance=False,
+        )
+    )  # fmt: skip
+    # scikit-image's default (7x7 uniform window) is a different number
+    assert abs(ours - structural_similarity(*hwc, channel_axis=-1, data_range=255)) > 1e-3

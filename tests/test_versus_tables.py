@@ -106,11 +106,15 @@ def test_dncnn_shape_and_parameter_count():
     assert count_flops(model, (3, 8, 8)) > 0  # every op counted by fvcore
 
 
-def test_rednet_shape_and_parameter_count():
+@pytest.mark.parametrize(
+    ("variant", "maps", "printed"),
+    [("rednet.red30", 128, 4_139_395), ("rednet.red30_64", 64, 1_037_507)],
+)
+def test_rednet_shape_and_parameter_count(variant, maps, printed):
     conv = lambda cin, cout: cin * cout * 9 + cout  # noqa: E731
-    hand = conv(3, 64) + 14 * conv(64, 64) + 14 * conv(64, 64) + conv(64, 3)
-    model = REDNet()
-    assert _params(model) == hand == 1_037_507  # "about 1.04M"
+    hand = conv(3, maps) + 14 * conv(maps, maps) + 14 * conv(maps, maps) + conv(maps, 3)
+    model = create_model(variant)
+    assert _params(model) == hand == printed  # about 4.14M (the authors' width) and 1.04M
     assert len(model.convs) == len(model.deconvs) == 15
     with torch.no_grad():
         y = torch.rand(1, 3, 19, 14)
@@ -236,7 +240,8 @@ def test_table7_and_8_smoke(smoke):
     assert all(f"psnr_sigma{s}" in t7[0] for s in (15, 20, 25, 30, 40, 50))
     assert "DnCNN-3's on grey BSD68" in (smoke / "out" / "table7.md").read_text()
     t8 = _csv(smoke / "out" / "table8.csv")
-    assert [r["row"] for r in t8] == ["Baseline+2FP", "RED-Net"]
+    assert [r["row"] for r in t8][:2] == ["Baseline+2FP", "RED-Net"]
+    assert t8[2]["row"].endswith("(not in the paper)") and "64 maps" in t8[2]["row"]
     assert t8[1]["paper_psnr_sigma10"] == "33.38" and t8[0]["paper_psnr_sigma10"] == "33.71"
     assert all(float(r[f"psnr_sigma{s}"]) > 0 for r in t8 for s in TABLE8.sigmas)
 

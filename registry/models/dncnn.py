@@ -6,6 +6,12 @@ the network predicts the noise (residual learning) and ``forward`` subtracts it.
 CHOICE: a conv followed by BN has no bias (BN's shift makes it redundant; some
 implementations keep it, adding 1,152 parameters); the first and last convs keep
 theirs. Weights are Kaiming-normal, as DnCNN initialises its convs.
+
+Checked against the authors' PyTorch training code (github.com/cszn/DnCNN,
+``TrainingCodes/dncnn_pytorch/main_train.py``): the same layers, widths and residual
+output. Differences, all CHOICES kept here: their last conv has no bias (ours: +3
+parameters), their BN uses eps 1e-4 and momentum 0.95 (ours: PyTorch's defaults), and
+they initialise orthogonally (ours: Kaiming-normal, the initialisation DnCNN's paper names).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """torchvision's ResNet-50 with a channel reduction before stage 2 (section 4.1(C)).
 
 The paper inserts feature pooling between ``layer1`` and ``layer2``: the 256 maps
-leaving stage 1 become 128 (stride 2), so the first bottleneck of ``layer2`` takes
+leaving stage 1 become 128 (stride 2; CHOICE: the paper gives no stride for ResNet-50,
+2 is the stride of its Table 2), so the first bottleneck of ``layer2`` takes
 128 inputs, its 1x1 reduction conv and its downsample projection both shrinking.
 Position 3 (between ``layer2`` and ``layer3``, 512 -> 256) is an extra, not in the
 paper. The reduction layer is appended to the preceding stage, so every other
