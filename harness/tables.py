@@ -190,6 +190,12 @@ TABLE1 = TableSpec(
         }
     ),
     paper_flops="2x_weights",
+    expect=MappingProxyType(
+        {
+            "demo": "every row near or above 0.9 accuracy; the FP and conv rows close to the "
+            "baseline with 2-4x fewer parameters in the first FC layer."
+        }
+    ),
     notes=(
         "Compression: share of conv2's 32 maps removed before the FC layers (50% = stride 2).",
         "Paper timings were taken on a GTX 1070 with TensorFlow; ours on the device named above.",
@@ -258,6 +264,13 @@ def _vgg_table(name: str) -> TableSpec:
         ),
         paper_flops="2x_params",
         save_weights=False,  # about 59 MB a cell, and no figure needs them
+        expect=MappingProxyType(
+            {
+                "demo": "every row far above chance (0.1) on real digits; single-position rows "
+                "near the baseline, rows pooling at many positions possibly a few points lower; "
+                "a point or two between rows is seed noise (--seeds 3 shows the spread)."
+            }
+        ),
         notes=(
             "Rows as in the paper (ConvX = feature pooling behind block X: after its max pool "
             "for X = 1..4, after its last conv for X = 5), then rows marked 'not in the paper': "
@@ -324,6 +337,12 @@ TABLE4 = TableSpec(
     task="denoising",
     sigmas=(20, 30, 40, 50, 60),
     paper_flops="2x_conv_weights",
+    expect=MappingProxyType(
+        {
+            "demo": "every row several dB above the noisy input at every sigma, the gain growing "
+            "with sigma; the FP rows near the baseline with a fraction of its parameters."
+        }
+    ),
     notes=(
         _DENOISE_ROWS_NOTE,
         "noisy PSNR: the noisy input itself under the same PSNR rule, so the gain is visible.",
@@ -374,6 +393,12 @@ TABLE5 = TableSpec(
     task="denoising",
     sigmas=(20, 30, 40, 50),
     paper_flops="2x_conv_weights",
+    expect=MappingProxyType(
+        {
+            "demo": "every row several dB above the noisy input on 32x32 patches; spatial and "
+            "top-k FP near each other with the same parameters."
+        }
+    ),
     notes=(
         _DENOISE_ROWS_NOTE,
         "Train time: median epoch, averaged over the per-sigma models; test time: summed "
@@ -397,10 +422,11 @@ _VERSUS_CHOICES = (
 _VERSUS_DEMO = replace(
     _DENOISE_DEMO, model_kwargs=(),
     arch_kwargs=(("denoiser", (("width", _DEMO_WIDTH),)), ("dncnn", (("width", 1 / 2),)),
-                 ("rednet", (("width", 1 / 2),))),
+                 ("rednet", (("width", 1 / 4),))),
     choices=f"Demo: our denoiser at {_DEMO_WIDTH:g} of every hidden width (the model of "
-    "Table 4's demo, reused when that has run), DnCNN and RED-Net at half their width (32 "
-    f"maps), all {_DEMO_TRAINING}; tested on 256x256 centre crops of 3 other photographs "
+    "Table 4's demo, reused when that has run), DnCNN at half its width and RED-Net at a "
+    "quarter (32 maps each; RED-Net's 64-map row at 16), all "
+    f"{_DEMO_TRAINING}; tested on 256x256 centre crops of 3 other photographs "
     "(chelsea, flower, motorcycle). Far too short for any network to converge."
     + _VERSUS_CHOICES,
 )  # fmt: skip
@@ -416,6 +442,7 @@ _VERSUS_SMOKE = replace(
 def _versus_table(
     name: str, title: str, rows: tuple[str, ...], sigmas: tuple[int, ...],
     test_set: str | tuple[str, ...], notes: tuple[str, ...] = (), quoted: tuple[PaperRow, ...] = (),
+    expect: str = "",
 ) -> TableSpec:  # fmt: skip
     return TableSpec(
         name=name,
@@ -434,6 +461,7 @@ def _versus_table(
         task="denoising",
         sigmas=sigmas,
         quoted=quoted,
+        expect=MappingProxyType({"demo": expect}),
         notes=(
             "One network is trained per noise level; classical methods are given the true sigma.",
             "Time per image: the method's own time on one image (networks: synchronised "
@@ -455,6 +483,8 @@ TABLE6 = _versus_table(
     ("classical.bm3d", "classical.ksvd", "classical.nlmeans", "denoiser.fp2"),
     (20, 30, 40, 50, 60),
     ("bsd500", "tid2008"),
+    expect="every method several dB above the noisy input; at this training budget the "
+    "classical methods, BM3D first, ahead of our half-width denoiser.",
     quoted=tuple(
         p
         for row, (bsd500, tid2008) in _TABLE6_QUOTED.items()
@@ -476,6 +506,8 @@ TABLE7 = _versus_table(
     ("denoiser.fp2", "dncnn.color20"),
     (15, 20, 25, 30, 40, 50),
     "cbsd68",
+    expect="both networks several dB above the noisy input from sigma 25 up; which leads is "
+    "not settled by 256 training steps.",
     notes=(
         "The paper's DnCNN numbers (31.46 / 29.02 / 26.10) are DnCNN-3's on grey BSD68 as "
         "printed in the DnCNN paper, while its own model denoises colour images; the DnCNN "
@@ -489,6 +521,8 @@ TABLE8 = _versus_table(
     ("denoiser.fp2", "rednet.red30", "rednet.red30_64"),
     (10, 20, 30, 40, 50),
     "bsd200",
+    expect="every network several dB above the noisy input from sigma 20 up; which leads is "
+    "not settled by 256 training steps.",
     notes=(
         "BSD200 is read as the 200 test images of BSDS500 (the paper does not say which "
         "200); the paper's RED-Net numbers are quoted from the RED-Net paper.",
