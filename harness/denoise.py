@@ -75,7 +75,8 @@ def train_denoiser(
     device: torch.device,
     desc: str = "",
 ) -> TrainResult:
-    """Train ``model`` (which has a ``noise`` method) on uint8 images already on ``device``."""
+    """Train ``model`` (which has a ``noise`` method) on uint8 images already on ``device``,
+    at noise level ``sigma``, or at levels drawn per image from ``protocol.train_sigmas``."""
     result = TrainResult()
     optimizer = make_optimizer(model, protocol)
     gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -93,7 +94,8 @@ def train_denoiser(
         for step in range(steps):
             idx = order[step * protocol.batch_size : (step + 1) * protocol.batch_size].to(device)
             clean = train_x[idx].float().div_(255)
-            noise = torch.randn(clean.shape, generator=noise_gen, device=device).mul_(sigma / 255)
+            noise = torch.randn(clean.shape, generator=noise_gen, device=device)
+            noise.mul_(_noise_levels(protocol, sigma, len(idx), noise_gen, device) / 255)
             with watch:
                 loss = F.mse_loss(model.noise(clean + noise), noise)
                 optimizer.zero_grad(set_to_none=True)
@@ -117,6 +119,21 @@ def train_denoiser(
             break
     bar.close()
     return result
+
+
+def _noise_levels(
+    protocol: DenoiseProtocol,
+    sigma: float,
+    n: int,
+    generator: torch.Generator,
+    device: torch.device,
+) -> Tensor | float:
+    """``sigma``, or one level per image drawn uniformly from ``protocol.train_sigmas``."""
+    if not protocol.train_sigmas:
+        return sigma
+    low, high = protocol.train_sigmas
+    levels = torch.rand(n, 1, 1, 1, generator=generator, device=device)
+    return levels.mul_(high - low).add_(low)
 
 
 def _batches(images: Iterable[LoadedImage], size: int) -> Iterator[list[LoadedImage]]:
@@ -418,7 +435,8 @@ _TRAINING_FIELDS = (
 def training_key(config: dict[str, Any], protocol: DenoiseProtocol, train_data: str) -> str:
     """Equal keys, equal trained weights: the same architecture and kwargs, data, training
     protocol, noise level and seed, whichever table asks (Table 4's Baseline+2FP at sigma
-    30 is Table 6's, 7's and 8's)."""
+    30 is Table 6's, 7's and 8's). A model trained over a range of noise levels
+    (``train_sigmas``) serves every sigma."""
     return config_hash(
         {
             "arch": config["arch"],
@@ -426,7 +444,7 @@ def training_key(config: dict[str, Any], protocol: DenoiseProtocol, train_data: 
             "kwargs": jsonable(protocol.kwargs_for(config["arch"])),
             "protocol": {k: config["protocol"].get(k) for k in _TRAINING_FIELDS},
             "train_data": train_data,
-            "sigma": config["sigma"],
+            "sigma": list(protocol.train_sigmas) or config["sigma"],
             "seed": config["seed"],
         }
     )

@@ -568,6 +568,8 @@ def _header_lines(report: Report) -> list[str]:
         lines.append(_nothing_ran_line(report))
     if report.profile in _PROFILE_BANNER:
         lines.append(_PROFILE_BANNER[report.profile])
+    if expect := report.spec.expect.get(report.profile):
+        lines.append(f"What to expect: {expect}")
     lines.append(f"Data: {'; '.join(m['data']) or 'no runs yet'}.")
     if report.spec.task == "adversarial":
         lines.append(

@@ -25,6 +25,10 @@ class DenoiseProtocol(Protocol):
     test_set: str | tuple[str, ...] = ""
     patch_size: int = 0
     test_crop: int = 0
+    # train one model per row on noise levels drawn uniformly from this (low, high) range,
+    # one per image, and test it at every sigma of the table (empty: one model per sigma,
+    # as the paper trains)
+    train_sigmas: tuple[int, int] | tuple[()] = ()
 
     @property
     def test_sets(self) -> tuple[str, ...]:

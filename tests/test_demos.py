@@ -1,0 +1,92 @@
+"""The demo profiles: real images for Tables 2-3, denoisers trained over a range of noise
+levels, and the one line that says what a demo should show."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.data import load_classification
+from harness.denoise import _noise_levels, training_key
+from harness.report import build_report, render_markdown
+from harness.runner import cell_config, resolve_device, run_table
+from harness.store import RunStore
+from harness.tables import TABLE4, TABLES
+
+
+def test_mnist_rgb32_is_the_real_digits_padded_to_colour():
+    digits = load_classification("mnist5k", "unused", train_limit=50, test_limit=20)
+    rgb = load_classification("mnist5k_rgb32", "unused", train_limit=50, test_limit=20)
+    assert rgb.train_x.shape == (50, 3, 32, 32) and rgb.test_x.shape == (20, 3, 32, 32)
+    for channel in range(3):
+        assert torch.equal(rgb.train_x[:, channel, 2:30, 2:30], digits.train_x[:, 0])
+    assert int(rgb.train_x[:, :, :2].max()) == 0 and int(rgb.test_x[..., 30:].max()) == 0
+    assert torch.equal(rgb.test_y, digits.test_y)
+    assert "not CIFAR-10" in rgb.description and len(rgb.mean) == len(rgb.std) == 3
+
+
+def test_vgg_demos_train_on_real_digits_and_say_so():
+    for name in ("table2", "table3"):
+        demo = TABLES[name].protocol("demo")
+        assert demo.dataset == "mnist5k_rgb32" and not demo.hflip
+        assert "NOT CIFAR-10" in demo.choices
+
+
+def test_noise_levels_are_drawn_per_image_within_the_range():
+    gen = torch.Generator().manual_seed(0)
+    blind = replace(TABLE4.protocol("smoke"), train_sigmas=(10, 60))
+    levels = _noise_levels(blind, 25, 4000, gen, torch.device("cpu"))
+    assert levels.shape == (4000, 1, 1, 1)
+    assert 10 <= float(levels.min()) < 11 and 59 < float(levels.max()) <= 60
+    assert _noise_levels(TABLE4.protocol("smoke"), 25, 4, gen, torch.device("cpu")) == 25
+
+
+def test_a_model_trained_over_noise_levels_has_one_training_key():
+    spec = replace(
+        TABLE4, protocols={"smoke": replace(TABLE4.protocol("smoke"), train_sigmas=(10, 60))}
+    )
+    keys = {training_key(cell_config(spec, "denoiser.fp2", "smoke", 0, sigma), spec.protocol("smoke"), "d")
+            for sigma in spec.sigmas}  # fmt: skip
+    assert len(keys) == 1
+    per_sigma = {training_key(cell_config(TABLE4, "denoiser.fp2", "smoke", 0, sigma),
+                              TABLE4.protocol("smoke"), "d") for sigma in TABLE4.sigmas}  # fmt: skip
+    assert len(per_sigma) == len(TABLE4.sigmas)
+
+
+def test_blind_training_trains_each_row_once_and_tests_every_sigma(tmp_path):
+    protocol = replace(TABLE4.protocol("smoke"), train_sigmas=(10, 60))
+    spec = replace(TABLE4, rows=("denoiser.fp2",), sigmas=(20, 50), protocols={"smoke": protocol},
+                   expect={"smoke": "one trained model, two noise levels"})  # fmt: skip
+    store = RunStore(tmp_path / "runs")
+    lines: list[str] = []
+    run_table(spec, profile="smoke", seeds=1, device=resolve_device("cpu"), store=store,
+              data_root=tmp_path / "data", log=lines.append)  # fmt: skip
+    records = sorted(store.records("table4", "smoke"), key=lambda r: r["config"]["sigma"])
+    assert [r["config"]["sigma"] for r in records] == [20, 50]
+    assert not any("reused" in n for n in records[0]["notes"])
+    assert any("trained once and reused" in n for n in records[1]["notes"])
+    assert records[0]["metrics"]["noisy_psnr"] > records[1]["metrics"]["noisy_psnr"]
+    text = render_markdown(build_report(spec, "smoke", store))
+    assert "What to expect: one trained model, two noise levels" in text
+
+
+def test_every_demo_says_what_to_expect():
+    for spec in TABLES.values():
+        if "demo" in spec.protocols:
+            assert spec.expect.get("demo"), spec.name
+
+
+@pytest.mark.slow
+def test_table4_demo_denoises(tmp_path):
+    """Table 4's demo protocol at one noise level, on the row every denoising demo shares
+    (Baseline+2FP; the other rows cost several times more): well above its noisy input."""
+    spec = replace(TABLE4, rows=("denoiser.fp2",), sigmas=(30,))
+    store = RunStore(tmp_path / "runs")
+    run_table(spec, profile="demo", seeds=1, device=resolve_device("cpu"), store=store,
+              data_root=Path(tmp_path / "data"), log=lambda _: None)  # fmt: skip
+    records = list(store.records("table4", "demo"))
+    assert len(records) == len(spec.rows)
+    for r in records:
+        gain = r["metrics"]["psnr"] - r["metrics"]["noisy_psnr"]
+        assert gain > 3, (r["config"]["variant"], gain)
