@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from registry.models.classical import ClassicalDenoiser
 
-from . import lifeline
+from . import lease, lifeline
 from .data import load_classification
 from .errors import UserError
 from .evalcache import ImageResultCache
@@ -534,6 +534,23 @@ def retime_training(
     return [t * scale for t in timed.epoch_times_s], how
 
 
+def _claim_training(store: RunStore, key: str, device: torch.device) -> lease.Lease | None:
+    """The right to train the model of training key ``key`` (a lease in ``_trained/``),
+    or None once another cell, in this runner or another, has trained it: cells that
+    share a model (noise levels of one row, or tables) never train it twice at once."""
+    path = store.root / "_trained" / f"{key}{lease.SUFFIX}"
+    while store.shared_training(key) is None:
+        claim = lease.acquire(path, str(device))
+        if claim is not None:
+            if store.shared_training(key) is not None:  # finished while we looked
+                claim.release()
+                return None
+            claim.start_heartbeat()
+            return claim
+        time.sleep(2.0)
+    return None
+
+
 def run_denoise_cell(
     model: nn.Module, data: DenoiseData, protocol: DenoiseProtocol, config: dict[str, Any], *,
     store: RunStore, device: torch.device, desc: str, pool: WorkerPool | None = None,
@@ -559,11 +576,16 @@ def run_denoise_cell(
     weights: Path | None = record_path.with_suffix(".pt")
     key = training_key(config, protocol, data.train_description)
     notes = []
+    claim = None
     if isinstance(model, ClassicalDenoiser):
         result, weights = TrainResult(), None
     elif (resumed := _resume_training(model, store, config)) is not None:
         result = resumed
-    elif reuse_training and (shared := _reuse_training(model, store, key)) is not None:
+    elif (
+        reuse_training
+        and (claim := _claim_training(store, key, device)) is None
+        and (shared := _reuse_training(model, store, key)) is not None
+    ):
         source, result = shared
         weights = store.adopt_weights(config, source)
         with writing(f"the training result {trained}"):
@@ -573,13 +595,17 @@ def run_denoise_cell(
         if not retime:
             result.epoch_times_s = []  # measured in another table's run
     else:
-        result = train_denoiser(
-            model, data.train_x, protocol, sigma=sigma, seed=seed, device=device, desc=desc
-        )
-        store.save_weights(config, model.state_dict())
-        with writing(f"the training result {trained}"):
-            atomic_write_text(trained, dumps_strict(asdict(result)))
-        store.share_training(key, record_path.with_suffix(".pt"), trained)
+        try:
+            result = train_denoiser(
+                model, data.train_x, protocol, sigma=sigma, seed=seed, device=device, desc=desc
+            )
+            store.save_weights(config, model.state_dict())
+            with writing(f"the training result {trained}"):
+                atomic_write_text(trained, dumps_strict(asdict(result)))
+            store.share_training(key, record_path.with_suffix(".pt"), trained)
+        finally:
+            if claim is not None:
+                claim.release()
         retime = False  # timed as it trained
     if retime and weights is not None:
         result.epoch_times_s, how = retime_training(
