@@ -7,10 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from harness.cell import resolve_device
 from harness.data import load_classification
 from harness.denoise import _noise_levels, training_key
+from harness.planning import cell_config
 from harness.report import build_report, render_markdown
-from harness.runner import cell_config, resolve_device, run_table
+from harness.runner import run_table
 from harness.store import RunStore
 from harness.tables import TABLE4, TABLES
 
