@@ -65,6 +65,14 @@ def _data(task_name: str, protocol: Protocol, options: RunOptions, device: torch
     return get_task(task_name).open_data(protocol, options, device)
 
 
+def preload(config: dict[str, Any], options: RunOptions) -> None:
+    """Open a cell's data in this process before any cell is claimed, so that missing or
+    refused data is one line and exit 2 with nothing written (the cells then reuse it)."""
+    task = get_table(config["table"]).task
+    _, device = distributed.setup(resolve_device(options.device))
+    _data(task, get_task(task).protocol_of(config), options, device)
+
+
 def measure_model(
     model: torch.nn.Module, rule: str, input_shape: tuple[int, ...]
 ) -> dict[str, float]:
@@ -120,8 +128,8 @@ def execute_cell(config: dict[str, Any], options: RunOptions, index: str = "") -
 
 def _execute(config: dict[str, Any], options: RunOptions, store: RunStore, index: str) -> Outcome:
     spec = get_table(config["table"])
-    protocol = spec.protocol(config["profile"])
     task = get_task(spec.task)
+    protocol = task.protocol_of(config)
     here, device = distributed.setup(resolve_device(options.device))
     if options.threads:
         torch.set_num_threads(options.threads)

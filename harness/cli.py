@@ -175,7 +175,7 @@ def cmd_plan(args: argparse.Namespace) -> None:
         else:
             state = plan.price(spec, config, store, shape)
             if cell.problem:
-                state += f"; stale record, rerun ({cell.problem})"
+                state = f"stale, to rerun ({cell.problem}): {state}"
             if cell.failed is not None:
                 state += f"; failed last time (see {cell.failed})"
         sigma = f" sigma {config['sigma']}" if "sigma" in config else ""

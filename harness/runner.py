@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import distributed, lease
-from .cell import DONE, FAILED, TRAINED, UNAVAILABLE, Outcome
+from .cell import DONE, FAILED, TRAINED, UNAVAILABLE, Outcome, preload
 from .errors import UserError
 from .executors import LocalExecutor, RayExecutor
 from .planning import describe_holder, lease_path, plan_cells, table_cells
@@ -99,6 +99,8 @@ def run_table(
     plan = plan_cells(configs, store, force)
     summary = RunSummary(skipped=len(plan.where("done")))
     pending = [c.config for c in plan.cells if c.record is None]
+    if pending and isinstance(executor, LocalExecutor):
+        preload(pending[0], options)  # the cells run here: refuse bad data first
     held = len(plan.where("running"))
     log(f"{spec.name} [{profile}]: {len(configs)} cells, {summary.skipped} already done, "
         f"{len(pending)} to run ({held} held by other runners) on {options.device} "

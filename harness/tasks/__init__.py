@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,10 +20,10 @@ from torch import nn
 from registry import create_model, list_variants, variant_info
 
 from ..errors import UserError
+from ..protocol import Protocol
 from ..train import Runtime
 
 if TYPE_CHECKING:
-    from ..protocol import Protocol
     from ..store import RunStore
     from ..train import TrainResult
 
@@ -63,8 +63,16 @@ class Task:
     """One kind of cell. Subclasses override what differs; the defaults suit most."""
 
     name = ""
+    protocol_type: type[Protocol] = Protocol  # the task's protocol, with its own fields
     accepts_test_dir = False  # --test-dir replaces the test set
     distributed = False  # may run as several torchrun processes
+
+    def protocol_of(self, config: dict[str, Any]) -> Protocol:
+        """The protocol a cell's config holds (the one its hash covers), rebuilt."""
+        names = {f.name for f in fields(self.protocol_type)}
+        return self.protocol_type(
+            **{k: _tupled(v) for k, v in config["protocol"].items() if k in names}
+        )
 
     def blocks(self, protocol: Protocol, test_dir: Path | None) -> tuple[str | None, ...]:
         """The test sets a table repeats its rows for; ``(None,)`` for one."""
@@ -96,6 +104,11 @@ class Task:
 
     def close(self, interrupted: bool) -> None:
         """Stop anything this process started for the task's cells (worker pools)."""
+
+
+def _tupled(value: Any) -> Any:
+    """JSON lists back into the tuples protocols hold."""
+    return tuple(_tupled(v) for v in value) if isinstance(value, list) else value
 
 
 _TASKS: dict[str, Task] = {}

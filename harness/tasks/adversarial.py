@@ -45,6 +45,7 @@ def _attackers(protocol: AttackProtocol, weights: Path | None) -> Attackers:
 
 class Adversarial(Task):
     name = "adversarial"
+    protocol_type = AttackProtocol
 
     def check(self, protocol: AttackProtocol, options: RunOptions) -> None:
         weights = options.denoiser_weights

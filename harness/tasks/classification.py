@@ -26,6 +26,7 @@ class ClassificationProtocol(Protocol):
 
 class Classification(Task):
     name = "classification"
+    protocol_type = ClassificationProtocol
 
     def open_data(
         self, protocol: ClassificationProtocol, options: RunOptions, device: torch.device

@@ -37,6 +37,7 @@ class DenoiseProtocol(Protocol):
 
 class Denoising(Task):
     name = "denoising"
+    protocol_type = DenoiseProtocol
     accepts_test_dir = True
 
     def __init__(self) -> None:
