@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import distributed
 from ..imagenet import FolderData, open_folders, run_folder_cell
 from ..protocol import Protocol
 from ..train import TrainResult
@@ -21,7 +22,14 @@ class Folders(Task):
     def open_data(
         self, protocol: Protocol, options: RunOptions, device: torch.device
     ) -> FolderData:
-        return open_folders(protocol.dataset, options.data_root)
+        """Rank 0 first (it may write the smoke fixture), then the other torchrun ranks."""
+        main = distributed.world().is_main
+        if not main:
+            distributed.barrier()
+        data = open_folders(protocol.dataset, options.data_root)
+        if main:
+            distributed.barrier()
+        return data
 
     def run_cell(
         self, model: nn.Module, data: FolderData, protocol: Protocol, config: dict[str, Any],
