@@ -29,7 +29,7 @@ from .measure import count_flops, count_params, paper_convention
 from .planning import cell_key, describe_holder, error_path, lease_path
 from .protocol import Protocol
 from .store import SCHEMA, RunStore, atomic_write_text, config_hash, environment
-from .tables import get_table
+from .tables import TableSpec, get_table
 from .tasks import CellContext, RunOptions, get_task
 
 # outcomes of one cell
@@ -107,13 +107,16 @@ def _claim(path: Path, device: torch.device) -> lease.Lease | None:
     return claimed
 
 
-def execute_cell(config: dict[str, Any], options: RunOptions, index: str = "") -> Outcome:
+def execute_cell(
+    config: dict[str, Any], options: RunOptions, index: str = "", spec: TableSpec | None = None
+) -> Outcome:
     """Claim, run and store one cell. A cell that raises is recorded as failed (its
     traceback beside the record) and never as done; a bad option (``UserError``)
-    and Ctrl-C propagate, since they concern every cell."""
+    and Ctrl-C propagate, since they concern every cell. ``spec`` is the table when the
+    caller holds it (an unregistered variation of one); else the registered table."""
     store = RunStore(options.runs_dir)
     try:
-        return _execute(config, options, store, index)
+        return _execute(config, options, store, index, spec or get_table(config["table"]))
     except (UserError, KeyboardInterrupt):
         raise
     except Exception as exc:  # one cell's failure, not the run's
@@ -126,8 +129,9 @@ def execute_cell(config: dict[str, Any], options: RunOptions, index: str = "") -
         return Outcome(config, FAILED, f"{type(exc).__name__}: {line}", str(where))
 
 
-def _execute(config: dict[str, Any], options: RunOptions, store: RunStore, index: str) -> Outcome:
-    spec = get_table(config["table"])
+def _execute(
+    config: dict[str, Any], options: RunOptions, store: RunStore, index: str, spec: TableSpec
+) -> Outcome:
     task = get_task(spec.task)
     protocol = task.protocol_of(config)
     here, device = distributed.setup(resolve_device(options.device))

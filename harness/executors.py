@@ -14,6 +14,7 @@ from typing import Any
 
 from .cell import FAILED, REFUSED, Outcome, execute_cell
 from .errors import UserError
+from .tables import TableSpec
 from .tasks import RunOptions, tasks
 
 OnOutcome = Callable[[Outcome], None]
@@ -26,11 +27,14 @@ class LocalExecutor:
 
     name = "local"
 
-    def run(self, configs: list[dict[str, Any]], options: RunOptions, done: OnOutcome) -> None:
+    def run(
+        self, configs: list[dict[str, Any]], options: RunOptions, done: OnOutcome,
+        spec: TableSpec | None = None,
+    ) -> None:  # fmt: skip
         interrupted = True
         try:
             for i, config in enumerate(configs, 1):
-                done(execute_cell(config, options, f"[{i}/{len(configs)}] "))
+                done(execute_cell(config, options, f"[{i}/{len(configs)}] ", spec))
             interrupted = False
         finally:
             for task in tasks().values():
@@ -90,7 +94,11 @@ class RayExecutor:
         cpus = self.cpus_per_cell or (4.0 if cuda else 1.0)
         return {"num_cpus": cpus, "num_gpus": self.gpus_per_cell if cuda else 0}
 
-    def run(self, configs: list[dict[str, Any]], options: RunOptions, done: OnOutcome) -> None:
+    def run(
+        self, configs: list[dict[str, Any]], options: RunOptions, done: OnOutcome,
+        spec: TableSpec | None = None,
+    ) -> None:  # fmt: skip
+        """Cells in Ray workers, which find their table by name (``spec`` is not sent)."""
         ray = self._ray()
         resources = self._resources(options)
         if options.device == "auto":  # decide here, where the cluster's GPUs are known

@@ -133,7 +133,7 @@ def run_table(
                disable=None if isinstance(executor, RayExecutor) else True)  # fmt: skip
     while pending:
         waiting: list[dict[str, Any]] = []
-        executor.run(pending, options, lambda outcome: (done(outcome), bar.update()))
+        executor.run(pending, options, lambda outcome: (done(outcome), bar.update()), spec)
         pending = _wait_for(waiting, store, log)
         bar.update(-len(pending))
         options = replace(options, force=False)  # what another runner finished stays done

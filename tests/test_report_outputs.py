@@ -1,7 +1,6 @@
 """Reports a researcher can trust: one output set per profile, an architecture-only
 report when nothing has run (never over measured rows), times from the run they sit in."""
 
-import json
 from dataclasses import replace
 
 import pandas as pd
@@ -12,7 +11,7 @@ import harness.denoise
 from harness.cli import main
 from harness.report import _timing_warnings, build_report
 from harness.runner import run_table
-from harness.store import RunStore
+from harness.store import SCHEMA, RunStore
 from harness.tables import TABLE6, TABLE8
 
 CPU = torch.device("cpu")
@@ -39,9 +38,9 @@ def test_report_of_a_table_never_run_shows_the_architecture_columns(tmp_path, ca
 
 def test_no_records_never_overwrite_a_measured_report(tmp_path, capsys):
     runs, out = tmp_path / "runs", tmp_path / "out"
-    demo = runs / "table1" / "demo" / "r.json"  # a record of another profile
-    demo.parent.mkdir(parents=True)
-    demo.write_text(json.dumps({"status": "complete", "schema": 1, "config": {"profile": "demo"}}))
+    config = {"table": "table1", "variant": "mnist.baseline", "profile": "demo", "seed": 0}
+    RunStore(runs).save({"status": "complete", "schema": SCHEMA, "config": config,  # another profile
+                         "metrics": {}, "wall_s": 1.0, "env": {}, "data": "digits"})  # fmt: skip
     measured = out / "smoke"
     measured.mkdir(parents=True)
     (measured / "table1.md").write_text("# Table 1\n\n| Row | Accuracy |\n| Baseline | 0.97 |\n")

@@ -231,15 +231,15 @@ def test_denoising_claims_hold_at_every_sigma():
 def test_figures_draw_95_percent_intervals():
     from matplotlib.container import ErrorbarContainer
 
-    from harness.figures import _accuracy_vs_params, _psnr_curves
+    from harness.figures import _psnr_curves, _rows_figure
 
     report = build_report(TABLE1, "paper", FakeStore(_table1_records()))
-    ax = _accuracy_vs_params(report).axes[0]
+    ax = _rows_figure(report, ["accuracy"]).axes[1]  # axes[0] holds the legend
     bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
     f = report.frame
-    segment = bars[0].lines[2][0].get_segments()[0]  # the baseline's vertical bar, in percent
+    segment = bars[0].lines[2][0].get_segments()[0]  # the baseline's horizontal bar, in percent
     expected = (f["accuracy_ci95_low"].iloc[0] * 100, f["accuracy_ci95_high"].iloc[0] * 100)
-    assert (segment[0][1], segment[1][1]) == pytest.approx(expected)
+    assert (segment[0][0], segment[1][0]) == pytest.approx(expected)
 
     records = [
         _record(TABLE4, v, "paper", seed, {"psnr": 25 + seed + (v == "denoiser.fp2"), "ssim": 0.5}, s)
