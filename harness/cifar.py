@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -88,8 +89,11 @@ class SafeCIFAR10(CIFAR10):
     """torchvision's CIFAR10 (its md5 checks and download) with the batches read by
     :func:`load_batch` instead of a plain ``pickle.load``."""
 
-    def __init__(self, root: str, train: bool = True, download: bool = False) -> None:
-        VisionDataset.__init__(self, root)
+    def __init__(
+        self, root: str, train: bool = True, download: bool = False,
+        transform: Callable | None = None, target_transform: Callable | None = None,
+    ) -> None:  # fmt: skip
+        VisionDataset.__init__(self, root, transform=transform, target_transform=target_transform)
         self.train = train
         if download:
             self.download()

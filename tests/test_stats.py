@@ -261,12 +261,12 @@ def test_smoke_run_with_three_seeds_renders_every_new_column(tmp_path, capsys):
         main(["report", "table1", "--runs-dir", runs, "--out", str(out), "--format", "json"]) == 0
     )
     new = ("accuracy_ci95_low", "accuracy_ci95_high", "accuracy_delta", "accuracy_p", "n_seeds")
-    header = (out / "table1.csv").read_text().splitlines()[0].split(",")
+    header = (out / "smoke" / "table1.csv").read_text().splitlines()[0].split(",")
     assert all(c in header for c in new) and "params_ci95_low" not in header
-    rows = json.loads((out / "table1.json").read_text())["rows"]
+    rows = json.loads((out / "smoke" / "table1.json").read_text())["rows"]
     assert all(r["n_seeds"] == 3 and r["accuracy_ci95_low"] <= r["accuracy"] for r in rows)
     assert all(r["accuracy_p"] is not None for r in rows[1:]) and rows[0]["accuracy_p"] is None
-    markdown, latex = (out / "table1.md").read_text(), (out / "table1.tex").read_text()
+    markdown, latex = (out / "smoke" / "table1.md").read_text(), (out / "smoke" / "table1.tex").read_text()
     assert "95% confidence interval" in markdown and "## Claims" in markdown
     assert "not evidence (demo/smoke)" in markdown and "not evidence" in latex
     assert " ± " in latex and "Holm" in latex
