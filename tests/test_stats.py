@@ -266,7 +266,10 @@ def test_smoke_run_with_three_seeds_renders_every_new_column(tmp_path, capsys):
     rows = json.loads((out / "smoke" / "table1.json").read_text())["rows"]
     assert all(r["n_seeds"] == 3 and r["accuracy_ci95_low"] <= r["accuracy"] for r in rows)
     assert all(r["accuracy_p"] is not None for r in rows[1:]) and rows[0]["accuracy_p"] is None
-    markdown, latex = (out / "smoke" / "table1.md").read_text(), (out / "smoke" / "table1.tex").read_text()
+    markdown, latex = (
+        (out / "smoke" / "table1.md").read_text(),
+        (out / "smoke" / "table1.tex").read_text(),
+    )
     assert "95% confidence interval" in markdown and "## Claims" in markdown
     assert "not evidence (demo/smoke)" in markdown and "not evidence" in latex
     assert " ± " in latex and "Holm" in latex
