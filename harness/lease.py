@@ -47,7 +47,8 @@ def read_holder(path: Path) -> dict[str, Any] | None:
     return holder if isinstance(holder, dict) else None
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host with this pid exists."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -70,7 +71,7 @@ def is_stale(path: Path, now: float | None = None) -> bool:
         return False
     pid = holder.get("pid")
     if holder.get("host") == socket.gethostname() and isinstance(pid, int):
-        return not _pid_alive(pid)
+        return not pid_alive(pid)
     return False
 
 

@@ -40,6 +40,7 @@ from typing import Any
 import torch
 
 from .errors import UserError
+from .lease import pid_alive
 
 SCHEMA = 2  # 2: configs hold the task's whole protocol; records name host, pid, contention
 
@@ -146,16 +147,6 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
-
-
 def is_stale_temp(path: Path, now: float | None = None) -> bool:
     """Whether ``path`` is a temporary file left by a writer that can no longer finish it:
     one of this host whose pid is gone, or (for other hosts, and names without a pid)
@@ -174,7 +165,7 @@ def is_stale_temp(path: Path, now: float | None = None) -> bool:
     pid = int(match["pid"])
     if pid == os.getpid():
         return False
-    return not _pid_alive(pid) or age > _TEMP_AGE_S["pid_reused"]
+    return not pid_alive(pid) or age > _TEMP_AGE_S["pid_reused"]
 
 
 def stale_temps(folder: Path) -> list[Path]:
