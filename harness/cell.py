@@ -89,9 +89,11 @@ def measure_model(
 
 
 @functools.lru_cache(maxsize=64)
-def _measured(
+def measured_columns(
     task_name: str, protocol: Protocol, variant: str, rule: str, shape: tuple[int, ...]
 ) -> dict[str, float]:
+    """A row's architecture-only columns, once per process (counting FLOPs runs a forward);
+    raises MissingDependency for a method whose package is not installed."""
     return measure_model(get_task(task_name).build_model(protocol, variant), rule, shape)
 
 
@@ -158,7 +160,7 @@ def _execute(
         except MissingDependency as exc:
             return Outcome(config, UNAVAILABLE, str(exc))
         data = _data(spec.task, protocol, options, device)
-        measured = _measured(spec.task, protocol, config["variant"], spec.paper_flops,
+        measured = measured_columns(spec.task, protocol, config["variant"], spec.paper_flops,
                              tuple(data.input_shape))  # fmt: skip
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True

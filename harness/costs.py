@@ -14,7 +14,7 @@ from typing import Any
 from registry import create_model, variant_info
 from registry.models.classical import ClassicalDenoiser, MissingDependency
 
-from .cell import measure_model
+from .cell import measured_columns
 from .data import DATASETS
 from .denoise import training_key
 from .image_data import TEST_SETS
@@ -22,7 +22,6 @@ from .imagenet import FOLDER_SETS
 from .protocol import Protocol
 from .store import RunStore
 from .tables import TableSpec
-from .tasks import get_task
 
 # columns that depend on the architecture alone: the same for every seed, no spread
 ARCHITECTURE_COLUMNS = ("params", "params_M_paper_conv", "flops", "flops_paper_conv")
@@ -53,27 +52,19 @@ def training_shape(protocol: Protocol) -> TrainingShape:
     return TrainingShape((3, side, side), n_train, f"{n_train} {what}")
 
 
-_MEASURED: dict[tuple, dict[str, float]] = {}  # counting FLOPs runs a forward: once each
-
-
 def architecture(
     spec: TableSpec, profile: str, variant: str, *, all_columns: bool = False
 ) -> dict[str, float]:
     """A row's architecture-only columns as a run of ``profile`` would record them (those
     the table shows, or all with ``all_columns``; none for methods without parameters)."""
     protocol = spec.protocol(profile)
-    key = (variant, spec.paper_flops, repr(protocol))
-    if key not in _MEASURED:
-        try:
-            model = get_task(spec.task).build_model(protocol, variant)
-        except MissingDependency:
-            model = None
-        _MEASURED[key] = (
-            {}
-            if model is None or isinstance(model, ClassicalDenoiser)
-            else measure_model(model, spec.paper_flops, training_shape(protocol).shape)
+    try:
+        measured = measured_columns(
+            spec.task, protocol, variant, spec.paper_flops, training_shape(protocol).shape
         )
-    return {k: v for k, v in _MEASURED[key].items() if all_columns or k in spec.columns}
+    except MissingDependency:
+        measured = {}
+    return {k: v for k, v in measured.items() if all_columns or k in spec.columns}
 
 
 def test_images(protocol: Protocol, test_set: str) -> tuple[int, int]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .cell import FAILED, REFUSED, Outcome, execute_cell
@@ -65,7 +65,7 @@ class RayExecutor:
     cpus_per_cell: float | None = None  # default: 1 on the CPU, 4 per GPU cell
     retries: int = 2  # a worker that dies mid-cell is restarted this many times
     name: str = "ray"
-    _started: bool = False
+    _started: bool = field(default=False, init=False)  # this run started the instance
 
     def _ray(self) -> Any:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
