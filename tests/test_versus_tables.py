@@ -106,6 +106,13 @@ def test_dncnn_shape_and_parameter_count():
     assert count_flops(model, (3, 8, 8)) > 0  # every op counted by fvcore
 
 
+def test_dncnn_zero_last_starts_as_the_identity():
+    y = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(DnCNN(depth=5, width=0.25, zero_last=True)(y), y)
+        assert DnCNN(depth=5, width=0.25)(y).sub(y).abs().mean() > 0.01
+
+
 @pytest.mark.parametrize(
     ("variant", "maps", "printed"),
     [("rednet.red30", 128, 4_139_395), ("rednet.red30_64", 64, 1_037_507)],
