@@ -7,6 +7,7 @@ import json
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -248,13 +249,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     store.check_writable()
     if is_main():
         check_writable_dir(args.out, "--out")
-    failed = 0
+    failed, started = 0, time.time()
     try:
         for spec in specs:
             summary = run_table(
                 spec, profile=args.profile, seeds=args.seeds, device=device, store=store,
                 data_root=args.data_root, download=not args.no_download, force=args.force,
-                runtime=Runtime(amp=args.amp, compile=args.compile), test_dir=args.test_dir,
+                started=started, runtime=Runtime(amp=args.amp, compile=args.compile), test_dir=args.test_dir,
                 denoiser_weights=args.denoiser_weights, workers=args.workers, executor=executor,
             )  # fmt: skip
             failed += summary.failed

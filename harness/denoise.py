@@ -493,10 +493,12 @@ def _resume_training(
     return result
 
 
-def _reuse_training(model: nn.Module, store: RunStore, key: str) -> tuple[Path, TrainResult] | None:
-    """The weights (loaded into ``model``) and result of the identical model another table
-    trained, when the index names readable ones."""
-    shared = store.shared_training(key)
+def _reuse_training(
+    model: nn.Module, store: RunStore, key: str, since: float | None
+) -> tuple[Path, TrainResult] | None:
+    """The weights (loaded into ``model``) and result of the identical model another cell
+    trained (after ``since``, when given), when the index names readable ones."""
+    shared = store.shared_training(key, since)
     if shared is None:
         return None
     source, history = shared
@@ -534,15 +536,17 @@ def retime_training(
     return [t * scale for t in timed.epoch_times_s], how
 
 
-def _claim_training(store: RunStore, key: str, device: torch.device) -> lease.Lease | None:
+def _claim_training(
+    store: RunStore, key: str, device: torch.device, since: float | None
+) -> lease.Lease | None:
     """The right to train the model of training key ``key`` (a lease in ``_trained/``),
     or None once another cell, in this runner or another, has trained it: cells that
     share a model (noise levels of one row, or tables) never train it twice at once."""
     path = store.root / "_trained" / f"{key}{lease.SUFFIX}"
-    while store.shared_training(key) is None:
+    while store.shared_training(key, since) is None:
         claim = lease.acquire(path, str(device))
         if claim is not None:
-            if store.shared_training(key) is not None:  # finished while we looked
+            if store.shared_training(key, since) is not None:  # finished while we looked
                 claim.release()
                 return None
             claim.start_heartbeat()
@@ -554,15 +558,15 @@ def _claim_training(store: RunStore, key: str, device: torch.device) -> lease.Le
 def run_denoise_cell(
     model: nn.Module, data: DenoiseData, protocol: DenoiseProtocol, config: dict[str, Any], *,
     store: RunStore, device: torch.device, desc: str, pool: WorkerPool | None = None,
-    reuse_training: bool = True, retime: bool = False,
+    trained_since: float | None = None, retime: bool = False,
 ) -> tuple[TrainResult, Path | None]:  # fmt: skip
     """Train (or reload weights trained earlier), then test.
 
     After training, the weights and the training result are saved before the test
     starts, and test images are cached one by one, so a killed cell resumes its
     evaluation without retraining or re-testing any image. A model another table
-    already trained identically (same :func:`training_key`) is reused, not retrained,
-    unless ``reuse_training`` is off (``--force``). Classical methods are not trained:
+    already trained identically (same :func:`training_key`) is reused, not retrained;
+    with ``trained_since`` (``--force``: the run's start) only one trained since then. Classical methods are not trained:
     they are told the noise level and go straight to the test.
 
     A training time always comes from the run that records it: with ``retime`` (a table
@@ -581,11 +585,9 @@ def run_denoise_cell(
         result, weights = TrainResult(), None
     elif (resumed := _resume_training(model, store, config)) is not None:
         result = resumed
-    elif (
-        reuse_training
-        and (claim := _claim_training(store, key, device)) is None
-        and (shared := _reuse_training(model, store, key)) is not None
-    ):
+    elif (claim := _claim_training(store, key, device, trained_since)) is None and (
+        shared := _reuse_training(model, store, key, trained_since)
+    ) is not None:
         source, result = shared
         weights = store.adopt_weights(config, source)
         with writing(f"the training result {trained}"):

@@ -68,6 +68,7 @@ def run_table(
     data_root: Path,
     download: bool = True,
     force: bool = False,
+    started: float | None = None,
     runtime: Runtime = Runtime(),
     test_dir: Path | None = None,
     denoiser_weights: Path | None = None,
@@ -75,12 +76,16 @@ def run_table(
     executor: LocalExecutor | RayExecutor | None = None,
     log: Callable[[str], None] = _say,
 ) -> RunSummary:
-    """Run every cell of ``spec`` that has no finished record (all of them with ``force``)."""
+    """Run every cell of ``spec`` that has no finished record (all of them with ``force``).
+
+    ``started`` (default: now) dates the run for ``force``: models trained since then, by
+    this table or another of the same run, count as fresh and are reused."""
     check_workers(workers)
     executor = executor or LocalExecutor()
     options = RunOptions(
         data_root=Path(data_root), runs_dir=store.root, device=str(device), runtime=runtime,
-        download=download, force=force, test_dir=test_dir, denoiser_weights=denoiser_weights,
+        download=download, force=force, started=time.time() if started is None else started,
+        test_dir=test_dir, denoiser_weights=denoiser_weights,
         workers=workers, executor=executor.name,
     )  # fmt: skip
     protocol = spec.protocol(profile)

@@ -516,11 +516,16 @@ class RunStore:
         with writing(f"the training index {index}"):
             atomic_write_text(index, json.dumps(entry))
 
-    def shared_training(self, key: str) -> tuple[Path, Path] | None:
+    def shared_training(self, key: str, since: float | None = None) -> tuple[Path, Path] | None:
         """The weights and training history of a model trained with key ``key`` by any
-        table, if both still exist. An unreadable index entry is quarantined."""
+        table (indexed at or after ``since``, a ``time.time()``, when given), if both still
+        exist. An unreadable index entry is quarantined."""
         index = self._trained_index(key)
-        if not index.exists():
+        try:
+            indexed = index.stat().st_mtime
+        except FileNotFoundError:
+            return None
+        if since is not None and indexed < since:
             return None
         try:
             entry = read_json(index)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import harness.denoise
 from harness.cell import resolve_device
 from harness.data import load_classification
 from harness.denoise import _noise_levels, training_key
@@ -71,6 +72,28 @@ def test_blind_training_trains_each_row_once_and_tests_every_sigma(tmp_path):
     assert records[0]["metrics"]["noisy_psnr"] > records[1]["metrics"]["noisy_psnr"]
     text = render_markdown(build_report(spec, "smoke", store))
     assert "What to expect: one trained model, two noise levels" in text
+
+
+def test_force_retrains_a_shared_model_once_per_run(tmp_path, monkeypatch):
+    """--force reruns every cell, but the cells that share one model (a row's noise levels
+    under blind training) train it once in that run, not once each."""
+    protocol = replace(TABLE4.protocol("smoke"), train_sigmas=(10, 60))
+    spec = replace(
+        TABLE4, rows=("denoiser.fp2",), sigmas=(20, 30, 50), protocols={"smoke": protocol}
+    )
+    store = RunStore(tmp_path / "runs")
+    kwargs = dict(profile="smoke", seeds=1, device=resolve_device("cpu"), store=store,
+                  data_root=tmp_path / "data", log=lambda _: None)  # fmt: skip
+    run_table(spec, **kwargs)
+    calls = []
+    train = harness.denoise.train_denoiser
+    monkeypatch.setattr(
+        harness.denoise, "train_denoiser", lambda *a, **k: calls.append(1) or train(*a, **k)
+    )
+    run_table(spec, **kwargs, force=True)
+    assert len(calls) == 1
+    records = list(store.records("table4", "smoke"))
+    assert len(records) == 3 and sum("and reused:" in " ".join(r["notes"]) for r in records) == 2
 
 
 def test_every_demo_says_what_to_expect():

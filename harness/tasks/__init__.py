@@ -39,6 +39,9 @@ class RunOptions:
     runtime: Runtime = Runtime()
     download: bool = True
     force: bool = False
+    # when the run began (time.time()): under force, a model another cell trained since
+    # then is reused, so cells that share one model retrain it once per run, not each
+    started: float = 0.0
     test_dir: Path | None = None
     denoiser_weights: Path | None = None
     workers: int = 1  # processes for classical denoisers
