@@ -214,9 +214,10 @@ def _vgg_table(name: str) -> TableSpec:
         claims=CLAIMS[name],
         expect=MappingProxyType(
             {
-                "demo": "every row far above chance (0.1) after 120 steps, near 0.95; the "
-                "feature-pooling rows within about a point of the baseline with fewer "
-                "parameters (on 500 test digits a point is 5 digits, within one seed's noise)."
+                "demo": "the baseline near 0.95 after 120 steps (chance: 0.1); spatial-FP and "
+                "1x1-conv rows within about a point of it with fewer parameters (a point is 5 "
+                "of 500 test digits, within one seed's noise); top-k FP (not in the paper) "
+                "trains slower the deeper it sits, as sorting the channels hides which one fired."
             }
         ),
         notes=(
