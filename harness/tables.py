@@ -217,7 +217,7 @@ def _vgg_table(name: str) -> TableSpec:
                 "demo": "the baseline near 0.95 after 120 steps (chance: 0.1); spatial-FP and "
                 "1x1-conv rows within about a point of it with fewer parameters (a point is 5 "
                 "of 500 test digits, within one seed's noise); top-k FP (not in the paper) "
-                "trains slower the deeper it sits, as sorting the channels hides which one fired."
+                "falls further behind the deeper it sits."
             }
         ),
         notes=(
