@@ -255,8 +255,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             summary = run_table(
                 spec, profile=args.profile, seeds=args.seeds, device=device, store=store,
                 data_root=args.data_root, download=not args.no_download, force=args.force,
-                started=started, runtime=Runtime(amp=args.amp, compile=args.compile), test_dir=args.test_dir,
-                denoiser_weights=args.denoiser_weights, workers=args.workers, executor=executor,
+                started=started, runtime=Runtime(amp=args.amp, compile=args.compile),
+                test_dir=args.test_dir, denoiser_weights=args.denoiser_weights,
+                workers=args.workers, executor=executor,
             )  # fmt: skip
             failed += summary.failed
             if not is_main():  # under torchrun only rank 0 writes reports

@@ -566,8 +566,9 @@ def run_denoise_cell(
     starts, and test images are cached one by one, so a killed cell resumes its
     evaluation without retraining or re-testing any image. A model another table
     already trained identically (same :func:`training_key`) is reused, not retrained;
-    with ``trained_since`` (``--force``: the run's start) only one trained since then. Classical methods are not trained:
-    they are told the noise level and go straight to the test.
+    with ``trained_since`` (``--force``: the run's start) only one trained since then.
+    Classical methods are not trained: they are told the noise level and go straight to
+    the test.
 
     A training time always comes from the run that records it: with ``retime`` (a table
     that reports training time) a model not trained in this call has its epochs timed

@@ -9,8 +9,9 @@ here (a :class:`Task` subclass registered with :func:`register_task`) plus a tab
 from __future__ import annotations
 
 import importlib
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,8 +41,9 @@ class RunOptions:
     download: bool = True
     force: bool = False
     # when the run began (time.time()): under force, a model another cell trained since
-    # then is reused, so cells that share one model retrain it once per run, not each
-    started: float = 0.0
+    # then is reused, so cells that share one model retrain it once per run, not each;
+    # left out of equality, so per-process caches keyed on the options outlive one run
+    started: float = field(default_factory=time.time, compare=False)
     test_dir: Path | None = None
     denoiser_weights: Path | None = None
     workers: int = 1  # processes for classical denoisers

@@ -68,8 +68,8 @@ class Denoising(Task):
     ) -> tuple[TrainResult, Path | None]:  # fmt: skip
         return run_denoise_cell(
             model, data, protocol, config, store=ctx.store, device=ctx.device, desc=ctx.desc,
-            pool=self._workers(ctx.options.workers), trained_since=ctx.options.started if ctx.options.force else None,
-            retime=ctx.times_training,
+            pool=self._workers(ctx.options.workers), retime=ctx.times_training,
+            trained_since=ctx.options.started if ctx.options.force else None,
         )  # fmt: skip
 
     def close(self, interrupted: bool) -> None:
