@@ -7,7 +7,7 @@ shapes, so the suite is checked in seconds; otherwise at the paper's shapes.
 import pytest
 import torch
 
-from harness.cell import resolve_device
+from harness.core.runtime import resolve_device
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

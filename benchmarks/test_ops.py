@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness.bench import CASES, OPS, PASSES, cases, workload
+from harness.tools.bench import CASES, OPS, PASSES, cases, workload
 
 CASE_IDS = [case.name for case in CASES]
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from harness.bench import train_step
-from harness.tables import TABLE1
+from harness.tables.paper import TABLE1
+from harness.tools.bench import train_step
 
 
 @pytest.mark.parametrize("variant", TABLE1.rows)

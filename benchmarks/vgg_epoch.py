@@ -4,7 +4,7 @@ Both sides train ``vgg16.baseline`` with the paper's optimiser (SGD, momentum 0.
 lr 0.1, weight decay 5e-4) on the same CIFAR-10-shaped images, one after the other
 in one process on one device:
 
-* fast: the harness's training path (``harness.train.train_steps``): uint8 images
+* fast: the harness's training path (``harness.tasks.classification.engine.train_steps``): uint8 images
   resident on the device, random crop and flip on the device per batch, per-channel
   normalisation, channels_last, optionally bf16 autocast and torch.compile.
 * plain: torchvision's CIFAR10 dataset class (over the same images written in its
@@ -39,15 +39,16 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
-from harness.augment import InputPipeline
-from harness.cell import resolve_device
-from harness.cifar import MEAN, STD, UnverifiedCIFAR10, write_cifar10_python
-from harness.data import ClassificationData
-from harness.errors import UserError
-from harness.measure import synchronize
-from harness.store import environment
-from harness.tables import TABLES
-from harness.train import AMP_MODES, Runtime, draw_epoch, make_optimizer, train_steps
+from harness.core.errors import UserError
+from harness.core.runtime import AMP_MODES, Runtime, resolve_device
+from harness.data.cifar import MEAN, STD, UnverifiedCIFAR10, write_cifar10_python
+from harness.data.classification import ClassificationData
+from harness.store.records import environment
+from harness.tables.paper import TABLES
+from harness.tasks.classification.augment import InputPipeline
+from harness.tasks.classification.engine import draw_epoch, train_steps
+from harness.train.loop import make_optimizer
+from harness.train.measure import synchronize
 from registry import create_model
 
 EPOCH_IMAGES = 50_000

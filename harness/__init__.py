@@ -3,6 +3,6 @@
 Run ``python -m harness list`` for the tables, variants and profiles.
 """
 
-from .errors import UserError
+from harness.core.errors import UserError
 
 __all__ = ["UserError"]

@@ -1,7 +1,7 @@
-from . import lifeline
+from harness.core import lifeline
 
 lifeline.guard_rank()  # before the CLI's imports (torch): a rank dies with its agent
 
-from .cli import main  # noqa: E402
+from harness.cli import main  # noqa: E402
 
 raise SystemExit(main())

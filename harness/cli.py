@@ -11,20 +11,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from registry import list_variants, variant_info
-
-from .bench import add_bench_parser, cmd_bench
-from .cell import resolve_device
-from .costs import ASSUMED_THROUGHPUT, Plan, duration, is_classical, training_shape
-from .denoise import needed_side
-from .distributed import is_main
-from .doctor import add_doctor_parser, cmd_doctor
-from .errors import UserError
-from .executors import EXECUTORS, make_executor
-from .figures import FIGURES_DIR, figure_names, make_figures, write_table_plot
-from .image_data import check_images, test_files
-from .planning import describe_holder, plan_cells, table_cells
-from .report import (
+from harness.core.errors import UserError
+from harness.core.runtime import AMP_MODES, Runtime, resolve_device
+from harness.data.images import check_images, test_files
+from harness.render.figures import FIGURES_DIR, figure_names, make_figures, write_table_plot
+from harness.render.report import (
     RENDERERS,
     build_report,
     default_profile,
@@ -34,11 +25,19 @@ from .report import (
     plural,
     write_report,
 )
-from .runner import check_workers, run_table
-from .stats import SELECT_RULES
-from .store import RunStore, check_writable_dir, load_tensors
-from .tables import PROFILES, TABLES, TableSpec, get_table
-from .train import AMP_MODES, Runtime
+from harness.run.executors import EXECUTORS, make_executor
+from harness.run.planning import describe_holder, plan_cells
+from harness.run.runner import check_workers, run_table
+from harness.stats.intervals import SELECT_RULES
+from harness.store.records import RunStore, check_writable_dir, load_tensors
+from harness.tables.cells import table_cells
+from harness.tables.costs import ASSUMED_THROUGHPUT, Plan, duration, is_classical, training_shape
+from harness.tables.paper import PROFILES, TABLES, TableSpec, get_table
+from harness.tasks.denoising.engine import needed_side
+from harness.tools.bench import add_bench_parser, cmd_bench
+from harness.tools.doctor import add_doctor_parser, cmd_doctor
+from harness.train.distributed import is_main
+from registry import list_variants, variant_info
 
 
 class _Parser(argparse.ArgumentParser):
@@ -320,9 +319,19 @@ def cmd_claims(args: argparse.Namespace) -> None:
 
 
 def cmd_figures(args: argparse.Namespace) -> None:
+    store = RunStore(args.runs_dir)
+
+    def run_missing(profiles: dict[str, str]) -> None:
+        """``--run``: one seed of each table the figures need, before they are drawn."""
+        store.check_writable()
+        device = resolve_device("auto")
+        for name, profile in profiles.items():
+            run_table(get_table(name), profile=profile, seeds=1, device=device, store=store,
+                      data_root=Path(args.data_root), log=print)  # fmt: skip
+
     make_figures(
-        args.names, store=RunStore(args.runs_dir), profile=args.profile, out_dir=args.out,
-        data_root=args.data_root, run=args.run,
+        args.names, store=store, profile=args.profile, out_dir=args.out,
+        data_root=args.data_root, prepare=run_missing if args.run else None,
     )  # fmt: skip
 
 

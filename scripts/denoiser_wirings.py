@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from harness.measure import count_conv_weights, count_flops
+from harness.train.measure import count_conv_weights, count_flops
 from registry import Reduction, printed_value, variant_info
 from registry.models.denoiser import Denoiser
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.cifar import write_cifar10_python
+from harness.data.cifar import write_cifar10_python
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -57,6 +57,6 @@ def write_cifar10_fixture(
 
 def write_image_folder(root: Path, **kwargs: int) -> Path:
     """The smoke ImageFolder under ``root/imagenet-fixture`` (ILSVRC2012 layout)."""
-    from harness.imagenet import FIXTURE_FOLDER, write_fixture_folder
+    from harness.data.imagenet import FIXTURE_FOLDER, write_fixture_folder
 
     return write_fixture_folder(root / FIXTURE_FOLDER, **kwargs)

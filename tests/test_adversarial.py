@@ -9,10 +9,10 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision import datasets, transforms
 
-from harness import adversarial
-from harness.adversarial import Normalized, attack_and_denoise, fgsm, resnet101
 from harness.cli import main
-from harness.errors import UserError
+from harness.core.errors import UserError
+from harness.tasks.adversarial import engine as adversarial
+from harness.tasks.adversarial.engine import Normalized, attack_and_denoise, fgsm, resnet101
 from tests.fixtures import write_image_folder
 
 
@@ -91,7 +91,7 @@ def test_paper_without_denoiser_weights_is_one_line(tmp_path, monkeypatch, capsy
 
 
 def test_another_denoiser_weights_file_is_another_cell(tmp_path, capsys):
-    from harness.tables import TABLES
+    from harness.tables.paper import TABLES
     from registry import create_model
 
     protocol = TABLES["adversarial"].protocol("smoke")

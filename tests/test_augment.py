@@ -2,10 +2,10 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from harness.augment import InputPipeline, crop_flip, draw_crop_flip
-from harness.data import ClassificationData
-from harness.tables import TABLES
+from harness.data.classification import ClassificationData
+from harness.tables.paper import TABLES
 from harness.tasks.classification import ClassificationProtocol
+from harness.tasks.classification.augment import InputPipeline, crop_flip, draw_crop_flip
 
 
 def _reference(images, draws, padding):

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import bench as bench_module
-from harness.bench import (
+from harness.cli import main
+from harness.tools import bench as bench_module
+from harness.tools.bench import (
     CASES,
     MIN_ROUNDS,
     NOISY,
@@ -21,8 +22,7 @@ from harness.bench import (
     timing_threads,
     topk_ratio,
     workload,
-)  # fmt: skip
-from harness.cli import main
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORD_KEYS = {"op", "shape", "pass", "device", "dtype", "median_s", "iqr_s", "gbps",

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from harness.cifar import MEAN, generated_images
-from harness.data import load_classification
-from harness.errors import UserError
+from harness.core.errors import UserError
+from harness.data.cifar import MEAN, generated_images
+from harness.data.classification import load_classification
 from tests.fixtures import write_cifar10_fixture
 
 

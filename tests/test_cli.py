@@ -8,7 +8,7 @@ import torch
 
 import harness.tasks.classification
 from harness.cli import main
-from harness.tables import TABLE1
+from harness.tables.paper import TABLE1
 from registry import variant_info
 from tests.fixtures import write_mnist_raw
 

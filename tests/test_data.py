@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from harness.data import load_classification
-from harness.errors import UserError
+from harness.core.errors import UserError
+from harness.data.classification import load_classification
 from tests.fixtures import write_mnist_raw
 
 

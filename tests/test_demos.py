@@ -7,15 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
-import harness.denoise
-from harness.cell import resolve_device
-from harness.data import load_classification
-from harness.denoise import _noise_levels, training_key
-from harness.planning import cell_config
-from harness.report import build_report, render_markdown
-from harness.runner import run_table
-from harness.store import RunStore
-from harness.tables import TABLE4, TABLE7, TABLES
+import harness.tasks.denoising.engine
+from harness.core.runtime import resolve_device
+from harness.data.classification import load_classification
+from harness.render.report import build_report, render_markdown
+from harness.run.runner import run_table
+from harness.store.records import RunStore
+from harness.tables.cells import cell_config
+from harness.tables.paper import TABLE4, TABLE7, TABLES
+from harness.tasks.denoising.engine import _noise_levels, training_key
 
 
 def test_mnist_rgb32_is_the_real_digits_padded_to_colour():
@@ -86,9 +86,11 @@ def test_force_retrains_a_shared_model_once_per_run(tmp_path, monkeypatch):
                   data_root=tmp_path / "data", log=lambda _: None)  # fmt: skip
     run_table(spec, **kwargs)
     calls = []
-    train = harness.denoise.train_denoiser
+    train = harness.tasks.denoising.engine.train_denoiser
     monkeypatch.setattr(
-        harness.denoise, "train_denoiser", lambda *a, **k: calls.append(1) or train(*a, **k)
+        harness.tasks.denoising.engine,
+        "train_denoiser",
+        lambda *a, **k: calls.append(1) or train(*a, **k),
     )
     run_table(spec, **kwargs, force=True)
     assert len(calls) == 1

@@ -8,13 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
-import harness.denoise
+import harness.tasks.denoising.engine
 from harness.cli import main
-from harness.denoise import evaluate_denoiser, load_denoise_data
-from harness.errors import UserError
-from harness.evalcache import ImageResultCache
-from harness.image_data import LoadedImage, coco_subset, iter_test_images
-from harness.tables import TABLE4, TABLE5
+from harness.core.errors import UserError
+from harness.data.images import LoadedImage, coco_subset, iter_test_images
+from harness.store.evalcache import ImageResultCache
+from harness.tables.paper import TABLE4, TABLE5
+from harness.tasks.denoising.engine import evaluate_denoiser, load_denoise_data
 
 T4_ROWS = ["Baseline", "Baseline +1FP", "Baseline +2FP"]
 
@@ -78,7 +78,9 @@ def test_a_cell_killed_while_testing_resumes_without_retraining(smoke, monkeypat
     )
     before = json.loads(record.read_text())["metrics"]["psnr"]
     record.unlink()  # as if killed after training and testing, before the record
-    monkeypatch.setattr(harness.denoise, "train_denoiser", lambda *a, **k: pytest.fail("retrained"))
+    monkeypatch.setattr(
+        harness.tasks.denoising.engine, "train_denoiser", lambda *a, **k: pytest.fail("retrained")
+    )
     args = ["run", "table4", "--profile", "smoke", "--runs-dir", str(smoke / "runs"),
             "--out", str(smoke / "out"), "--data-root", str(smoke / "data")]  # fmt: skip
     assert main(args) == 0

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from harness.measure import count_conv_weights, count_flops, count_params, paper_convention
+from harness.train.measure import count_conv_weights, count_flops, count_params, paper_convention
 from registry import Reduction, create_model, printed_value, variant_info
 from registry.models.denoiser import KERNELS, Denoiser
 

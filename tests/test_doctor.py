@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import doctor
 from harness.cli import main
+from harness.tools import doctor
 
 ROOT = Path(__file__).resolve().parents[1]
 

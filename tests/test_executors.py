@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 import harness.tasks.classification
-from harness import lease
 from harness.cli import main
-from harness.executors import RayExecutor
-from harness.runner import run_table
-from harness.store import RunStore
-from harness.tables import TABLE1
+from harness.run.executors import RayExecutor
+from harness.run.runner import run_table
+from harness.store import lease
+from harness.store.records import RunStore
+from harness.tables.paper import TABLE1
 
 ROOT = Path(__file__).resolve().parents[1]
 SUMMARY = re.compile(
@@ -117,7 +117,8 @@ def test_run_exits_nonzero_with_a_failed_cell(tmp_path, monkeypatch, capsys):
 
 def test_a_held_cell_is_left_to_its_holder_and_a_dead_holder_is_taken_over(tmp_path):
     store = RunStore(tmp_path / "runs")
-    from harness.planning import lease_path, table_cells
+    from harness.run.planning import lease_path
+    from harness.tables.cells import table_cells
 
     config = table_cells(SMALL, "smoke", 1)[0]
     path = lease_path(store, config)

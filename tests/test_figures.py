@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from harness.cli import main
-from harness.errors import UserError
-from harness.figures import Source, fig4, table_plot
-from harness.planning import cell_config
-from harness.plotstyle import render
-from harness.report import Report
-from harness.store import RunStore
-from harness.tables import TABLE1, TableSpec
+from harness.core.errors import UserError
+from harness.render.figures import Source, fig4, table_plot
+from harness.render.plotstyle import render
+from harness.render.report import Report
+from harness.store.records import RunStore
+from harness.tables.cells import cell_config
+from harness.tables.paper import TABLE1, TableSpec
 
 ALL = ("fig1", "fig2", "fig4", "fig5", "fig6", "table1")
 

@@ -13,12 +13,13 @@ import torch
 from torch import nn
 from torchvision.models import resnet50
 
-import harness.imagenet as imagenet
+import harness.tasks.folders.engine as imagenet
 from harness.cli import main
-from harness.measure import count_params
-from harness.store import RunStore
-from harness.tables import TABLES
-from harness.train import Runtime
+from harness.core.runtime import Runtime
+from harness.data.imagenet import open_folders
+from harness.store.records import RunStore
+from harness.tables.paper import TABLES
+from harness.train.measure import count_params
 from registry import Reduction, create_model
 from tests.fixtures import write_image_folder
 
@@ -96,7 +97,7 @@ def _train(tmp_path: Path, name: str, kill_after: int | None, monkeypatch) -> di
 
     monkeypatch.setattr(imagenet, "save_checkpoint", save_then_maybe_die)
     protocol = replace(SPEC.protocol("smoke"), epochs=2, lr=0.01, lr_steps=((1, 0.005),))
-    data = imagenet.open_folders("imagenet_smoke", tmp_path / "data")
+    data = open_folders("imagenet_smoke", tmp_path / "data")
     store = RunStore(tmp_path / name)
     config = {"table": "imagenet", "profile": "smoke", "variant": "small", "seed": 3}
 

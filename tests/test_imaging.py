@@ -6,7 +6,7 @@ import torch
 from scipy.signal import correlate2d
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from harness.imaging import gaussian_noise, noise_seed, psnr, ssim, to_uint8
+from harness.data.imaging import gaussian_noise, noise_seed, psnr, ssim, to_uint8
 
 
 def test_psnr_hand_computed():

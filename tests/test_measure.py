@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from harness.measure import count_flops, count_params, median_time, paper_convention
-from harness.tables import TABLE1
+from harness.tables.paper import TABLE1
+from harness.train.measure import count_flops, count_params, median_time, paper_convention
 from registry import KINDS, Reduction, create_model, printed_value, variant_info
 
 

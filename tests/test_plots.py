@@ -12,10 +12,10 @@ import pytest
 from matplotlib.axes import Axes
 from matplotlib.text import Text
 
-from harness.figures import table_plot
-from harness.plotstyle import STYLE
-from harness.report import Report
-from harness.tables import TABLES
+from harness.render.figures import table_plot
+from harness.render.plotstyle import STYLE
+from harness.render.report import Report
+from harness.tables.paper import TABLES
 from registry import variant_info
 
 

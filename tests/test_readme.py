@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import build_parser
-from harness.tables import get_table
+from harness.tables.paper import get_table
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 _BLOCK = re.compile(r"```(?:bash|sh)?\n(.*?)```", re.S)

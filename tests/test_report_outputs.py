@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 import torch
 
-import harness.denoise
+import harness.tasks.denoising.engine
 from harness.cli import main
-from harness.report import _timing_warnings, build_report
-from harness.runner import run_table
-from harness.store import SCHEMA, RunStore
-from harness.tables import TABLE6, TABLE8
+from harness.render.report import _timing_warnings, build_report
+from harness.run.runner import run_table
+from harness.store.records import SCHEMA, RunStore
+from harness.tables.paper import TABLE6, TABLE8
 
 CPU = torch.device("cpu")
 
@@ -66,8 +66,8 @@ def test_a_reused_model_has_its_training_time_measured_in_this_run(tmp_path, mon
     timed = replace(TABLE8, rows=("denoiser.fp2",), sigmas=(20,),
                     columns=(*TABLE8.columns, "train_time_s"))  # fmt: skip
     calls = []
-    real = harness.denoise.train_denoiser
-    monkeypatch.setattr(harness.denoise, "train_denoiser",
+    real = harness.tasks.denoising.engine.train_denoiser
+    monkeypatch.setattr(harness.tasks.denoising.engine, "train_denoiser",
                         lambda model, *a, **k: calls.append(model) or real(model, *a, **k))  # fmt: skip
     run_table(timed, **kwargs)
     [first] = store.records("table6", "smoke")
@@ -109,8 +109,8 @@ def test_a_time_from_one_epoch_says_its_spread_is_unknown():
 def test_plan_prices_each_trained_model_once_and_classical_methods_per_image(tmp_path):
     from types import MappingProxyType
 
-    from harness.costs import Plan, training_shape
-    from harness.runner import table_cells
+    from harness.run.runner import table_cells
+    from harness.tables.costs import Plan, training_shape
 
     smoke = replace(TABLE6.protocol("smoke"), test_set=("bsd500", "tid2008"))
     spec = replace(TABLE6, rows=("classical.ksvd", "denoiser.fp2"), sigmas=(20,),

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from harness.claims import Claim, check
-from harness.report import (  # cell_config, cell_key: where the report itself takes them from
+from harness.render.report import (
     build_report,
     cell_config,
     cell_key,
@@ -21,8 +20,9 @@ from harness.report import (  # cell_config, cell_key: where the report itself t
     render_latex,
     render_markdown,
 )
-from harness.stats import holm, interval, paired, select
-from harness.tables import TABLE1, TABLE4
+from harness.stats.claims import Claim, check
+from harness.stats.intervals import holm, interval, paired, select
+from harness.tables.paper import TABLE1, TABLE4
 
 # accuracy per variant and seed, built so that the paired tests have known answers
 ACCURACY = {
@@ -231,7 +231,7 @@ def test_denoising_claims_hold_at_every_sigma():
 def test_figures_draw_95_percent_intervals():
     from matplotlib.container import ErrorbarContainer
 
-    from harness.figures import _psnr_curves, _rows_figure
+    from harness.render.figures import _psnr_curves, _rows_figure
 
     report = build_report(TABLE1, "paper", FakeStore(_table1_records()))
     ax = _rows_figure(report, ["accuracy"]).axes[1]  # axes[0] holds the legend
@@ -297,14 +297,15 @@ def test_seed_gives_every_imagenet_row_the_same_augmentation(tmp_path, monkeypat
     import torch
     from torch import nn
 
-    from harness import imagenet
-    from harness.store import RunStore
-    from harness.tables import TABLES
-    from harness.train import Runtime
+    from harness.core.runtime import Runtime
+    from harness.data.imagenet import open_folders
+    from harness.store.records import RunStore
+    from harness.tables.paper import TABLES
+    from harness.tasks.folders import engine as imagenet
     from tests.fixtures import write_image_folder
 
     write_image_folder(tmp_path / "data")
-    data = imagenet.open_folders("imagenet_smoke", tmp_path / "data")
+    data = open_folders("imagenet_smoke", tmp_path / "data")
     protocol = replace(TABLES["imagenet"].protocol("smoke"), epochs=2, test_repeats=1)
     seen: list[torch.Tensor] = []
 
@@ -331,7 +332,7 @@ def test_seed_gives_every_imagenet_row_the_same_augmentation(tmp_path, monkeypat
 
 
 def test_every_claim_names_rows_and_columns_of_its_table():
-    from harness.tables import TABLES
+    from harness.tables.paper import TABLES
 
     for spec in TABLES.values():
         assert spec.claims, spec.name

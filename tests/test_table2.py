@@ -9,11 +9,12 @@ from dataclasses import replace
 import pytest
 import torch
 
-from harness.cifar import MEAN, STD
 from harness.cli import main
-from harness.data import ClassificationData
-from harness.tables import TABLES
-from harness.train import Runtime, train_classifier
+from harness.core.runtime import Runtime
+from harness.data.cifar import MEAN, STD
+from harness.data.classification import ClassificationData
+from harness.tables.paper import TABLES
+from harness.tasks.classification.engine import train_classifier
 from registry import create_model, printed_value, variant_info
 from tests.fixtures import write_cifar10_fixture
 

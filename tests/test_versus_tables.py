@@ -18,16 +18,16 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
-import harness.denoise
+import harness.tasks.denoising.engine
 from harness.cli import main
-from harness.denoise import WorkerPool, evaluate_denoiser, noisy_input
-from harness.evalcache import ImageResultCache
-from harness.image_data import LoadedImage, demo_photos
-from harness.measure import count_flops
-from harness.report import build_report, render_markdown
-from harness.runner import run_table
-from harness.store import RunStore
-from harness.tables import TABLE6, TABLE7, TABLE8
+from harness.data.images import LoadedImage, demo_photos
+from harness.render.report import build_report, render_markdown
+from harness.run.runner import run_table
+from harness.store.evalcache import ImageResultCache
+from harness.store.records import RunStore
+from harness.tables.paper import TABLE6, TABLE7, TABLE8
+from harness.tasks.denoising.engine import WorkerPool, evaluate_denoiser, noisy_input
+from harness.train.measure import count_flops
 from registry import create_model
 from registry.models.classical import ClassicalDenoiser, NLMeans
 from registry.models.dncnn import DnCNN
@@ -350,7 +350,9 @@ def test_a_model_trained_by_one_table_is_reused_by_another(tmp_path, monkeypatch
         profile="smoke", seeds=1, device=CPU, store=store, data_root=tmp_path, log=lambda _: None
     )
     run_table(replace(TABLE6, rows=("denoiser.fp2",), sigmas=(20,)), **kwargs)
-    monkeypatch.setattr(harness.denoise, "train_denoiser", lambda *a, **k: pytest.fail("retrained"))
+    monkeypatch.setattr(
+        harness.tasks.denoising.engine, "train_denoiser", lambda *a, **k: pytest.fail("retrained")
+    )
     t8 = replace(TABLE8, sigmas=(20, 30), rows=("denoiser.fp2",))
     with pytest.raises(pytest.fail.Exception, match="retrained"):  # sigma 30: nothing to reuse
         run_table(t8, **kwargs)

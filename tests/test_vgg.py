@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from harness.measure import count_flops, paper_convention
-from harness.tables import TABLES
+from harness.tables.paper import TABLES
+from harness.train.measure import count_flops, paper_convention
 from registry import Reduction, create_model, list_variants, printed_value, variant_info
 from registry.models.vgg import POSITIONS
 

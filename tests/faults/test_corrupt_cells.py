@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from harness.checkpoint import load_checkpoint, save_checkpoint
 from harness.cli import main
-from harness.store import RunStore
+from harness.store.records import RunStore
+from harness.train.checkpoint import load_checkpoint, save_checkpoint
 from tests.faults.helpers import cli
 
 SMOKE = ("--profile", "smoke")

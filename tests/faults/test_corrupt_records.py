@@ -10,7 +10,7 @@ import stat
 
 import pytest
 
-from harness.store import RunStore, record_problem
+from harness.store.records import RunStore, record_problem
 from tests.faults.helpers import cli
 
 SMOKE = ("--profile", "smoke")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness.imagenet import FIXTURE_FOLDER
+from harness.data.imagenet import FIXTURE_FOLDER
 from tests.faults.helpers import cli
 
 

@@ -5,8 +5,8 @@ import os
 import numpy as np
 from PIL import Image
 
-from harness.image_data import iter_test_images, read_rgb
-from harness.imaging import gaussian_noise
+from harness.data.images import iter_test_images, read_rgb
+from harness.data.imaging import gaussian_noise
 
 
 def test_16_bit_grey_is_scaled_not_clipped(tmp_path):

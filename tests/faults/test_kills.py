@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-import harness.store
-from harness.store import record_problem, stale_temps
+import harness.store.records
+from harness.store.records import record_problem, stale_temps
 from tests.faults.helpers import ROOT, children, cli, kill_all, spawn, wait_gone
 
 SMOKE = ("--profile", "smoke")
@@ -138,7 +138,7 @@ def test_two_runners_on_one_folder(runs_copy, capsys):
 @pytest.mark.parametrize("error", [errno.ENOSPC, errno.EROFS])
 def test_disk_full_or_read_only_midway(runs_copy, capsys, monkeypatch, error):
     untouched = _remove_cells(runs_copy, 2)
-    real, writes = harness.store.atomic_write_bytes, []
+    real, writes = harness.store.records.atomic_write_bytes, []
 
     def failing(path, data):
         writes.append(path)
@@ -146,7 +146,7 @@ def test_disk_full_or_read_only_midway(runs_copy, capsys, monkeypatch, error):
             raise OSError(error, os.strerror(error), str(path))
         real(path, data)
 
-    monkeypatch.setattr(harness.store, "atomic_write_bytes", failing)
+    monkeypatch.setattr(harness.store.records, "atomic_write_bytes", failing)
     code, _, err = cli(capsys, *_args(runs_copy))
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: cannot write the record")
     assert os.strerror(error) in err and writes[-1].stem in err  # the cell in flight, named

@@ -14,7 +14,7 @@ from tests.faults.helpers import ROOT, alive, children, kill_all, wait_gone
 
 POOL = """
 import sys
-from harness.denoise import WorkerPool
+from harness.tasks.denoising.engine import WorkerPool
 from tests.faults.work import busy
 with WorkerPool(2) as pool:
     list(pool.map_unordered(busy, [f"{sys.argv[1]}/{i}" for i in range(4)]))

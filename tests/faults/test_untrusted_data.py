@@ -5,8 +5,8 @@ import pickle
 
 import pytest
 
-from harness.cifar import load_batch
-from harness.errors import UserError
+from harness.core.errors import UserError
+from harness.data.cifar import load_batch
 from tests.faults.helpers import assert_refused
 from tests.fixtures import write_cifar10_fixture
 

@@ -1,0 +1,1 @@
+"""The bottom layer: errors, the Protocol base, the Task interface, runtime settings."""

@@ -1,0 +1,1 @@
+"""Reports and figures, read from records; nothing here trains."""

@@ -1,0 +1,829 @@
+"""Reports: run records -> one pandas frame per table -> Markdown, LaTeX, CSV, JSON.
+
+The frame follows the CSV contract of DESIGN.md: one line per table row in the
+paper's order, ``row`` holding the paper's label, the measured columns, their
+``_std`` and ``n_seeds`` when a row has several seeds, and ``paper_<column>`` for
+every value the paper prints. Markdown and LaTeX add units and a header that
+says where, how and on what data the numbers were made.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness.core.errors import UserError
+from harness.core.runtime import DIVERGED_LOSS, Runtime
+from harness.data.images import TEST_SETS
+from harness.stats.claims import Check, check_all
+from harness.stats.intervals import (
+    ALPHA,
+    SELECT_RULES,
+    best_of_2_gain,
+    finite,
+    holm,
+    interval,
+    paired,
+    select,
+)
+from harness.store.records import RunStore, write_output
+from harness.tables.cells import cell_config, cell_key, test_blocks
+from harness.tables.costs import ARCHITECTURE_COLUMNS, architecture
+from harness.tables.paper import PROFILES, TableSpec
+from registry import variant_info
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    unit: str
+    fmt: str
+    integer: bool = False  # exact counts stay integers in CSV and JSON
+
+
+COLUMNS: dict[str, Column] = {
+    "accuracy": Column("Accuracy", "fraction", "{:.4f}"),
+    "top1": Column("Top-1", "fraction", "{:.5f}"),
+    "top5": Column("Top-5", "fraction", "{:.5f}"),
+    "train_time_s": Column("Train time", "s/epoch", "{:.2f}"),
+    "test_time_s": Column("Test time", "s, whole test set", "{:.3f}"),
+    "params": Column("Params", "exact count", "{:,.0f}", integer=True),
+    "params_M_paper_conv": Column("Params, paper conv.", "M = 2^20", "{:.3f}"),
+    "flops": Column("FLOPs", "MACs + elementwise ops/image", "{:.3e}", integer=True),
+    "flops_paper_conv": Column("FLOPs, paper conv.", "paper's rule", "{:.3e}", integer=True),
+    "top1_clean": Column("Top-1 clean", "fraction", "{:.4f}"),
+    "top1_adversarial": Column("Top-1 FGSM", "fraction", "{:.4f}"),
+    "top1_denoised": Column("Top-1 FGSM + denoiser", "fraction", "{:.4f}"),
+    "time_per_image_s": Column("Time per image", "s", "{:.3g}"),
+}
+
+CONVENTIONS = (
+    "accuracy: fraction of the whole test set classified correctly.",
+    "train time: median over epochs of one epoch's synchronised training time "
+    "(evaluation excluded); test time: median of the synchronised passes over the whole "
+    "test set after a warm-up pass.",
+    "params: exact trainable parameters; params (paper conv.): the same in units of 2^20, "
+    "as the paper counts.",
+    "FLOPs: true forward cost of one image, fvcore, one multiply-add = 1, comparisons and "
+    "elementwise ops (feature pooling, ReLU, tanh, add) = 1, top-k = C*ceil(log2 C) per pixel. FLOPs (paper conv.): "
+    "the paper's column, about twice a parameter count (the rule for this table is below).",
+)
+_TOP1 = "top-1 / top-5: fraction of the validation images whose label is the first / among the first five predicted."
+
+_SIGMA_COLUMN = re.compile(r"(psnr|noisy_psnr|ssim)_sigma(\d+)")
+_SIGMA_HEADERS = {
+    "psnr": ("PSNR", "dB"),
+    "noisy_psnr": ("Noisy PSNR", "dB"),
+    "ssim": ("SSIM", "0..1"),
+}
+
+
+def column(name: str) -> Column:
+    """Display facts of a report column, including the per-noise-level ones."""
+    match = _SIGMA_COLUMN.fullmatch(name)
+    if match:
+        header, unit = _SIGMA_HEADERS[match[1]]
+        return Column(f"{header} σ={match[2]}", unit, "{:.3f}" if match[1] == "ssim" else "{:.2f}")
+    return COLUMNS[name]
+
+
+DENOISING_CONVENTIONS = (
+    "PSNR: Gaussian noise of std sigma (0-255 scale) added unclipped, drawn from (image, "
+    "sigma, seed) alone; the estimate clamped to [0, 1] and rounded to 8 bits; "
+    "10*log10(255^2/MSE) over all pixels and channels, no border crop; mean over the test "
+    "images. Noisy PSNR: the noisy input under the same rule. SSIM: 8-bit, 11x11 Gaussian "
+    "window (sigma 1.5), mean over channels, as MATLAB and KAIR compute it.",
+    "train time: median over epochs of one epoch's synchronised training time; test time: "
+    "the method's time summed over the whole test set (metrics and file reading excluded); "
+    "time per image: the same per image, averaged over images and noise levels.",
+    CONVENTIONS[2],
+    CONVENTIONS[3],
+)
+
+# the columns each conventions line describes: a report lists the lines of its own columns
+_CONVENTION_COLUMNS = {
+    CONVENTIONS[0]: ("accuracy",),
+    CONVENTIONS[1]: ("train_time_s", "test_time_s"),
+    CONVENTIONS[2]: ("params", "params_M_paper_conv"),
+    CONVENTIONS[3]: ("flops", "flops_paper_conv"),
+    _TOP1: ("top1", "top5"),
+    DENOISING_CONVENTIONS[0]: ("psnr", "noisy_psnr", "ssim"),
+    DENOISING_CONVENTIONS[1]: ("train_time_s", "test_time_s", "time_per_image_s"),
+}
+
+
+def _conventions(spec: TableSpec) -> list[str]:
+    """The conventions lines that describe columns this table has."""
+    base = DENOISING_CONVENTIONS if spec.task == "denoising" else (*CONVENTIONS, _TOP1)
+    have = {_SIGMA_COLUMN.sub(r"\1", c) for c in spec.columns}
+    lines = [line for line in base if have & set(_CONVENTION_COLUMNS[line])]
+    if "flops_paper_conv" in spec.columns:
+        lines.append(_PAPER_FLOP_RULES[spec.paper_flops])
+    return lines
+
+
+_PAPER_FLOP_RULES = {
+    "2x_params": "FLOPs (paper conv.) here = 2 x trainable parameters.",
+    "2x_weights": "FLOPs (paper conv.) here = 2 x weights, biases excluded.",
+    "2x_conv_weights": "Params and FLOPs (paper conv.) here count conv kernel weights only "
+    "(no biases, no BN): params = those weights in units of 2^20, FLOPs = 2 x them.",
+}
+
+_PROFILE_BANNER = {
+    "demo": "**Demo run** (profile `demo`): small offline data on the CPU; "
+    "the numbers are not comparable to the paper's.",
+    "smoke": "**Smoke run** (profile `smoke`): seconds of training on a handful of "
+    "samples to exercise the pipeline; the numbers mean nothing.",
+}
+
+
+@dataclass
+class Report:
+    spec: TableSpec
+    profile: str
+    frame: pd.DataFrame
+    meta: dict[str, Any] = field(default_factory=dict)
+    # (test set, variant) -> column -> seed -> value, and the paper's claims checked on it
+    measured: dict[tuple[str | None, str], dict[str, dict[int, float]]] = field(
+        default_factory=dict
+    )
+    checks: list[Check] = field(default_factory=list)
+
+
+def default_profile(spec: TableSpec, store: RunStore) -> str:
+    """The profile of the newest record of this table, else ``paper``."""
+    newest = max(store.records(spec.name), key=lambda r: r.get("started_at", ""), default=None)
+    return newest["config"]["profile"] if newest else "paper"
+
+
+def _seed_values(records: list[dict[str, Any]], col: str) -> dict[int, float]:
+    """One value per seed: ``psnr_sigma25`` reads ``psnr`` from the sigma-25 records;
+    other columns are averaged over a seed's noise levels (one value when there are none)."""
+    match = _SIGMA_COLUMN.fullmatch(col)
+    if match:
+        metric, sigma = match[1], int(match[2])
+        records = [r for r in records if r["config"].get("sigma") == sigma]
+        values = {r["config"]["seed"]: r["metrics"].get(metric, math.nan) for r in records}
+    else:
+        per_seed: dict[int, list[float]] = {}
+        for r in records:
+            per_seed.setdefault(r["config"]["seed"], []).append(r["metrics"].get(col, math.nan))
+        values = {seed: sum(v) / len(v) for seed, v in per_seed.items()}
+    return values
+
+
+def _test_set_label(name: str) -> str:
+    return TEST_SETS[name].label if name in TEST_SETS else name
+
+
+def _paper_block(spec: TableSpec, block: str | None) -> str:
+    """The block of the paper's table shown beside ours: the same test set, or the
+    paper's first one when ours is another (demo photographs, --test-dir)."""
+    if block is not None:
+        return block
+    printed = [p for v in spec.rows for p in variant_info(v).paper if p.table == spec.name]
+    return next((p.block for p in [*printed, *spec.quoted]), "")
+
+
+def build_report(
+    spec: TableSpec, profile: str, store: RunStore, test_dir: Path | None = None,
+    select_rule: str = "mean",
+) -> Report:  # fmt: skip
+    spec.protocol(profile)  # validates the profile
+    if select_rule not in SELECT_RULES:
+        raise UserError(
+            f"unknown --select {select_rule!r}; choose one of: {', '.join(SELECT_RULES)}"
+        )
+    records = list(store.records(spec.name, profile))
+    blocks = test_blocks(spec, profile, test_dir)
+    rows, used = [], []
+    several = False
+    measured: dict[tuple[str | None, str], dict[str, dict[int, float]]] = {}
+    for block in blocks:
+        paper_block = _paper_block(spec, block)
+        for variant in spec.rows:
+            config = cell_config(spec, variant, profile, 0, test_dir=test_dir, test_set=block)
+            key = cell_key(config)
+            newest: dict[tuple, dict[str, Any]] = {}
+            for r in sorted(records, key=lambda r: r.get("started_at", "")):
+                if r.get("cell_key") == key:
+                    newest[(r["config"]["seed"], r["config"].get("sigma"))] = r
+            mine = list(newest.values())
+            used += mine
+            row: dict[str, Any] = {"row": spec.row_label(variant), "variant": variant}
+            paper = variant_info(variant).paper_row(spec.name, paper_block)
+            measured[(block, variant)] = {col: _seed_values(mine, col) for col in spec.columns}
+            row |= seed_statistics(measured[(block, variant)], select_rule)
+            for col in spec.columns:
+                if paper and col in paper.values:
+                    row[f"paper_{col}"] = paper.number(col)
+            if not mine:  # nothing run: what the architecture alone says
+                row |= architecture(spec, profile, variant)
+            row |= _time_spread(mine, spec.columns)
+            seeds = {r["config"]["seed"] for r in mine}
+            row["n_seeds"] = len(seeds)
+            several |= len(seeds) > 1
+            rows.append(row | ({"test_set": block} if block else {}))
+        for quoted in (q for q in spec.quoted if q.block == paper_block):
+            row = {"row": quoted.row, "variant": "", "n_seeds": 0}
+            row |= {f"paper_{c}": quoted.number(c) for c in spec.columns if c in quoted.values}
+            rows.append(row | ({"test_set": block} if block else {}))
+    tests = baseline_tests(spec, measured, blocks)
+    for row in rows:
+        row |= tests.get((row.get("test_set"), row["variant"]), {})
+    frame = pd.DataFrame(rows)
+    order = ["row", "variant", *(["test_set"] if "test_set" in frame else [])]
+    for col in spec.columns:
+        order += (
+            [col]
+            + (_interval_columns(col) if several else [])
+            + ([f"{col}_iqr"] if f"{col}_iqr" in frame else [])
+            + (_test_columns(col) if tests else [])
+            + ([f"paper_{col}"] if f"paper_{col}" in frame else [])
+        )
+    frame = frame.reindex(columns=[*order, "n_seeds"])  # quoted rows lack measured columns
+    for col in spec.columns:
+        if column(col).integer:
+            frame[col] = frame[col].round().astype("Int64")
+    envs = {(r["env"]["device_name"], r["env"]["torch"]) for r in used}
+    meta = {
+        "table": spec.name,
+        "title": spec.title,
+        "profile": profile,
+        "cells_done": len(used),
+        "rows_done": int((frame["n_seeds"] > 0).sum()),
+        "rows": len(spec.rows),
+        "stale_records": len(records) - len(used),
+        "data": sorted({r["data"] for r in used}),
+        "measured_on": sorted(f"{d} (torch {t})" for d, t in envs),
+        "commits": sorted({(r["env"].get("git_commit") or "unknown")[:10] for r in used}),
+        "execution": sorted({_execution(r) for r in used}),
+        "protocol": cell_config(spec, spec.rows[0], profile, 0)["protocol"],
+        "diverged": sorted({r["config"]["variant"] for r in used if r.get("diverged")}),
+        "image_notes": sorted({n for r in used for n in r.get("notes", [])}),
+        "runs_dir": str(store.root / spec.name / profile),
+        "paper_block": _paper_block(spec, None) if blocks == (None,) else "",
+        "timing": _timing_warnings(frame, used, spec.columns),
+        **selection_meta(spec, measured, select_rule, baseline_row(spec) is not None),
+    }
+    checks = check_all(spec.claims, measured, blocks, profile)
+    return Report(spec, profile, frame, meta, measured, checks)
+
+
+# --- statistics over seeds: intervals, tests against the baseline, selection -------------
+
+# columns that do not change with the seed: no spread, no interval, no test
+DETERMINISTIC = frozenset(ARCHITECTURE_COLUMNS)
+_HIGHER = re.compile(r"accuracy|top[15](_\w+)?|(psnr|ssim)_sigma\d+")
+_LOWER = re.compile(r"\w*time\w*_s")
+SIGNIFICANT = "†"  # marks a cell that differs from the baseline row at ALPHA (Holm-adjusted)
+
+
+def higher_is_better(col: str) -> bool | None:
+    """Which way a column improves (None: neither, e.g. parameters or the noisy input's PSNR)."""
+    if col in DETERMINISTIC:
+        return None
+    if _HIGHER.fullmatch(col):
+        return True
+    return False if _LOWER.fullmatch(col) else None
+
+
+def _interval_columns(col: str) -> list[str]:
+    return [] if col in DETERMINISTIC else [f"{col}_std", f"{col}_ci95_low", f"{col}_ci95_high"]
+
+
+def _test_columns(col: str) -> list[str]:
+    return [] if higher_is_better(col) is None else [f"{col}_delta", f"{col}_p", f"{col}_win_rate"]
+
+
+def seed_statistics(values: dict[str, dict[int, float]], rule: str) -> dict[str, float]:
+    """A row's number per column under the selection rule, and the spread of the seeds:
+    sample std and the Student-t 95% interval of the mean (NaN below 2 seeds)."""
+    row: dict[str, float] = {}
+    for col, per_seed in values.items():
+        row[col] = select(per_seed, rule, higher_is_better(col))
+        if col not in DETERMINISTIC:
+            x = interval(list(finite(per_seed).values()))
+            row |= {f"{col}_std": x.std, f"{col}_ci95_low": x.low, f"{col}_ci95_high": x.high}
+    return row
+
+
+def baseline_row(spec: TableSpec) -> str | None:
+    """The table's baseline variant (``<arch>.baseline``), if it has one."""
+    return next((v for v in spec.rows if v.endswith(".baseline")), None)
+
+
+def baseline_tests(
+    spec: TableSpec, measured: dict[tuple[str | None, str], dict[str, dict[int, float]]],
+    blocks: tuple[str | None, ...],
+) -> dict[tuple[str | None, str], dict[str, float]]:  # fmt: skip
+    """Each row against the baseline row of its test set, per column that improves one way:
+    mean paired difference, paired t-test p-value Holm-adjusted across the table's rows,
+    share of seeds on which the row is better. Empty (NaN) below 2 shared seeds."""
+    base = baseline_row(spec)
+    if base is None:
+        return {}
+    out: dict[tuple[str | None, str], dict[str, float]] = {}
+    for block in blocks:
+        for variant in spec.rows:
+            out[(block, variant)] = {}
+        others = [v for v in spec.rows if v != base]
+        for col in spec.columns:
+            better = higher_is_better(col)
+            if better is None:
+                continue
+            results = [
+                paired(measured[(block, v)][col], measured[(block, base)][col], better)
+                for v in others
+            ]
+            adjusted = holm([r.p for r in results])
+            for v, r, p in zip(others, results, adjusted, strict=True):
+                enough = r.delta.n >= 2
+                out[(block, v)] |= {
+                    f"{col}_delta": r.delta.mean if enough else math.nan,
+                    f"{col}_p": p,
+                    f"{col}_win_rate": r.win_rate if enough else math.nan,
+                }
+            out[(block, base)] |= dict.fromkeys(_test_columns(col), math.nan)
+    return out
+
+
+def selection_meta(
+    spec: TableSpec, measured: dict[tuple[str | None, str], dict[str, dict[int, float]]],
+    rule: str, has_baseline: bool,
+) -> dict[str, Any]:  # fmt: skip
+    """The rule in use, how much best-of-2 would add over the mean (mean over rows of
+    max(seed 0, seed 1) minus the row's mean, per column that improves upward), and
+    whether any row has the 2 seeds the tests need."""
+    gains = {}
+    for col in spec.columns:
+        if higher_is_better(col):
+            g = [best_of_2_gain(v[col], True) for v in measured.values()]
+            g = [x for x in g if not math.isnan(x)]
+            gains[col] = sum(g) / len(g) if g else None
+    max_seeds = max((len(finite(v[c])) for v in measured.values() for c in v), default=0)
+    return {
+        "select": rule,
+        "best_of_2_adds": gains,
+        "max_seeds": max_seeds,
+        "baseline": baseline_row(spec) if has_baseline else None,
+    }
+
+
+# the samples each time column is the median of: epochs (training), passes (testing)
+_TIME_SAMPLES = {"train_time_s": "epoch_times_s", "test_time_s": "test_times_s"}
+UNRELIABLE_SPREAD = 0.25  # IQR over median above which a time column is flagged
+
+
+def _time_spread(records: list[dict[str, Any]], columns: Iterable[str]) -> dict[str, float]:
+    """``<col>_iqr``: the interquartile range of every epoch (or test pass) behind a time
+    column, pooled over the row's records (NaN with fewer than two samples)."""
+    spread = {}
+    for col, field_name in _TIME_SAMPLES.items():
+        if col in columns:
+            samples = [t for r in records for t in r.get(field_name) or []]
+            q1, q3 = np.percentile(samples, [25, 75]) if len(samples) > 1 else (math.nan,) * 2
+            spread[f"{col}_iqr"] = q3 - q1
+    return spread
+
+
+def _timing_warnings(
+    frame: pd.DataFrame, records: list[dict[str, Any]], columns: Iterable[str]
+) -> list[str]:
+    """Why a table's time columns may not compare: a wide spread, load from cells run at the
+    same time (a record's ``contention``: cells sharing its device), or rows timed in
+    different runs."""
+    timed = [c for c in (*_TIME_SAMPLES, "time_per_image_s") if c in columns]
+    if not timed or not records:
+        return []
+    warnings = []
+    for col in (c for c in timed if f"{c}_iqr" in frame):
+        wide = frame.loc[frame[f"{col}_iqr"] > UNRELIABLE_SPREAD * frame[col], "row"].tolist()
+        single = frame[col].notna() & frame[f"{col}_iqr"].isna()
+        if single.any():
+            warnings.append(
+                f"{column(col).header.lower()} rests on a single "
+                f"{'epoch' if col == 'train_time_s' else 'pass'} for "
+                f"{'every row' if single.all() else ', '.join(frame.loc[single, 'row'])}: its "
+                "spread is unknown"
+            )
+        if wide:
+            warnings.append(
+                f"{column(col).header.lower()} varies by more than {UNRELIABLE_SPREAD:.0%} of its "
+                f"median between epochs or passes (IQR) for {', '.join(wide)}"
+            )
+    shared = sorted({r["config"]["row"] for r in records if (r.get("contention") or 0) > 1})
+    if shared:
+        warnings.append(f"measured while other cells shared the device: {', '.join(shared)}")
+    elif any("contention" not in r for r in records):
+        warnings.append(
+            "concurrent load was not recorded (other work on the machine may have slowed any row)"
+        )
+    runs = {r["env"].get("run") for r in records}
+    if len(runs) > 1:
+        warnings.append(
+            f"rows were timed in {len(runs)} separate runs"
+            + (" (or runs made before runs were recorded)" if None in runs else "")
+            + "; compare times across rows with care"
+        )
+    return warnings
+
+
+def _execution(record: dict[str, Any]) -> str:
+    """How a record's cell ran (precision, compilation, memory format)."""
+    settings = record.get("runtime")
+    if not settings:
+        return "not recorded"
+    return Runtime(**{k: v for k, v in settings.items() if k != "__type__"}).label
+
+
+def _display(report: Report, pm: str) -> pd.DataFrame:
+    """Strings for humans: mean (± std), paper values beside, units in headers."""
+    f = report.frame
+    out = pd.DataFrame({"Row": [
+        label if variant else f"{label} (quoted, not measured)"
+        for label, variant in zip(f["row"], f["variant"], strict=True)
+    ]})  # fmt: skip
+    if "test_set" in f:
+        out.insert(0, "Test set", f["test_set"].map(_test_set_label))
+    for col in report.spec.columns:
+        c = column(col)
+        head = f"{c.header} ({c.unit})"
+
+        def show(v: float, fmt: str = c.fmt) -> str:
+            return "–" if pd.isna(v) else fmt.format(v)
+
+        out[head] = _stat_cells(report, col, show, pm)
+        if f"{col}_iqr" in f:
+            out[head] = [
+                cell + ("" if pd.isna(q) else f" (IQR {show(q)})")
+                for cell, q in zip(out[head], f[f"{col}_iqr"], strict=True)
+            ]
+        if f"paper_{col}" in f:
+            out[f"{c.header}, paper"] = f[f"paper_{col}"].map(show)
+    out["Seeds"] = f["n_seeds"].astype(str)
+    return out
+
+
+def _stat_cells(report: Report, col: str, show: Any, pm: str) -> list[str]:
+    """A column's cells: the selected value, ± the 95% half-width under the mean rule, and
+    the significance mark when the row differs from the baseline."""
+    f = report.frame
+    with_interval = report.meta["select"] == "mean" and f"{col}_ci95_low" in f
+    low, high = (f.get(f"{col}_ci95_{e}") for e in ("low", "high"))
+    cells = []
+    for i, value in enumerate(f[col]):
+        text = show(value)
+        if with_interval and not pd.isna(low.iloc[i]):
+            text += f" {pm} {show((high.iloc[i] - low.iloc[i]) / 2)}"
+        if f"{col}_p" in f and f[f"{col}_p"].iloc[i] < ALPHA:
+            text += f" {SIGNIFICANT}"
+        cells.append(text)
+    return cells
+
+
+_RULES = {
+    "mean": "Each cell: the mean over the row's seeds",
+    "best-of-2": "Each cell: the best of the row's first two seeds (the paper's rule: 'the "
+    "results are obtained by the best results in two tests'; higher accuracy, PSNR and SSIM, "
+    "lower times; other columns the mean; a row with one seed shows it)",
+    "median": "Each cell: the median over the row's seeds (columns that improve neither way: "
+    "the mean)",
+}
+
+
+def _statistics_lines(report: Report) -> list[str]:
+    """How the numbers were drawn from the seeds, and what the marks mean."""
+    m = report.meta
+    rule = m["select"]
+    text = _RULES[rule] + " (`report --select mean|best-of-2|median`)"
+    if m["max_seeds"] >= 2 and rule == "mean":
+        text += "; ± the half-width of its 95% confidence interval (Student t, n - 1 df)"
+    elif m["max_seeds"] >= 2:
+        text += "; 95% intervals of the mean in the CSV"
+    lines = [
+        text + ". Parameters and FLOPs do not vary with the seed: no spread is given. The "
+        "paper's numbers are each the best of two runs (its section 4)."
+    ]
+    if m["baseline"]:
+        if m["max_seeds"] >= 2:
+            lines.append(
+                f"{SIGNIFICANT}: differs from the baseline row at p < {ALPHA} (paired t-test "
+                "over the seeds both rows share, Holm-adjusted across the table's rows, per "
+                "column); the CSV has `<col>_delta` (mean paired difference), `<col>_p` "
+                "(Holm-adjusted) and `<col>_win_rate` (share of seeds better than the baseline)."
+            )
+        else:
+            lines.append(
+                "Tests against the baseline row need 2 or more seeds per row (`run --seeds 2`); "
+                "their columns are empty."
+            )
+    gains = {c: g for c, g in m["best_of_2_adds"].items() if g is not None}
+    if rule == "mean" and gains:
+        shown = ", ".join(
+            f"{column(c).header} {_signed(column(c).fmt, g)}" for c, g in gains.items()
+        )
+        lines.append(
+            f"The paper's best-of-2 rule would add, on average over rows (best of seeds 0 and "
+            f"1 minus the mean): {shown}."
+        )
+    return lines
+
+
+def title(report: Report) -> str:
+    """The table's title; a demo or smoke run says it is not on the data the title names."""
+    if report.profile == "paper":
+        return report.spec.title
+    return f"{report.spec.title} ({report.profile} run, on other data: see below)"
+
+
+def plural(n: int, word: str) -> str:
+    """``1 epoch``, ``3 epochs``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def nothing_ran(report: Report) -> bool:
+    """True for an architecture-only report: no record of the table and profile."""
+    return not report.meta["cells_done"]
+
+
+def _nothing_ran_line(report: Report) -> str:
+    filled = [f"`{c}`" for c in report.spec.columns if c in ARCHITECTURE_COLUMNS]
+    shown = (
+        f"; the architecture columns ({', '.join(filled)}) come from the models alone"
+        if filled
+        else ""
+    )
+    return (
+        f"**{_NOTHING_RAN}** for profile `{report.profile}` under `{report.meta['runs_dir']}`: "
+        f"the measured columns are empty{shown}."
+    )
+
+
+def _header_lines(report: Report) -> list[str]:
+    m, p = report.meta, report.meta["protocol"]
+    lines = []
+    if nothing_ran(report):
+        lines.append(_nothing_ran_line(report))
+    if report.profile in _PROFILE_BANNER:
+        lines.append(_PROFILE_BANNER[report.profile])
+    if expect := report.spec.expect.get(report.profile):
+        lines.append(f"What to expect: {expect}")
+    lines.append(f"Data: {'; '.join(m['data']) or 'no runs yet'}.")
+    if report.spec.task == "adversarial":
+        lines.append(
+            f"Protocol (`{report.profile}`): FGSM epsilon {p['epsilon']:.6g}, no training. "
+            f"{p['choices']}"
+        )
+    else:
+        lines.append(
+            f"Protocol (`{report.profile}`): {plural(p['epochs'], 'epoch')}, batch {p['batch_size']}, "
+            f"{p['optimizer']} lr {p['lr']:g}. {p['choices']}"
+        )
+    lines.append(
+        f"Cells: {plural(m['cells_done'], 'record')} for {m['rows_done']} of {m['rows']} rows under "
+        f"`{m['runs_dir']}`."
+        + (
+            f" {m['stale_records']} records ignored (other configs, or superseded by newer ones)."
+            if m["stale_records"]
+            else ""
+        )
+    )
+    lines += _statistics_lines(report)
+    if m["measured_on"]:
+        lines.append(
+            f"Measured on: {', '.join(m['measured_on'])}; code {', '.join(m['commits'])}; "
+            f"execution: {' | '.join(m['execution'])}."
+        )
+    if m.get("paper_block"):
+        lines.append(
+            f"Paper values beside ours: the paper's {_test_set_label(m['paper_block'])} "
+            "rows (ours are on a different test set)."
+        )
+    if m.get("timing"):
+        lines.append(
+            "Timing, read with care: " + "; ".join(m["timing"]) + ". (IQR: spread of the "
+            "epochs or passes behind a time.)"
+        )
+    if m["diverged"]:
+        lines.append(
+            f"Diverged during training (loss not finite or above {DIVERGED_LOSS:g}): "
+            f"{', '.join(m['diverged'])}."
+        )
+    if m["image_notes"]:
+        label = "Weights and images" if report.spec.task == "adversarial" else "Notes on the runs"
+        lines.append(f"{label}: {'; '.join(m['image_notes'])}.")
+    return lines
+
+
+def render_markdown(report: Report) -> str:
+    parts = [f"# {title(report)}", ""]
+    banner = nothing_ran(report) + (report.profile in _PROFILE_BANNER)
+    for i, line in enumerate(_header_lines(report)):
+        parts += [f"> {line}", ""] if i < banner else [f"- {line}"]
+    parts += ["", _display(report, "±").to_markdown(index=False, disable_numparse=True), ""]
+    if report.meta.get("figure"):  # set by harness.render.figures.write_table_plot
+        parts += [f"![{report.spec.title}]({report.meta['figure']})", ""]
+    parts += [
+        "Paper values are as printed in Pei et al. (2020); ours come from the run records.",
+        "",
+    ]
+    conventions = _conventions(report.spec)
+    if conventions:
+        parts += ["Conventions:", *[f"- {c}" for c in conventions]]
+    if report.spec.notes:
+        parts += ["", "Notes:", *[f"- {n}" for n in report.spec.notes]]
+    parts += _baseline_markdown(report)
+    parts += _claims_markdown(report)
+    return "\n".join(parts) + "\n"
+
+
+def _signed(fmt: str, x: float) -> str:
+    return ("+" if x >= 0 else "") + fmt.format(x)
+
+
+def _baseline_markdown(report: Report) -> list[str]:
+    """Each row against the baseline on the columns that improve upward (accuracy, PSNR,
+    SSIM): mean paired difference, Holm-adjusted p, share of seeds better."""
+    f, cols = report.frame, [c for c in report.spec.columns if higher_is_better(c)]
+    if not report.meta["baseline"] or report.meta["max_seeds"] < 2 or not cols:
+        return []
+    measured = f[f["variant"].astype(bool) & (f["variant"] != report.meta["baseline"])]
+    table = pd.DataFrame({"Row": measured["row"]})
+    if "test_set" in f:
+        table.insert(0, "Test set", measured["test_set"].map(_test_set_label))
+    for col in cols:
+        c = column(col)
+        table[f"{c.header}: Δ, p, wins"] = [
+            "–" if pd.isna(d)
+            else f"{_signed(c.fmt, d)}, p = {p:.3g}{' ' + SIGNIFICANT if p < ALPHA else ''}, {w:.0%}"
+            for d, p, w in zip(measured[f"{col}_delta"], measured[f"{col}_p"], measured[f"{col}_win_rate"], strict=True)
+        ]  # fmt: skip
+    return [
+        "", "## Against the baseline", "",
+        "Δ: mean over shared seeds of (row - baseline); p: paired t-test, Holm-adjusted across "
+        f"the rows of the column; {SIGNIFICANT}: p < {ALPHA}; wins: share of seeds on which the "
+        "row is better.", "",
+        table.to_markdown(index=False, disable_numparse=True),
+    ]  # fmt: skip
+
+
+CLAIMS_LEGEND = (
+    "Ours: the claim's quantity over the seeds the rows share, with its 95% interval (Student "
+    "t) and n: for 'A beats B', A - B seed by seed; for ratios, the geometric mean of the "
+    "per-seed ratios; for 'best', the difference to the closest other row. Claims are checked "
+    "on all seeds, whatever `--select` says. Verdicts: supported (every interval clears the "
+    "claim's threshold), contradicted (an interval lies wholly on the wrong side), "
+    "inconclusive (an interval spans the threshold, or fewer than 2 seeds), not run (a row "
+    "has no records), not evidence (demo/smoke) for those profiles, with the verdict the "
+    "numbers alone would give."
+)
+
+
+def claims_frame(report: Report) -> pd.DataFrame:
+    """One line per claim of the table: the claim, the paper's evidence, ours, the verdict."""
+    return pd.DataFrame(
+        {
+            "Claim": [c.claim.text for c in report.checks],
+            "Paper's evidence": [c.claim.source for c in report.checks],
+            "Ours: estimate [95% CI] (n)": [c.measurement() for c in report.checks],
+            "Verdict": [c.verdict_text() for c in report.checks],
+        }
+    )
+
+
+def _claims_markdown(report: Report) -> list[str]:
+    if not report.checks:
+        return ["", "## Claims", "", "This table carries no checkable claim of the paper."]
+    return [
+        "", "## Claims", "", CLAIMS_LEGEND, "",
+        claims_frame(report).to_markdown(index=False, disable_numparse=True),
+    ]  # fmt: skip
+
+
+def render_latex(report: Report) -> str:
+    display = _display(report, "±")
+    caption = f"{title(report)}. " + " ".join(_header_lines(report))
+    styler = display.style.hide(axis="index").format(escape="latex")
+    styler = styler.format_index(escape="latex", axis=1)
+    caption = caption.replace("**", "").replace("`", "")
+    table = styler.to_latex(
+        hrules=True, caption=_latex_text(caption), label=f"tab:{report.spec.name}",
+        column_format="l" + "r" * (display.shape[1] - 1), position_float="centering",
+    )  # fmt: skip
+    return table + _claims_latex(report)
+
+
+def _claims_latex(report: Report) -> str:
+    """The Claims section as a second table, after the results."""
+    if not report.checks:
+        return ""
+    styler = claims_frame(report).style.hide(axis="index").format(escape="latex")
+    styler = styler.format_index(escape="latex", axis=1)
+    caption = f"{report.spec.title}: the paper's claims checked. {CLAIMS_LEGEND}"
+    return styler.to_latex(
+        hrules=True, caption=_latex_text(caption.replace("`", "")),
+        label=f"tab:{report.spec.name}-claims", column_format="p{4cm}p{4cm}p{4cm}p{3cm}",
+        position_float="centering",
+    )  # fmt: skip
+
+
+_LATEX_SPECIAL = str.maketrans(
+    {c: "\\" + c for c in "&%$#_{}"}
+    | {"~": r"\textasciitilde{}", "^": r"\^{}", "\\": r"\textbackslash{}"}
+)
+
+
+def _latex_text(text: str) -> str:
+    """Escape free text (the caption) as pandas escapes cells."""
+    return text.translate(_LATEX_SPECIAL)
+
+
+def render_csv(report: Report) -> str:
+    return report.frame.to_csv(index=False)
+
+
+def render_json(report: Report) -> str:
+    rows = json.loads(report.frame.to_json(orient="records"))
+    claims = [json_safe(c.as_dict()) for c in report.checks]
+    return json.dumps({"meta": report.meta, "rows": rows, "claims": claims}, indent=1) + "\n"
+
+
+def json_safe(value: Any) -> Any:
+    """NaN and infinity as null: JSON has neither."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    return value
+
+
+RENDERERS = {"md": render_markdown, "tex": render_latex, "csv": render_csv, "json": render_json}
+
+
+def report_dir(out_dir: Path, profile: str) -> Path:
+    """One folder per profile, so that a demo run never overwrites a smoke report."""
+    return Path(out_dir) / profile
+
+
+_NOTHING_RAN = "Nothing has run"
+
+
+def holds_measured_rows(path: Path) -> bool:
+    """Whether an existing report file shows rows of ours (an architecture-only report,
+    or no file, does not)."""
+    if not path.is_file():
+        return False
+    if path.suffix == ".csv":
+        frame = pd.read_csv(path)
+        return "n_seeds" in frame and bool((frame["n_seeds"] > 0).any())
+    if path.suffix == ".json":
+        return bool(json.loads(path.read_text())["meta"].get("cells_done"))
+    return _NOTHING_RAN not in path.read_text()
+
+
+def write_report(report: Report, out_dir: Path, formats: Iterable[str]) -> list[Path]:
+    """Write each format atomically as ``<out_dir>/<profile>/<table>.<ext>``. A report with
+    no records never replaces one that holds measured rows: that file is kept, and said so."""
+    paths = []
+    for fmt in formats:
+        path = report_dir(out_dir, report.profile) / f"{report.spec.name}.{fmt}"
+        if nothing_ran(report) and holds_measured_rows(path):
+            print(f"kept {path}: it holds measured rows and this report has none", file=sys.stderr)
+            continue
+        write_output(path, RENDERERS[fmt](report).encode())
+        paths.append(path)
+    return paths
+
+
+def profiles_with_records(spec: TableSpec, store: RunStore) -> list[str]:
+    """The profiles of which the store holds records of ``spec``."""
+    return sorted({r["config"]["profile"] for r in store.records(spec.name)})
+
+
+def no_records_line(report: Report, store: RunStore) -> str:
+    """The one line ``report`` prints when a table has no records in the profile asked for."""
+    others = profiles_with_records(report.spec, store)
+    where = (
+        f"records exist for profile {', '.join(others)}"
+        if others
+        else "none for any other profile either"
+    )
+    return (
+        f"note: no {report.profile} records of {report.spec.name} under {store.root}; {where} "
+        "(writing the architecture-only report)"
+    )
+
+
+__all__ = ["COLUMNS", "PROFILES", "Report", "build_report", "default_profile", "write_report"]

@@ -1,0 +1,1 @@
+"""Running tables: planning what is left, executing cells (local, Ray), the runner."""

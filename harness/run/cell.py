@@ -1,0 +1,186 @@
+"""One cell, self-contained: its config plus the run options are all any process on any
+machine needs to claim it, train and test it, and store its record.
+
+:func:`execute_cell` is what every executor calls (in this process, or in a Ray
+worker). Data and architecture-only measurements are cached per process, so a worker
+that runs several cells of one table loads the table's data once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import socket
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.core.errors import UserError
+from harness.core.protocol import Protocol
+from harness.core.runtime import resolve_device
+from harness.core.task import CellContext, RunOptions, get_task
+from harness.run.planning import describe_holder, error_path, lease_path
+from harness.store import lease
+from harness.store.records import SCHEMA, RunStore, atomic_write_text, config_hash, environment
+from harness.tables.cells import cell_key
+from harness.tables.costs import measured_columns
+from harness.tables.paper import TableSpec, get_table
+from harness.train import distributed
+from registry.models.classical import MissingDependency
+
+# outcomes of one cell
+TRAINED, DONE, HELD, FAILED, UNAVAILABLE = "trained", "done", "held", "failed", "unavailable"
+REFUSED = "refused"  # a UserError where the cell ran: the run stops with it, as it would here
+
+
+@dataclass
+class Outcome:
+    """What became of a cell; small and picklable, so it travels back from a worker."""
+
+    config: dict[str, Any]
+    status: str
+    message: str = ""  # the metrics line, the holder, or the error's last line
+    path: str | None = None  # the record, or the error file of a failed cell
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@functools.lru_cache(maxsize=2)
+def _data(task_name: str, protocol: Protocol, options: RunOptions, device: torch.device) -> Any:
+    """A table's data, opened once per process (per table and device)."""
+    return get_task(task_name).open_data(protocol, options, device)
+
+
+def preload(config: dict[str, Any], options: RunOptions) -> None:
+    """Open a cell's data in this process before any cell is claimed, so that missing or
+    refused data is one line and exit 2 with nothing written (the cells then reuse it)."""
+    task = get_table(config["table"]).task
+    _, device = distributed.setup(resolve_device(options.device))
+    _data(task, get_task(task).protocol_of(config), options, device)
+
+
+def _claim(path: Path, device: torch.device) -> lease.Lease | None:
+    """The lease, taken by rank 0 and the decision shared with every torchrun rank."""
+    here = distributed.world()
+    claimed = lease.acquire(path, str(device)) if here.is_main else None
+    if here.distributed:
+        flag = torch.tensor([1 if claimed else 0], device=device)
+        if not distributed.all_sum(flag).item():
+            return None
+        return claimed or lease.Lease(path, {"pid": None, "host": None})  # ranks > 0 hold none
+    return claimed
+
+
+def execute_cell(
+    config: dict[str, Any], options: RunOptions, index: str = "", spec: TableSpec | None = None
+) -> Outcome:
+    """Claim, run and store one cell. A cell that raises is recorded as failed (its
+    traceback beside the record) and never as done; a bad option (``UserError``)
+    and Ctrl-C propagate, since they concern every cell. ``spec`` is the table when the
+    caller holds it (an unregistered variation of one); else the registered table."""
+    store = RunStore(options.runs_dir)
+    try:
+        return _execute(config, options, store, index, spec or get_table(config["table"]))
+    except (UserError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # one cell's failure, not the run's
+        where = error_path(store, config)
+        text = "".join(traceback.format_exception(exc))
+        stamp = f"{datetime.now(UTC).isoformat()} {socket.gethostname()} pid {os.getpid()}"
+        with contextlib.suppress(OSError):  # a failing disk must not hide the cell's error
+            atomic_write_text(where, f"{stamp}\n{text}")
+        line = (str(exc).strip().splitlines() or [""])[0]
+        return Outcome(config, FAILED, f"{type(exc).__name__}: {line}", str(where))
+
+
+def _execute(
+    config: dict[str, Any], options: RunOptions, store: RunStore, index: str, spec: TableSpec
+) -> Outcome:
+    task = get_task(spec.task)
+    protocol = task.protocol_of(config)
+    here, device = distributed.setup(resolve_device(options.device))
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    claim = _claim(lease_path(store, config), device)
+    if claim is None:
+        holder = lease.read_holder(lease_path(store, config)) or {}
+        return Outcome(config, HELD, describe_holder(holder))
+    with claim:
+        if not options.force and store.load(config) is not None:
+            return Outcome(config, DONE, "finished by another runner", str(store.path(config)))
+        if here.is_main:
+            claim.start_heartbeat(store.root)
+        if options.force:
+            store.discard(config, keep=(lease.SUFFIX,))
+        started, clock = datetime.now(UTC), time.perf_counter()
+        torch.manual_seed(config["seed"])
+        block = f" on {config['test_set']}" if "test_set" in config else ""
+        sigma = f" sigma {config['sigma']}" if "sigma" in config else ""
+        desc = f"{index}{config['variant']}{block}{sigma} seed {config['seed']}"
+        try:
+            model = task.build_model(protocol, config["variant"])
+        except MissingDependency as exc:
+            return Outcome(config, UNAVAILABLE, str(exc))
+        data = _data(spec.task, protocol, options, device)
+        measured = measured_columns(spec.task, protocol, config["variant"], spec.paper_flops,
+                             tuple(data.input_shape))  # fmt: skip
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        model.to(device)
+        ctx = CellContext(
+            store, device, desc, options, spec.save_weights, "train_time_s" in spec.columns
+        )
+        result, weights = task.run_cell(model, data, protocol, config, ctx)
+        if here.is_main:
+            claim.peak_sharing = max(claim.peak_sharing, lease.sharing(store.root, claim.holder))
+        record = {
+            "schema": SCHEMA,
+            "status": "complete",
+            "key": config_hash(config),
+            "cell_key": cell_key(config),
+            "config": config,
+            "metrics": {**result.metrics, **measured},
+            "diverged": result.diverged,
+            "history": result.history,
+            "weights": weights.name if weights else None,
+            "epoch_times_s": result.epoch_times_s,
+            "test_times_s": result.test_times_s,
+            "notes": result.notes,
+            "data": data.description,
+            "env": environment(device),
+            "runtime": options.runtime,
+            "executor": options.executor,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "threads": torch.get_num_threads(),
+            # most cells running at once on this host and device while this one ran
+            "contention": claim.peak_sharing,
+            "started_at": started.isoformat(timespec="seconds"),
+            "wall_s": time.perf_counter() - clock,
+        }
+        if not here.is_main:  # under torchrun only rank 0 writes
+            return Outcome(config, TRAINED, "", None, result.metrics)
+        path = store.save(record)
+        error_path(store, config).unlink(missing_ok=True)
+        shown = ", ".join(f"{k} {result.metrics[k]:.4g}" for k in _LOGGED if k in result.metrics)
+        return Outcome(config, TRAINED, shown, str(path), dict(result.metrics))
+
+
+_LOGGED = (
+    "top1_clean",
+    "top1_adversarial",
+    "top1_denoised",
+    "top1",
+    "top5",
+    "accuracy",
+    "psnr",
+    "noisy_psnr",
+    "train_time_s",
+    "test_time_s",
+    "time_per_image_s",
+)

@@ -1,0 +1,1 @@
+"""The runs folder: records, leases, quarantine and per-image evaluation caches."""

@@ -1,0 +1,1 @@
+"""What a table is (rows, protocol per profile, the paper's numbers), its cells and their cost."""

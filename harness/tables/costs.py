@@ -1,0 +1,189 @@
+"""What a table's models cost before anything runs: architecture columns and plan prices.
+
+``report`` fills the architecture-only columns (parameters and FLOPs, which need no
+training) of rows that have no record, so a table's model costs can be checked before
+any GPU hour is spent; ``plan`` prices a table's remaining work from the same shapes.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from harness.core.protocol import Protocol
+from harness.core.task import get_task
+from harness.data.classification import DATASETS
+from harness.data.imagenet import FOLDER_SETS
+from harness.data.images import TEST_SETS
+from harness.store.records import RunStore
+from harness.tables.paper import TableSpec
+from harness.tasks.denoising.engine import training_key
+from harness.train.measure import count_flops, count_params, paper_convention
+from registry import create_model, variant_info
+from registry.models.classical import ClassicalDenoiser, MissingDependency
+
+# columns that depend on the architecture alone: the same for every seed, no spread
+ARCHITECTURE_COLUMNS = ("params", "params_M_paper_conv", "flops", "flops_paper_conv")
+
+
+@dataclass(frozen=True)
+class TrainingShape:
+    """One training image's shape, how many images an epoch sees, and a line naming them."""
+
+    shape: tuple[int, ...]
+    n_train: int
+    summary: str
+
+
+def training_shape(protocol: Protocol) -> TrainingShape:
+    """The input a protocol trains on (what FLOPs are counted for), without loading data."""
+    if protocol.dataset in DATASETS or protocol.dataset in FOLDER_SETS:
+        dataset = DATASETS.get(protocol.dataset) or FOLDER_SETS[protocol.dataset]
+        n_train = min(dataset.train_size, protocol.train_limit or dataset.train_size)
+        return TrainingShape(dataset.shape, n_train, dataset.summary)
+    side = protocol.patch_size or 224  # denoising: patches of photographs, or COCO at 224
+    n_train = protocol.train_limit or 0
+    what = (
+        f"random {side}x{side} patches of photographs bundled in scikit-image and scikit-learn"
+        if protocol.dataset == "demo_photos"
+        else f"{protocol.dataset} images at {side}x{side}"
+    )
+    return TrainingShape((3, side, side), n_train, f"{n_train} {what}")
+
+
+def architecture(
+    spec: TableSpec, profile: str, variant: str, *, all_columns: bool = False
+) -> dict[str, float]:
+    """A row's architecture-only columns as a run of ``profile`` would record them (those
+    the table shows, or all with ``all_columns``; none for methods without parameters)."""
+    protocol = spec.protocol(profile)
+    try:
+        measured = measured_columns(
+            spec.task, protocol, variant, spec.paper_flops, training_shape(protocol).shape
+        )
+    except MissingDependency:
+        measured = {}
+    return {k: v for k, v in measured.items() if all_columns or k in spec.columns}
+
+
+def test_images(protocol: Protocol, test_set: str) -> tuple[int, int]:
+    """(images, pixels per image) a denoising protocol tests on, as far as known unread."""
+    side = protocol.test_crop
+    if test_set in TEST_SETS:
+        count, pixels = TEST_SETS[test_set].expected, (side * side or 481 * 321)  # BSDS size
+    elif test_set == "demo_patches":
+        count, pixels = 96, protocol.patch_size**2
+    elif test_set == "demo":
+        count, pixels = 3, side * side or 512 * 512
+    else:  # a classification dataset's test split
+        info = DATASETS[protocol.dataset]
+        count = min(info.test_size, protocol.test_limit or info.test_size)
+        pixels = math.prod(info.shape[1:])
+    return count, pixels
+
+
+def is_classical(variant: str) -> bool:
+    """A method that is not trained (BM3D, K-SVD, NL-means): it costs CPU time per image."""
+    try:
+        return isinstance(create_model(variant), ClassicalDenoiser)
+    except MissingDependency:  # only classical methods depend on optional packages
+        return True
+
+
+# Rough CPU seconds per megapixel and noise level for planning, from runs on a 2-core
+# machine (K-SVD took 5-16 s per 256x256 image); records of the table replace them.
+_ASSUMED_CLASSICAL_S_PER_MPIXEL = {"bm3d": 15.0, "ksvd": 150.0, "nlmeans": 8.0}
+# Rough sustained training throughput (FLOP/s); records beat it.
+ASSUMED_THROUGHPUT = {"cpu": 5e10, "cuda": 2e13}
+
+
+@dataclass
+class Plan:
+    """What the remaining cells of a table cost: training FLOPs (each distinct trained
+    model once) and CPU seconds of classical methods."""
+
+    train_flops: float = 0.0
+    classical_s: float = 0.0
+    trained: set[str] = field(default_factory=set)  # training keys priced (or reused) already
+    cell_flops: list[float] = field(default_factory=list)  # each cell's training, for N devices
+
+    def price(
+        self, spec: TableSpec, config: dict[str, Any], store: RunStore, shape: TrainingShape
+    ) -> str:
+        """Add one cell still to run and say what it costs."""
+        protocol = spec.protocol(config["profile"])
+        variant = config["variant"]
+        if is_classical(variant):
+            count, pixels = test_images(protocol, config.get("test_set") or protocol.test_sets[0])
+            per_image, source = _classical_seconds(spec, variant, config["profile"], pixels, store)
+            self.classical_s += count * per_image
+            return f"to run (~{duration(count * per_image)} CPU: {count} images x {per_image:.3g} s, {source})"
+        if spec.task == "denoising":
+            key = training_key(config, protocol, shape.summary)
+            reused = key in self.trained or store.shared_training(key) is not None
+            self.trained.add(key)
+            if reused:
+                return "to run (test only: reuses a model trained by this or another table)"
+        flops = architecture(spec, config["profile"], variant, all_columns=True).get("flops", 0)
+        cost = 2 * 3 * flops * shape.n_train * protocol.epochs  # forward + backward, MAC = 2
+        self.train_flops += cost
+        self.cell_flops.append(cost)
+        return f"to run (~{cost / 1e12:.2f} TFLOP)" if cost else "to run (no training)"
+
+    def span_on(self, devices: int, rate: float) -> float:
+        """Seconds of training on ``devices`` devices running one cell each at a time
+        (the Ray executor): cells handed out longest first, each to the least busy device."""
+        busy = [0.0] * devices
+        for cost in sorted(self.cell_flops, reverse=True):
+            busy[busy.index(min(busy))] += cost / rate
+        return max(busy, default=0.0)
+
+
+def _classical_seconds(
+    spec: TableSpec, variant: str, profile: str, pixels: int, store: RunStore
+) -> tuple[float, str]:
+    """Seconds per image: the mean of the method's records in this table and profile,
+    else an assumed rate."""
+    times = [r["metrics"]["time_per_image_s"] for r in store.records(spec.name, profile)
+             if r["config"]["variant"] == variant and "time_per_image_s" in r["metrics"]]  # fmt: skip
+    if times:
+        return sum(times) / len(times), f"mean of {len(times)} records"
+    arch = variant_info(variant).arch
+    return _ASSUMED_CLASSICAL_S_PER_MPIXEL.get(arch, 10.0) * pixels / 1e6, "assumed rate"
+
+
+def duration(seconds: float) -> str:
+    """``45 s``, ``12 min``, ``3.2 h``: the unit a reader expects."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def measure_model(
+    model: torch.nn.Module, rule: str, input_shape: tuple[int, ...]
+) -> dict[str, float]:
+    """The architecture-only columns (they do not depend on training). A classical
+    method has no parameters and no FLOP count (its numpy work is not traced): neither
+    column is recorded, and reports show "–"."""
+    if isinstance(model, ClassicalDenoiser):
+        return {}
+    return {
+        "params": count_params(model),
+        "flops": count_flops(model, input_shape),
+        **paper_convention(model, rule),
+    }
+
+
+@functools.lru_cache(maxsize=64)
+def measured_columns(
+    task_name: str, protocol: Protocol, variant: str, rule: str, shape: tuple[int, ...]
+) -> dict[str, float]:
+    """A row's architecture-only columns, once per process (counting FLOPs runs a forward);
+    raises MissingDependency for a method whose package is not installed."""
+    return measure_model(get_task(task_name).build_model(protocol, variant), rule, shape)

@@ -1,0 +1,86 @@
+"""FGSM against an ImageNet classifier, then the denoiser (section 4.2(D)): no training."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from harness.core.errors import UserError
+from harness.core.protocol import Protocol
+from harness.core.task import CellContext, RunOptions, Task
+from harness.tasks.adversarial.engine import (
+    AttackData,
+    Attackers,
+    open_attack_images,
+    prepare_attack,
+    run_attack_cell,
+)
+from harness.train.loop import TrainResult
+from registry import create_model, list_variants, variant_info
+
+
+@dataclass(frozen=True)
+class AttackProtocol(Protocol):
+    """Adds the FGSM step (0..1 pixel scale), whether the row's classifier gets
+    torchvision's ImageNet weights (False: random), an architecture built instead of the
+    row's (a random-weight stand-in), and the denoiser variant with its keyword arguments."""
+
+    epsilon: float = 0.0
+    pretrained: bool = False
+    stand_in: str = ""
+    denoiser: str = ""
+    denoiser_kwargs: tuple[tuple[str, Any], ...] = ()
+
+
+@functools.cache
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def _attackers(protocol: AttackProtocol, weights: Path | None) -> Attackers:
+    return prepare_attack(protocol, weights)
+
+
+class Adversarial(Task):
+    name = "adversarial"
+    protocol_type = AttackProtocol
+
+    def check(self, protocol: AttackProtocol, options: RunOptions) -> None:
+        weights = options.denoiser_weights
+        if weights is not None and not Path(weights).is_file():
+            raise UserError(f"--denoiser-weights {weights} is not a file")
+        _attackers(protocol, weights)  # a missing or unfit file is said before any data is read
+
+    def extra_config(self, protocol: AttackProtocol, options: RunOptions) -> dict[str, Any]:
+        """A different weights file is a different cell: never reuse a record of another."""
+        weights = options.denoiser_weights
+        if weights is None:
+            return {}
+        return {"denoiser_weights": {"path": str(weights), "sha256": _sha256(Path(weights))}}
+
+    def build_model(self, protocol: AttackProtocol, variant: str) -> nn.Module:
+        name = protocol.stand_in or variant
+        arch = variant_info(name).arch if name in list_variants() else name
+        return create_model(name, **protocol.kwargs_for(arch))
+
+    def open_data(
+        self, protocol: AttackProtocol, options: RunOptions, device: torch.device
+    ) -> AttackData:
+        return open_attack_images(protocol.dataset, options.data_root)
+
+    def run_cell(
+        self, model: nn.Module, data: AttackData, protocol: AttackProtocol, config: dict[str, Any],
+        ctx: CellContext,
+    ) -> tuple[TrainResult, Path | None]:  # fmt: skip
+        attackers = _attackers(protocol, ctx.options.denoiser_weights)
+        return run_attack_cell(model, data, protocol, config, attackers, device=ctx.device), None
+
+
+TASK = Adversarial()

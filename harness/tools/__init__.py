@@ -1,0 +1,1 @@
+"""Tools beside the tables: the op benchmark and the device self-check."""

@@ -1,0 +1,1 @@
+"""What every task's training shares: optimiser and schedule, timing, checkpoints, torch.distributed."""
