@@ -13,6 +13,7 @@ from pathlib import Path
 
 from harness.core.errors import UserError
 from harness.core.runtime import AMP_MODES, Runtime, resolve_device
+from harness.core.task import get_task
 from harness.data.images import check_images, test_files
 from harness.render.figures import FIGURES_DIR, figure_names, make_figures, write_table_plot
 from harness.render.report import (
@@ -33,7 +34,6 @@ from harness.store.records import RunStore, check_writable_dir, load_tensors
 from harness.tables.cells import table_cells
 from harness.tables.costs import ASSUMED_THROUGHPUT, Plan, duration, is_classical, training_shape
 from harness.tables.paper import PROFILES, TABLES, TableSpec, get_table
-from harness.tasks.denoising.engine import needed_side
 from harness.tools.bench import add_bench_parser, cmd_bench
 from harness.tools.doctor import add_doctor_parser, cmd_doctor
 from harness.train.distributed import is_main
@@ -141,7 +141,7 @@ def cmd_list(_: argparse.Namespace) -> None:
     for spec in TABLES.values():
         print(f"  {spec.name:<12} {spec.title}  [profiles {', '.join(spec.protocols)}]")
         if "demo" in spec.protocols:
-            print(f"  {'':<12} demo data: {training_shape(spec.protocol('demo')).summary}")
+            print(f"  {'':<12} demo data: {training_shape(spec, 'demo').summary}")
     print("\nVariants:")
     for name in list_variants():
         info = variant_info(name)
@@ -157,10 +157,10 @@ def cmd_plan(args: argparse.Namespace) -> None:
     spec = get_table(args.table)
     if not 1 <= args.gpus <= 4096:
         raise UserError(f"--gpus must be 1 to 4096, got {args.gpus}")
-    protocol = spec.protocol(args.profile)
+    spec.protocol(args.profile)  # an unknown profile is refused before anything is read
     store = RunStore(args.runs_dir)
     configs = table_cells(spec, args.profile, args.seeds)
-    shape = training_shape(protocol)
+    shape = training_shape(spec, args.profile)
     print(
         f"{spec.title} — profile {args.profile}, {plural(args.seeds, 'seed')}, data: {shape.summary}"
     )
@@ -220,7 +220,7 @@ def _check_inputs(args: argparse.Namespace, specs: list) -> None:
         load_tensors(args.denoiser_weights)
     if args.test_dir is not None:
         files = test_files("test_dir", Path(), args.test_dir)
-        side = max(needed_side(spec.protocol(args.profile)) for spec in specs)
+        side = max(get_task(s.task).test_side(s.protocol(args.profile)) for s in specs)
         check_images(files, side)
 
 
@@ -230,8 +230,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     for spec in specs:  # validate everything before any work
         spec.protocol(args.profile)
         table_cells(spec, args.profile, args.seeds, args.test_dir)
-    if args.denoiser_weights and not any(s.task == "adversarial" for s in specs):
-        raise UserError("--denoiser-weights applies to the adversarial table only")
+    if args.denoiser_weights and not any(get_task(s.task).accepts_denoiser_weights for s in specs):
+        takers = [t.name for t in TABLES.values() if get_task(t.task).accepts_denoiser_weights]
+        raise UserError(f"--denoiser-weights applies to the {', '.join(takers)} table only")
     if args.workers > 1 and not any(is_classical(v) for s in specs for v in s.rows):
         raise UserError(
             f"--workers runs classical denoising methods (table6) in parallel; "

@@ -117,7 +117,8 @@ def test_plan_prices_each_trained_model_once_and_classical_methods_per_image(tmp
                    protocols=MappingProxyType({"smoke": smoke}))  # fmt: skip
     plan, store = Plan(), RunStore(tmp_path)
     states = [
-        plan.price(spec, c, store, training_shape(smoke)) for c in table_cells(spec, "smoke", 1)
+        plan.price(spec, c, store, training_shape(spec, "smoke"))
+        for c in table_cells(spec, "smoke", 1)
     ]
     ksvd_bsd, fp2_bsd, ksvd_tid, fp2_tid = states
     assert "TFLOP" in fp2_bsd and "test only" in fp2_tid  # one model serves both test sets

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from harness.core.errors import UserError
+from harness.core.metrics import COST_CONVENTIONS, COSTS, Metric
 from harness.core.protocol import Protocol
 from harness.core.runtime import Runtime
 from registry import create_model, list_variants, variant_info
@@ -65,13 +66,54 @@ class CellContext:
     times_training: bool = False
 
 
+@dataclass(frozen=True)
+class TrainingShape:
+    """One training image's shape, how many images an epoch sees, and a line naming them."""
+
+    shape: tuple[int, ...]
+    n_train: int
+    summary: str
+
+
 class Task:
     """One kind of cell. Subclasses override what differs; the defaults suit most."""
 
     name = ""
     protocol_type: type[Protocol] = Protocol  # the task's protocol, with its own fields
     accepts_test_dir = False  # --test-dir replaces the test set
+    accepts_denoiser_weights = False  # --denoiser-weights feeds the task's denoiser
     distributed = False  # may run as several torchrun processes
+    # what a cell measures, in the order its log line shows them (harness.core.metrics)
+    metrics: tuple[Metric, ...] = COSTS
+    # the report's conventions lines, each with the metrics it defines, in report order
+    conventions: tuple[tuple[str, tuple[str, ...]], ...] = COST_CONVENTIONS
+    notes_label = "Notes on the runs"  # the report's header line of per-run notes
+
+    def protocol_line(self, profile: str, protocol: dict[str, Any]) -> str:
+        """The report's one line on how cells trained (``protocol``: the config's)."""
+        p = protocol
+        return (
+            f"Protocol (`{profile}`): {_plural(p['epochs'], 'epoch')}, batch {p['batch_size']}, "
+            f"{p['optimizer']} lr {p['lr']:g}. {p['choices']}"
+        )
+
+    def training_shape(self, protocol: Protocol) -> TrainingShape:
+        """The input a protocol trains on (what FLOPs are counted for), without loading data."""
+        raise NotImplementedError
+
+    def test_images(self, protocol: Protocol, test_set: str) -> tuple[int, int]:
+        """(images, pixels per image) a cell tests on, as far as known unread (pricing)."""
+        raise NotImplementedError
+
+    def shared_training_key(
+        self, config: dict[str, Any], protocol: Protocol, train_data: str
+    ) -> str | None:
+        """A key shared by cells that reuse one trained model (None: each cell trains)."""
+        return None
+
+    def test_side(self, protocol: Protocol) -> int:
+        """The smallest side a --test-dir image needs for this protocol."""
+        return 0
 
     def protocol_of(self, config: dict[str, Any]) -> Protocol:
         """The protocol a cell's config holds (the one its hash covers), rebuilt."""
@@ -110,6 +152,16 @@ class Task:
 
     def close(self, interrupted: bool) -> None:
         """Stop anything this process started for the task's cells (worker pools)."""
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def dataset_shape(info: Any, protocol: Protocol) -> TrainingShape:
+    """The training shape of a catalogued dataset (``shape``, ``train_size``, ``summary``)."""
+    n_train = min(info.train_size, protocol.train_limit or info.train_size)
+    return TrainingShape(info.shape, n_train, info.summary)
 
 
 def _tupled(value: Any) -> Any:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -22,7 +21,9 @@ import numpy as np
 import pandas as pd
 
 from harness.core.errors import UserError
+from harness.core.metrics import Column, Metric, base_name, find_column
 from harness.core.runtime import DIVERGED_LOSS, Runtime
+from harness.core.task import get_task, tasks
 from harness.data.images import TEST_SETS
 from harness.stats.claims import Check, check_all
 from harness.stats.intervals import (
@@ -42,90 +43,19 @@ from harness.tables.paper import PROFILES, TableSpec
 from registry import variant_info
 
 
-@dataclass(frozen=True)
-class Column:
-    header: str
-    unit: str
-    fmt: str
-    integer: bool = False  # exact counts stay integers in CSV and JSON
-
-
-COLUMNS: dict[str, Column] = {
-    "accuracy": Column("Accuracy", "fraction", "{:.4f}"),
-    "top1": Column("Top-1", "fraction", "{:.5f}"),
-    "top5": Column("Top-5", "fraction", "{:.5f}"),
-    "train_time_s": Column("Train time", "s/epoch", "{:.2f}"),
-    "test_time_s": Column("Test time", "s, whole test set", "{:.3f}"),
-    "params": Column("Params", "exact count", "{:,.0f}", integer=True),
-    "params_M_paper_conv": Column("Params, paper conv.", "M = 2^20", "{:.3f}"),
-    "flops": Column("FLOPs", "MACs + elementwise ops/image", "{:.3e}", integer=True),
-    "flops_paper_conv": Column("FLOPs, paper conv.", "paper's rule", "{:.3e}", integer=True),
-    "top1_clean": Column("Top-1 clean", "fraction", "{:.4f}"),
-    "top1_adversarial": Column("Top-1 FGSM", "fraction", "{:.4f}"),
-    "top1_denoised": Column("Top-1 FGSM + denoiser", "fraction", "{:.4f}"),
-    "time_per_image_s": Column("Time per image", "s", "{:.3g}"),
-}
-
-CONVENTIONS = (
-    "accuracy: fraction of the whole test set classified correctly.",
-    "train time: median over epochs of one epoch's synchronised training time "
-    "(evaluation excluded); test time: median of the synchronised passes over the whole "
-    "test set after a warm-up pass.",
-    "params: exact trainable parameters; params (paper conv.): the same in units of 2^20, "
-    "as the paper counts.",
-    "FLOPs: true forward cost of one image, fvcore, one multiply-add = 1, comparisons and "
-    "elementwise ops (feature pooling, ReLU, tanh, add) = 1, top-k = C*ceil(log2 C) per pixel. FLOPs (paper conv.): "
-    "the paper's column, about twice a parameter count (the rule for this table is below).",
-)
-_TOP1 = "top-1 / top-5: fraction of the validation images whose label is the first / among the first five predicted."
-
-_SIGMA_COLUMN = re.compile(r"(psnr|noisy_psnr|ssim)_sigma(\d+)")
-_SIGMA_HEADERS = {
-    "psnr": ("PSNR", "dB"),
-    "noisy_psnr": ("Noisy PSNR", "dB"),
-    "ssim": ("SSIM", "0..1"),
-}
-
-
 def column(name: str) -> Column:
-    """Display facts of a report column, including the per-noise-level ones."""
-    match = _SIGMA_COLUMN.fullmatch(name)
-    if match:
-        header, unit = _SIGMA_HEADERS[match[1]]
-        return Column(f"{header} σ={match[2]}", unit, "{:.3f}" if match[1] == "ssim" else "{:.2f}")
-    return COLUMNS[name]
-
-
-DENOISING_CONVENTIONS = (
-    "PSNR: Gaussian noise of std sigma (0-255 scale) added unclipped, drawn from (image, "
-    "sigma, seed) alone; the estimate clamped to [0, 1] and rounded to 8 bits; "
-    "10*log10(255^2/MSE) over all pixels and channels, no border crop; mean over the test "
-    "images. Noisy PSNR: the noisy input under the same rule. SSIM: 8-bit, 11x11 Gaussian "
-    "window (sigma 1.5), mean over channels, as MATLAB and KAIR compute it.",
-    "train time: median over epochs of one epoch's synchronised training time; test time: "
-    "the method's time summed over the whole test set (metrics and file reading excluded); "
-    "time per image: the same per image, averaged over images and noise levels.",
-    CONVENTIONS[2],
-    CONVENTIONS[3],
-)
-
-# the columns each conventions line describes: a report lists the lines of its own columns
-_CONVENTION_COLUMNS = {
-    CONVENTIONS[0]: ("accuracy",),
-    CONVENTIONS[1]: ("train_time_s", "test_time_s"),
-    CONVENTIONS[2]: ("params", "params_M_paper_conv"),
-    CONVENTIONS[3]: ("flops", "flops_paper_conv"),
-    _TOP1: ("top1", "top5"),
-    DENOISING_CONVENTIONS[0]: ("psnr", "noisy_psnr", "ssim"),
-    DENOISING_CONVENTIONS[1]: ("train_time_s", "test_time_s", "time_per_image_s"),
-}
+    """Display facts of a report column, as the task that measures it declares them."""
+    for task in tasks().values():
+        found = find_column(name, task.metrics)
+        if found is not None:
+            return found
+    raise KeyError(f"no task declares the column {name!r}")
 
 
 def _conventions(spec: TableSpec) -> list[str]:
-    """The conventions lines that describe columns this table has."""
-    base = DENOISING_CONVENTIONS if spec.task == "denoising" else (*CONVENTIONS, _TOP1)
-    have = {_SIGMA_COLUMN.sub(r"\1", c) for c in spec.columns}
-    lines = [line for line in base if have & set(_CONVENTION_COLUMNS[line])]
+    """The conventions lines (the task's) that describe columns this table has."""
+    have = {base_name(c) for c in spec.columns}
+    lines = [line for line, names in get_task(spec.task).conventions if have & set(names)]
     if "flops_paper_conv" in spec.columns:
         lines.append(_PAPER_FLOP_RULES[spec.paper_flops])
     return lines
@@ -168,9 +98,9 @@ def default_profile(spec: TableSpec, store: RunStore) -> str:
 def _seed_values(records: list[dict[str, Any]], col: str) -> dict[int, float]:
     """One value per seed: ``psnr_sigma25`` reads ``psnr`` from the sigma-25 records;
     other columns are averaged over a seed's noise levels (one value when there are none)."""
-    match = _SIGMA_COLUMN.fullmatch(col)
-    if match:
-        metric, sigma = match[1], int(match[2])
+    found = _column(col)
+    if found is not None and found.level is not None:
+        metric, sigma = found.metric.name, found.level
         records = [r for r in records if r["config"].get("sigma") == sigma]
         values = {r["config"]["seed"]: r["metrics"].get(metric, math.nan) for r in records}
     else:
@@ -282,23 +212,35 @@ def build_report(
 # --- statistics over seeds: intervals, tests against the baseline, selection -------------
 
 # columns that do not change with the seed: no spread, no interval, no test
-DETERMINISTIC = frozenset(ARCHITECTURE_COLUMNS)
-_HIGHER = re.compile(r"accuracy|top[15](_\w+)?|(psnr|ssim)_sigma\d+")
-_LOWER = re.compile(r"\w*time\w*_s")
 SIGNIFICANT = "†"  # marks a cell that differs from the baseline row at ALPHA (Holm-adjusted)
+
+
+def _column(col: str) -> Column | None:
+    try:
+        return column(col)
+    except KeyError:
+        return None
+
+
+def _metric(col: str) -> Metric | None:
+    found = _column(col)
+    return None if found is None else found.metric
+
+
+def deterministic(col: str) -> bool:
+    """A column that does not change with the seed: no spread, no interval, no test."""
+    found = _metric(col)
+    return found is not None and found.deterministic
 
 
 def higher_is_better(col: str) -> bool | None:
     """Which way a column improves (None: neither, e.g. parameters or the noisy input's PSNR)."""
-    if col in DETERMINISTIC:
-        return None
-    if _HIGHER.fullmatch(col):
-        return True
-    return False if _LOWER.fullmatch(col) else None
+    found = _metric(col)
+    return None if found is None or found.deterministic else found.higher_is_better
 
 
 def _interval_columns(col: str) -> list[str]:
-    return [] if col in DETERMINISTIC else [f"{col}_std", f"{col}_ci95_low", f"{col}_ci95_high"]
+    return [] if deterministic(col) else [f"{col}_std", f"{col}_ci95_low", f"{col}_ci95_high"]
 
 
 def _test_columns(col: str) -> list[str]:
@@ -311,7 +253,7 @@ def seed_statistics(values: dict[str, dict[int, float]], rule: str) -> dict[str,
     row: dict[str, float] = {}
     for col, per_seed in values.items():
         row[col] = select(per_seed, rule, higher_is_better(col))
-        if col not in DETERMINISTIC:
+        if not deterministic(col):
             x = interval(list(finite(per_seed).values()))
             row |= {f"{col}_std": x.std, f"{col}_ci95_low": x.low, f"{col}_ci95_high": x.high}
     return row
@@ -579,16 +521,7 @@ def _header_lines(report: Report) -> list[str]:
     if expect := report.spec.expect.get(report.profile):
         lines.append(f"What to expect: {expect}")
     lines.append(f"Data: {'; '.join(m['data']) or 'no runs yet'}.")
-    if report.spec.task == "adversarial":
-        lines.append(
-            f"Protocol (`{report.profile}`): FGSM epsilon {p['epsilon']:.6g}, no training. "
-            f"{p['choices']}"
-        )
-    else:
-        lines.append(
-            f"Protocol (`{report.profile}`): {plural(p['epochs'], 'epoch')}, batch {p['batch_size']}, "
-            f"{p['optimizer']} lr {p['lr']:g}. {p['choices']}"
-        )
+    lines.append(get_task(report.spec.task).protocol_line(report.profile, p))
     lines.append(
         f"Cells: {plural(m['cells_done'], 'record')} for {m['rows_done']} of {m['rows']} rows under "
         f"`{m['runs_dir']}`."
@@ -620,7 +553,7 @@ def _header_lines(report: Report) -> list[str]:
             f"{', '.join(m['diverged'])}."
         )
     if m["image_notes"]:
-        label = "Weights and images" if report.spec.task == "adversarial" else "Notes on the runs"
+        label = get_task(report.spec.task).notes_label
         lines.append(f"{label}: {'; '.join(m['image_notes'])}.")
     return lines
 
@@ -826,4 +759,4 @@ def no_records_line(report: Report, store: RunStore) -> str:
     )
 
 
-__all__ = ["COLUMNS", "PROFILES", "Report", "build_report", "default_profile", "write_report"]
+__all__ = ["PROFILES", "Report", "build_report", "default_profile", "write_report"]

@@ -167,20 +167,6 @@ def _execute(
             return Outcome(config, TRAINED, "", None, result.metrics)
         path = store.save(record)
         error_path(store, config).unlink(missing_ok=True)
-        shown = ", ".join(f"{k} {result.metrics[k]:.4g}" for k in _LOGGED if k in result.metrics)
+        logged = [m.name for m in get_task(spec.task).metrics if m.logged]
+        shown = ", ".join(f"{k} {result.metrics[k]:.4g}" for k in logged if k in result.metrics)
         return Outcome(config, TRAINED, shown, str(path), dict(result.metrics))
-
-
-_LOGGED = (
-    "top1_clean",
-    "top1_adversarial",
-    "top1_denoised",
-    "top1",
-    "top5",
-    "accuracy",
-    "psnr",
-    "noisy_psnr",
-    "train_time_s",
-    "test_time_s",
-    "time_per_image_s",
-)

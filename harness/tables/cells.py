@@ -4,13 +4,15 @@ that determines its result and names its record."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.core.errors import UserError
 from harness.core.task import RunOptions, get_task
 from harness.store.records import SCHEMA, config_hash, jsonable
-from harness.tables.paper import TableSpec
 from registry import variant_info
+
+if TYPE_CHECKING:
+    from harness.tables.paper import TableSpec
 
 MAX_SEEDS = 1000  # more is a typo, not an experiment
 

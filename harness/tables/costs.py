@@ -8,51 +8,27 @@ any GPU hour is spent; ``plan`` prices a table's remaining work from the same sh
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from harness.core.metrics import COSTS
 from harness.core.protocol import Protocol
-from harness.core.task import get_task
-from harness.data.classification import DATASETS
-from harness.data.imagenet import FOLDER_SETS
-from harness.data.images import TEST_SETS
+from harness.core.task import TrainingShape, get_task
 from harness.store.records import RunStore
 from harness.tables.paper import TableSpec
-from harness.tasks.denoising.engine import training_key
 from harness.train.measure import count_flops, count_params, paper_convention
 from registry import create_model, variant_info
 from registry.models.classical import ClassicalDenoiser, MissingDependency
 
 # columns that depend on the architecture alone: the same for every seed, no spread
-ARCHITECTURE_COLUMNS = ("params", "params_M_paper_conv", "flops", "flops_paper_conv")
+ARCHITECTURE_COLUMNS = tuple(m.name for m in COSTS if m.deterministic)
 
 
-@dataclass(frozen=True)
-class TrainingShape:
-    """One training image's shape, how many images an epoch sees, and a line naming them."""
-
-    shape: tuple[int, ...]
-    n_train: int
-    summary: str
-
-
-def training_shape(protocol: Protocol) -> TrainingShape:
-    """The input a protocol trains on (what FLOPs are counted for), without loading data."""
-    if protocol.dataset in DATASETS or protocol.dataset in FOLDER_SETS:
-        dataset = DATASETS.get(protocol.dataset) or FOLDER_SETS[protocol.dataset]
-        n_train = min(dataset.train_size, protocol.train_limit or dataset.train_size)
-        return TrainingShape(dataset.shape, n_train, dataset.summary)
-    side = protocol.patch_size or 224  # denoising: patches of photographs, or COCO at 224
-    n_train = protocol.train_limit or 0
-    what = (
-        f"random {side}x{side} patches of photographs bundled in scikit-image and scikit-learn"
-        if protocol.dataset == "demo_photos"
-        else f"{protocol.dataset} images at {side}x{side}"
-    )
-    return TrainingShape((3, side, side), n_train, f"{n_train} {what}")
+def training_shape(spec: TableSpec, profile: str) -> TrainingShape:
+    """The input a table's profile trains on (what FLOPs are counted for), unread."""
+    return get_task(spec.task).training_shape(spec.protocol(profile))
 
 
 def architecture(
@@ -63,27 +39,11 @@ def architecture(
     protocol = spec.protocol(profile)
     try:
         measured = measured_columns(
-            spec.task, protocol, variant, spec.paper_flops, training_shape(protocol).shape
+            spec.task, protocol, variant, spec.paper_flops, training_shape(spec, profile).shape
         )
     except MissingDependency:
         measured = {}
     return {k: v for k, v in measured.items() if all_columns or k in spec.columns}
-
-
-def test_images(protocol: Protocol, test_set: str) -> tuple[int, int]:
-    """(images, pixels per image) a denoising protocol tests on, as far as known unread."""
-    side = protocol.test_crop
-    if test_set in TEST_SETS:
-        count, pixels = TEST_SETS[test_set].expected, (side * side or 481 * 321)  # BSDS size
-    elif test_set == "demo_patches":
-        count, pixels = 96, protocol.patch_size**2
-    elif test_set == "demo":
-        count, pixels = 3, side * side or 512 * 512
-    else:  # a classification dataset's test split
-        info = DATASETS[protocol.dataset]
-        count = min(info.test_size, protocol.test_limit or info.test_size)
-        pixels = math.prod(info.shape[1:])
-    return count, pixels
 
 
 def is_classical(variant: str) -> bool:
@@ -118,12 +78,13 @@ class Plan:
         protocol = spec.protocol(config["profile"])
         variant = config["variant"]
         if is_classical(variant):
-            count, pixels = test_images(protocol, config.get("test_set") or protocol.test_sets[0])
+            test_set = config.get("test_set") or protocol.test_sets[0]
+            count, pixels = get_task(spec.task).test_images(protocol, test_set)
             per_image, source = _classical_seconds(spec, variant, config["profile"], pixels, store)
             self.classical_s += count * per_image
             return f"to run (~{duration(count * per_image)} CPU: {count} images x {per_image:.3g} s, {source})"
-        if spec.task == "denoising":
-            key = training_key(config, protocol, shape.summary)
+        key = get_task(spec.task).shared_training_key(config, protocol, shape.summary)
+        if key is not None:
             reused = key in self.trained or store.shared_training(key) is not None
             self.trained.add(key)
             if reused:

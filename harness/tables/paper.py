@@ -14,9 +14,13 @@ from harness.core.errors import UserError
 from harness.core.protocol import Protocol
 from harness.stats.claims import Claim
 from harness.tables.paper_claims import CLAIMS
-from harness.tasks.adversarial import AttackProtocol
-from harness.tasks.classification import ClassificationProtocol
-from harness.tasks.denoising import DenoiseProtocol
+from harness.tasks.adversarial.protocol import NAME as ADVERSARIAL
+from harness.tasks.adversarial.protocol import AttackProtocol
+from harness.tasks.classification.protocol import NAME as CLASSIFICATION
+from harness.tasks.classification.protocol import ClassificationProtocol
+from harness.tasks.denoising.protocol import NAME as DENOISING
+from harness.tasks.denoising.protocol import DenoiseProtocol
+from harness.tasks.folders.protocol import NAME as FOLDERS
 from registry import PaperRow, variant_info
 from registry.models.classical import table6_rows
 from registry.models.resnet import IMAGENET_ROWS
@@ -43,7 +47,7 @@ class TableSpec:
     # or "2x_conv_weights" (conv kernels only, which also sets the Parameters column)
     paper_flops: str = "2x_params"
     notes: tuple[str, ...] = ()
-    task: str = "classification"  # a plugin of harness/tasks: "denoising", "folders", ...
+    task: str = CLASSIFICATION  # the name of a task plugin (harness.core.task.tasks())
     # denoising: one model per noise level (sigma on the 0-255 scale), as the paper trains
     sigmas: tuple[int, ...] = ()
     # keep each cell's final weights beside its record (Figure 5, reuse of denoisers)
@@ -283,7 +287,7 @@ TABLE4 = TableSpec(
     protocols=MappingProxyType(
         {"paper": _DENOISE_PAPER, "demo": _DENOISE_DEMO, "smoke": _DENOISE_SMOKE}
     ),
-    task="denoising",
+    task=DENOISING,
     sigmas=(20, 30, 40, 50, 60),
     paper_flops="2x_conv_weights",
     claims=CLAIMS["table4"],
@@ -341,7 +345,7 @@ TABLE5 = TableSpec(
             ),
         }
     ),
-    task="denoising",
+    task=DENOISING,
     sigmas=(20, 30, 40, 50),
     paper_flops="2x_conv_weights",
     claims=CLAIMS["table5"],
@@ -413,7 +417,7 @@ def _versus_table(
                 "smoke": _VERSUS_SMOKE,
             }
         ),
-        task="denoising",
+        task=DENOISING,
         sigmas=sigmas,
         quoted=quoted,
         claims=CLAIMS[name],
@@ -527,7 +531,7 @@ IMAGENET = TableSpec(
         }
     ),
     paper_flops="2x_params",
-    task="folders",
+    task=FOLDERS,
     save_weights=False,  # about 100 MB a cell; the last checkpoint holds them until done
     claims=CLAIMS["imagenet"],
     notes=(
@@ -576,7 +580,7 @@ ADVERSARIAL = TableSpec(
             ),
         }
     ),
-    task="adversarial",
+    task=ADVERSARIAL,
     save_weights=False,
     claims=CLAIMS["adversarial"],
     notes=(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +11,9 @@ import torch
 from torch import nn
 
 from harness.core.errors import UserError
-from harness.core.protocol import Protocol
-from harness.core.task import CellContext, RunOptions, Task
+from harness.core.metrics import COSTS, Metric
+from harness.core.task import CellContext, RunOptions, Task, TrainingShape, dataset_shape
+from harness.data.imagenet import FOLDER_SETS
 from harness.tasks.adversarial.engine import (
     AttackData,
     Attackers,
@@ -21,21 +21,9 @@ from harness.tasks.adversarial.engine import (
     prepare_attack,
     run_attack_cell,
 )
+from harness.tasks.adversarial.protocol import NAME, AttackProtocol
 from harness.train.loop import TrainResult
 from registry import create_model, list_variants, variant_info
-
-
-@dataclass(frozen=True)
-class AttackProtocol(Protocol):
-    """Adds the FGSM step (0..1 pixel scale), whether the row's classifier gets
-    torchvision's ImageNet weights (False: random), an architecture built instead of the
-    row's (a random-weight stand-in), and the denoiser variant with its keyword arguments."""
-
-    epsilon: float = 0.0
-    pretrained: bool = False
-    stand_in: str = ""
-    denoiser: str = ""
-    denoiser_kwargs: tuple[tuple[str, Any], ...] = ()
 
 
 @functools.cache
@@ -48,9 +36,31 @@ def _attackers(protocol: AttackProtocol, weights: Path | None) -> Attackers:
     return prepare_attack(protocol, weights)
 
 
+def _top1(name: str, header: str) -> Metric:
+    return Metric(name, header, "fraction", "{:.4f}", higher_is_better=True, logged=True)
+
+
 class Adversarial(Task):
-    name = "adversarial"
+    name = NAME
     protocol_type = AttackProtocol
+    accepts_denoiser_weights = True
+    metrics = (
+        _top1("top1_clean", "Top-1 clean"),
+        _top1("top1_adversarial", "Top-1 FGSM"),
+        _top1("top1_denoised", "Top-1 FGSM + denoiser"),
+        *COSTS,
+    )
+    conventions = ()
+    notes_label = "Weights and images"
+
+    def protocol_line(self, profile: str, protocol: dict[str, Any]) -> str:
+        return (
+            f"Protocol (`{profile}`): FGSM epsilon {protocol['epsilon']:.6g}, no training. "
+            f"{protocol['choices']}"
+        )
+
+    def training_shape(self, protocol: AttackProtocol) -> TrainingShape:
+        return dataset_shape(FOLDER_SETS[protocol.dataset], protocol)
 
     def check(self, protocol: AttackProtocol, options: RunOptions) -> None:
         weights = options.denoiser_weights

@@ -24,7 +24,7 @@ from harness.train.measure import Stopwatch
 from registry import create_model
 
 if TYPE_CHECKING:
-    from harness.tasks.adversarial import AttackProtocol
+    from harness.tasks.adversarial.protocol import AttackProtocol
 
 
 class Normalized(nn.Module):

@@ -2,32 +2,38 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from harness.core.metrics import COST_CONVENTIONS, COSTS, Metric
 from harness.core.protocol import Protocol
-from harness.core.task import CellContext, RunOptions, Task
-from harness.data.classification import ClassificationData, load_classification
+from harness.core.task import CellContext, RunOptions, Task, TrainingShape, dataset_shape
+from harness.data.classification import DATASETS, ClassificationData, load_classification
 from harness.tasks.classification.engine import train_classifier
+from harness.tasks.classification.protocol import NAME, ClassificationProtocol
 from harness.train.loop import TrainResult
 
-
-@dataclass(frozen=True)
-class ClassificationProtocol(Protocol):
-    """Adds the augmentation of training batches: a random crop after zero padding by
-    ``crop_padding`` pixels (0: none), and random horizontal flips."""
-
-    crop_padding: int = 0
-    hflip: bool = False
+ACCURACY = Metric("accuracy", "Accuracy", "fraction", "{:.4f}", higher_is_better=True, logged=True)
+ACCURACY_CONVENTION = "accuracy: fraction of the whole test set classified correctly."
 
 
 class Classification(Task):
-    name = "classification"
+    name = NAME
     protocol_type = ClassificationProtocol
+    metrics = (ACCURACY, *COSTS)
+    conventions = ((ACCURACY_CONVENTION, ("accuracy",)), *COST_CONVENTIONS)
+
+    def training_shape(self, protocol: Protocol) -> TrainingShape:
+        return dataset_shape(DATASETS[protocol.dataset], protocol)
+
+    def test_images(self, protocol: Protocol, test_set: str) -> tuple[int, int]:
+        info = DATASETS[protocol.dataset]
+        count = min(info.test_size, protocol.test_limit or info.test_size)
+        return count, math.prod(info.shape[1:])
 
     def open_data(
         self, protocol: ClassificationProtocol, options: RunOptions, device: torch.device

@@ -16,10 +16,9 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from harness.data.classification import ClassificationData
-
 if TYPE_CHECKING:
-    from harness.tasks.classification import ClassificationProtocol
+    from harness.data.classification import ClassificationData
+    from harness.tasks.classification.protocol import ClassificationProtocol
 
 
 def as_input(batch: Tensor) -> Tensor:

@@ -21,7 +21,7 @@ from harness.train.loop import TrainResult, eval_steps, lr_for_epoch, make_optim
 from harness.train.measure import Stopwatch, median_time
 
 if TYPE_CHECKING:
-    from harness.tasks.classification import ClassificationProtocol
+    from harness.tasks.classification.protocol import ClassificationProtocol
 
 
 _STATS_BATCH = 100  # fixed test images for the hidden-layer statistics

@@ -63,7 +63,7 @@ from harness.train.measure import Stopwatch
 from registry.models.classical import ClassicalDenoiser
 
 if TYPE_CHECKING:
-    from harness.tasks.denoising import DenoiseProtocol
+    from harness.tasks.denoising.protocol import DenoiseProtocol
 
 
 def train_denoiser(

@@ -8,17 +8,31 @@ from typing import Any
 import torch
 from torch import nn
 
+from harness.core.metrics import COST_CONVENTIONS, COSTS, Metric
 from harness.core.protocol import Protocol
-from harness.core.task import CellContext, RunOptions, Task
-from harness.data.imagenet import FolderData, open_folders
+from harness.core.task import CellContext, RunOptions, Task, TrainingShape, dataset_shape
+from harness.data.imagenet import FOLDER_SETS, FolderData, open_folders
 from harness.tasks.folders.engine import run_folder_cell
+from harness.tasks.folders.protocol import NAME
 from harness.train import distributed
 from harness.train.loop import TrainResult
 
+TOP1 = Metric("top1", "Top-1", "fraction", "{:.5f}", higher_is_better=True, logged=True)
+TOP5 = Metric("top5", "Top-5", "fraction", "{:.5f}", higher_is_better=True, logged=True)
+TOP_CONVENTION = (
+    "top-1 / top-5: fraction of the validation images whose label is the first / among the "
+    "first five predicted."
+)
+
 
 class Folders(Task):
-    name = "folders"
+    name = NAME
     distributed = True
+    metrics = (TOP1, TOP5, *COSTS)
+    conventions = (*COST_CONVENTIONS, (TOP_CONVENTION, ("top1", "top5")))
+
+    def training_shape(self, protocol: Protocol) -> TrainingShape:
+        return dataset_shape(FOLDER_SETS[protocol.dataset], protocol)
 
     def open_data(
         self, protocol: Protocol, options: RunOptions, device: torch.device
