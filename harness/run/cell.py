@@ -56,10 +56,11 @@ def _data(task_name: str, protocol: Protocol, options: RunOptions, device: torch
     return get_task(task_name).open_data(protocol, options, device)
 
 
-def preload(config: dict[str, Any], options: RunOptions) -> None:
+def preload(config: dict[str, Any], options: RunOptions, spec: TableSpec | None = None) -> None:
     """Open a cell's data in this process before any cell is claimed, so that missing or
-    refused data is one line and exit 2 with nothing written (the cells then reuse it)."""
-    task = get_table(config["table"]).task
+    refused data is one line and exit 2 with nothing written (the cells then reuse it).
+    ``spec``: the table, when the caller holds it (else the registered one)."""
+    task = (spec or get_table(config["table"])).task
     _, device = distributed.setup(resolve_device(options.device))
     _data(task, get_task(task).protocol_of(config), options, device)
 

@@ -107,7 +107,7 @@ def run_table(
     summary = RunSummary(skipped=len(plan.where("done")))
     pending = [c.config for c in plan.cells if c.record is None]
     if pending and isinstance(executor, LocalExecutor):
-        preload(pending[0], options)  # the cells run here: refuse bad data first
+        preload(pending[0], options, spec)  # the cells run here: refuse bad data first
     held = len(plan.where("running"))
     log(f"{spec.name} [{profile}]: {len(configs)} cells, {summary.skipped} already done, "
         f"{len(pending)} to run ({held} held by other runners) on {options.device} "
