@@ -54,7 +54,7 @@ class TableSpec:
     save_weights: bool = True
     # rows the paper quotes from other papers and nothing here can measure: shown as quoted
     quoted: tuple[PaperRow, ...] = ()
-    # the paper's claims about this table, checked by every report (harness/paper_claims.py)
+    # the paper's claims about this table, checked by every report (harness/tables/paper_claims.py)
     claims: tuple[Claim, ...] = ()
     # per profile, what a run should show, in one line of the report's header (demos)
     expect: Mapping[str, str] = field(default_factory=dict)

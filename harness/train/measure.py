@@ -117,7 +117,7 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
         model.train(was_training)
     if unsupported:
         raise RuntimeError(
-            f"fvcore has no FLOP handle for {dict(unsupported)}; add one in harness/measure.py "
+            f"fvcore has no FLOP handle for {dict(unsupported)}; add one in harness/train/measure.py "
             "rather than counting it as zero"
         )
     return int(total)
