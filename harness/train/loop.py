@@ -1,26 +1,16 @@
-"""The classification training loop: data resident on the device, timed per epoch.
-
-The whole dataset sits on the device as uint8 and batches are cut from it by index,
-so no DataLoader or host-to-device copy sits inside the timed region; augmentation
-and normalisation happen there too, per batch (``augment.py``). How a cell executes
-(bf16 autocast, torch.compile, channels_last) is a :class:`Runtime`. Test accuracy
-is sampled several times per epoch (Figure 4) together with the mean and variance
-of the last hidden layer on a fixed test batch (Figure 6); evaluation time is kept
-out of the training time.
-"""
+"""What every task's training shares: the optimiser and learning-rate schedule a
+protocol names, the divergence rule, when to evaluate within an epoch, and the result
+a cell returns (history, per-epoch and per-pass times, metrics)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from harness.core.protocol import Protocol
-
-if TYPE_CHECKING:
-    pass
 
 
 @dataclass

@@ -11,7 +11,7 @@ NAME = "denoising"
 
 @dataclass(frozen=True)
 class DenoiseProtocol(Protocol):
-    """Adds the test set (``harness/image_data.TEST_SETS``; several make a table with one
+    """Adds the test set (``harness/data/images.TEST_SETS``; several make a table with one
     block of rows per set), the side of the square training patches (0: whole images)
     and a centre crop of the test images (0: full size)."""
 
