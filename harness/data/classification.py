@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from harness.data import cifar
 from harness.core.errors import UserError
+from harness.data import cifar
 from harness.store.records import check_writable_dir
 
 

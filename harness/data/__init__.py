@@ -1,0 +1,1 @@
+"""Datasets more than one task reads: MNIST and CIFAR-10 arrays, test photographs, image folders."""
