@@ -29,7 +29,9 @@ from harness.render.report import (
 from harness.run.executors import EXECUTORS, make_executor
 from harness.run.planning import describe_holder, plan_cells
 from harness.run.runner import check_workers, run_table
+from harness.stats.claims import INCONCLUSIVE, seeds_per_row
 from harness.stats.intervals import SELECT_RULES
+from harness.stats.resampling import DEFAULT_STATS, STATS
 from harness.store.records import RunStore, check_writable_dir, load_tensors
 from harness.tables.cells import table_cells
 from harness.tables.costs import ASSUMED_THROUGHPUT, Plan, duration, is_classical, training_shape
@@ -68,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--seeds", type=int, default=1)
     plan.add_argument("--gpus", type=int, default=1, metavar="N",
                       help="also estimate the time on N GPUs with the Ray executor")  # fmt: skip
+    plan.add_argument("--seeds-for-claims", action="store_true",
+                      help="price the seeds that would decide the table's inconclusive claims "
+                      "(from the records' paired spread; replaces --seeds)")  # fmt: skip
 
     run = sub.add_parser("run", help="run the missing cells of tables and write their reports")
     run.add_argument("tables", nargs="+", metavar="TABLE")
@@ -115,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--select", choices=SELECT_RULES, default="mean",
                         help="one number per row from its seeds: mean (default), best-of-2 (the "
                         "paper's rule: the better of the first two seeds) or median")  # fmt: skip
+    report.add_argument("--stats", choices=STATS, default=DEFAULT_STATS,
+                        help="what the main table's intervals and marks use: t (Student t, "
+                        "paired t-test; default), bootstrap (BCa) or permutation (exact "
+                        "sign-flip test)")  # fmt: skip
 
     claims = sub.add_parser("claims", help="the paper's claims and their verdicts on the records")
     claims.add_argument("tables", nargs="*", metavar="TABLE", help="default: every table")
@@ -159,11 +168,18 @@ def cmd_plan(args: argparse.Namespace) -> None:
         raise UserError(f"--gpus must be 1 to 4096, got {args.gpus}")
     spec.protocol(args.profile)  # an unknown profile is refused before anything is read
     store = RunStore(args.runs_dir)
-    configs = table_cells(spec, args.profile, args.seeds)
     shape = training_shape(spec, args.profile)
-    print(
-        f"{spec.title} — profile {args.profile}, {plural(args.seeds, 'seed')}, data: {shape.summary}"
-    )
+    if args.seeds_for_claims:
+        configs = _claim_cells(spec, args.profile, store)
+        if not configs:
+            return
+        print(f"{spec.title} — profile {args.profile}, data: {shape.summary}")
+    else:
+        configs = table_cells(spec, args.profile, args.seeds)
+        print(
+            f"{spec.title} — profile {args.profile}, {plural(args.seeds, 'seed')}, "
+            f"data: {shape.summary}"
+        )
     plan, done = Plan(), 0
     for cell in plan_cells(configs, store).cells:
         config, record = cell.config, cell.record
@@ -207,6 +223,23 @@ def cmd_plan(args: argparse.Namespace) -> None:
         print(f"{len(temps)} temporary file(s) left by killed writes (the next run removes them):")
         for path in temps:
             print(f"  {path}")
+
+
+def _claim_cells(spec: TableSpec, profile: str, store: RunStore) -> list[dict]:
+    """The cells (done or not) that would decide the table's inconclusive claims, each
+    claim's rows run to the seeds it needs; prints what each claim needs."""
+    report = build_report(spec, profile, store)
+    print("Seeds the inconclusive claims need (paired t-test at the observed spread, 80% power):")
+    undecided = [c for c in report.checks if c.on_the_numbers == INCONCLUSIVE]
+    for check in undecided:
+        print(f"  {check.claim.text}: {check.verdict_text()}")
+    rows = seeds_per_row(undecided)
+    if not rows:
+        print(f"  {'none can be priced' if undecided else 'no claim is inconclusive'} "
+              f"on the {profile} records (a number needs 2 or more seeds per row)")  # fmt: skip
+        return []
+    configs = table_cells(spec, profile, max(rows.values()))
+    return [c for c in configs if c["seed"] < rows.get(c["variant"], 0)]
 
 
 def _check_inputs(args: argparse.Namespace, specs: list) -> None:
@@ -287,7 +320,9 @@ def cmd_report(args: argparse.Namespace) -> None:
     store = RunStore(args.runs_dir)
     for spec in specs:
         profile = args.profile or default_profile(spec, store)
-        report = build_report(spec, profile, store, test_dir=args.test_dir, select_rule=args.select)
+        report = build_report(
+            spec, profile, store, test_dir=args.test_dir, select_rule=args.select, stats=args.stats
+        )
         if nothing_ran(report):
             print(no_records_line(report, store), file=sys.stderr)
         if args.format in ("csv", "json") and args.out is None:

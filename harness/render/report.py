@@ -9,6 +9,7 @@ says where, how and on what data the numbers were made.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sys
@@ -40,6 +41,7 @@ from harness.stats.resampling import (
     BEST_OF,
     DEFAULT_STATS,
     MIN_BOOTSTRAP,
+    MAX_SEEDS,
     MIN_IQM,
     POWER,
     STATS,
@@ -48,7 +50,6 @@ from harness.stats.resampling import (
     expected_best,
     interquartile_mean,
     no_interval_reason,
-    seeds_text,
     smallest_sign_flip_p,
 )
 from harness.store.records import RunStore, write_output
@@ -58,6 +59,7 @@ from harness.tables.paper import PROFILES, TableSpec
 from registry import variant_info
 
 
+@functools.cache  # a process only ever adds tasks, and each lookup scans the entry points
 def column(name: str) -> Column:
     """Display facts of a report column, as the task that measures it declares them."""
     for task in tasks().values():
@@ -691,27 +693,39 @@ def _signed(fmt: str, x: float) -> str:
     return ("+" if x >= 0 else "") + fmt.format(x)
 
 
-def _upward(report: Report) -> list[str]:
+def _upward(report: Report) -> dict[str, Column]:
     """The columns the comparison sections show: those that improve upward (accuracy,
     PSNR, SSIM); times are compared in the CSV."""
-    return [c for c in report.spec.columns if higher_is_better(c)]
+    return {c: column(c) for c in report.spec.columns if higher_is_better(c)}
 
 
-def _long_table(report: Report, rows: pd.DataFrame, cells: dict[str, Any]) -> str:
+Cell = Any  # (frame line, column name, its Column) -> the cell's text
+
+
+def _long_table(report: Report, rows: pd.DataFrame, cells: dict[str, Cell]) -> str:
     """One line per (row, column): the row's label, its test set where the table has
-    several, and ``cells`` (name -> function of the frame line and column)."""
+    several, and ``cells``."""
     lines = []
+    upward = _upward(report)
     for _, line in rows.iterrows():
-        for col in _upward(report):
+        for col, c in upward.items():
             out = {"Test set": _test_set_label(line["test_set"])} if "test_set" in rows else {}
-            out |= {"Row": line["row"], "Column": column(col).header}
-            lines.append(out | {name: cell(line, col) for name, cell in cells.items()})
+            out |= {"Row": line["row"], "Column": c.header}
+            lines.append(out | {name: cell(line, col, c) for name, cell in cells.items()})
     return pd.DataFrame(lines).to_markdown(index=False, disable_numparse=True)
 
 
-def _shown(line: pd.Series, key: str, fmt: str) -> str:
+def _shown(line: pd.Series, key: str, fmt: str, signed: bool = False) -> str:
     value = line.get(key, math.nan)
-    return "–" if pd.isna(value) else fmt.format(value)
+    return "–" if pd.isna(value) else _signed(fmt, value) if signed else fmt.format(value)
+
+
+def _bounds(line: pd.Series, key: str, fmt: str, signed: bool = False) -> str:
+    """``[low, high]`` of the columns ``<key>_low`` and ``<key>_high``, or ``–``."""
+    if pd.isna(line.get(f"{key}_low", math.nan)):
+        return "–"
+    low, high = (_shown(line, f"{key}_{e}", fmt, signed) for e in ("low", "high"))
+    return f"[{low}, {high}]"
 
 
 def _baseline_markdown(report: Report) -> list[str]:
@@ -723,31 +737,22 @@ def _baseline_markdown(report: Report) -> list[str]:
         return []
     measured = f[f["variant"].astype(bool) & (f["variant"] != report.meta["baseline"])]
 
-    def delta(line: pd.Series, col: str) -> str:
-        d = line[f"{col}_delta"]
-        return "–" if pd.isna(d) else _signed(column(col).fmt, d)
+    def improve(line: pd.Series, col: str, c: Column) -> str:
+        bounds = _bounds(line, f"{col}_p_improve", "{:.2f}")
+        return _shown(line, f"{col}_p_improve", "{:.2f}") + ("" if bounds == "–" else f" {bounds}")
 
-    def bca(line: pd.Series, col: str) -> str:
-        low, high, fmt = line.get(f"{col}_boot_low"), line.get(f"{col}_boot_high"), column(col).fmt
-        return "–" if low is None or pd.isna(low) else f"[{_signed(fmt, low)}, {_signed(fmt, high)}]"
-
-    def improve(line: pd.Series, col: str) -> str:
-        text = _shown(line, f"{col}_p_improve", "{:.2f}")
-        bounds = f"{_shown(line, f'{col}_p_improve_low', '{:.2f}')}, "
-        bounds += _shown(line, f"{col}_p_improve_high", "{:.2f}")
-        return text if "–" in bounds else f"{text} [{bounds}]"
-
-    def needed(line: pd.Series, col: str) -> str:
+    def needed(line: pd.Series, col: str, c: Column) -> str:
         n = line.get(f"{col}_seeds_needed", math.nan)
-        return "–" if pd.isna(n) else seeds_text(n).removeprefix("about ").removesuffix(" seeds")
+        return "–" if pd.isna(n) else f"> {MAX_SEEDS}" if math.isinf(n) else f"{n:.0f}"
 
     n = int(measured["n_seeds"].min())
     table = _long_table(report, measured, {
-        "Δ": delta, "95% CI (BCa)": bca,
-        "p (t)": lambda line, col: _shown(line, f"{col}_p", "{:.3g}"),
-        "p (sign-flip)": lambda line, col: _shown(line, f"{col}_perm_p", "{:.3g}"),
+        "Δ": lambda line, col, c: _shown(line, f"{col}_delta", c.fmt, signed=True),
+        "95% CI (BCa)": lambda line, col, c: _bounds(line, f"{col}_boot", c.fmt, signed=True),
+        "p (t)": lambda line, col, c: _shown(line, f"{col}_p", "{:.3g}"),
+        "p (sign-flip)": lambda line, col, c: _shown(line, f"{col}_perm_p", "{:.3g}"),
         "P(better) [95% CI]": improve,
-        "d_z": lambda line, col: _shown(line, f"{col}_dz", "{:.2f}"),
+        "d_z": lambda line, col, c: _shown(line, f"{col}_dz", "{:.2f}"),
         f"Seeds for {POWER:.0%} power": needed,
     })  # fmt: skip
     why = no_interval_reason(n)
@@ -762,7 +767,9 @@ def _baseline_markdown(report: Report) -> list[str]:
         "a percentile interval from resampling each row's runs; d_z, Cohen's paired effect "
         "size (mean / sd of the differences); and the seeds a paired t-test would need to "
         f"tell this Δ from 0 at α = {ALPHA} with {POWER:.0%} power, taking the observed Δ "
-        "and sd as true (noncentral t; before Holm's adjustment)."
+        "and sd as true (noncentral t; before Holm's adjustment; – where Δ is 0). With "
+        "under about 10 seeds a bootstrap interval cannot reach past the observed "
+        "differences and covers less than 95%: read it beside the t-test, not instead."
         + (f" –: no interval at n = {n}: {why}." if why else ""), "",
         table,
     ]  # fmt: skip
@@ -776,34 +783,32 @@ def _selection_markdown(report: Report) -> list[str]:
         return []
     rows = f[f["n_seeds"] >= 2]
 
-    def by_rule(rule: str) -> Any:
-        def cell(line: pd.Series, col: str) -> str:
+    def by_rule(rule: str) -> Cell:
+        def cell(line: pd.Series, col: str, c: Column) -> str:
             seeds = report.measured[(line.get("test_set"), line["variant"])][col]
-            return column(col).fmt.format(select(seeds, rule, higher_is_better(col)))
+            return c.fmt.format(select(seeds, rule, True))
 
         return cell
 
     cells = {
         "Mean": by_rule("mean"),
         "Best of seeds 0, 1 (paper's rule)": by_rule("best-of-2"),
-        f"Expected best of {BEST_OF} (Dodge et al.)": lambda line, col: _shown(
-            line, f"{col}_expected_max", column(col).fmt),
+        f"Expected best of {BEST_OF} (Dodge et al.)": lambda line, col, c: _shown(
+            line, f"{col}_expected_max", c.fmt),
     }  # fmt: skip
-    if (rows["n_seeds"] >= MIN_IQM).any():
-        cells["IQM [95% CI]"] = lambda line, col: (
-            "–" if pd.isna(line[f"{col}_iqm"]) else
-            f"{_shown(line, f'{col}_iqm', column(col).fmt)} [{_shown(line, f'{col}_iqm_low', column(col).fmt)}, "
-            f"{_shown(line, f'{col}_iqm_high', column(col).fmt)}]"
-        )  # fmt: skip
+    iqm = bool((rows["n_seeds"] >= MIN_IQM).any())
+    if iqm:
+        cells["IQM [95% CI]"] = lambda line, col, c: (
+            _shown(line, f"{col}_iqm", c.fmt) + " " + _bounds(line, f"{col}_iqm", c.fmt)
+        ).replace("– –", "–")
     return [
         "", "## Best of 2, read honestly", "",
         f"The expected best of {BEST_OF} runs drawn from each row's observed seeds (Dodge et "
         "al. 2019, from their empirical distribution) minus the mean is what picking the best "
         "of two adds by selection alone; the paper's numbers are each such a best of two."
         + (f" IQM: interquartile mean over the row's seeds with a stratified bootstrap "
-           f"percentile interval (Agarwal et al. 2021), from {MIN_IQM} seeds."
-           if "IQM [95% CI]" in cells else ""), "",
-        _long_table(report, rows, cells),
+           f"percentile interval (Agarwal et al. 2021), from {MIN_IQM} seeds." if iqm else ""),
+        "", _long_table(report, rows, cells),
     ]  # fmt: skip
 
 

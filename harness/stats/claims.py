@@ -12,7 +12,10 @@ comes from the quantity's 95% interval over the seeds the rows share:
 Verdicts: *supported* (every interval inside the band), *contradicted* (some interval
 outside it), *inconclusive* (an interval spans an edge, or fewer than 2 seeds), *not
 run* (a row has no records), and *not evidence (demo/smoke)* for those profiles, whose
-numbers are shown all the same.
+numbers are shown all the same. An inconclusive verdict from 2 or more seeds says how many
+seeds would decide it: those with which the interval would clear the edge it spans with
+80% power, if the observed mean and spread were the truth
+(:func:`harness.stats.resampling.seeds_needed`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from harness.stats.intervals import Interval, finite, interval
+from harness.stats.resampling import seeds_needed, seeds_text
 
 KINDS = ("greater", "ratio", "gain", "best")
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
@@ -63,6 +67,7 @@ class Part:
     label: str
     estimate: Interval
     verdict: str
+    seeds_needed: float = math.nan  # for an inconclusive part: seeds that would decide it
 
 
 @dataclass(frozen=True)
@@ -79,10 +84,24 @@ class Check:
     def n(self) -> int:
         return min((p.estimate.n for p in self.parts), default=0)
 
+    @property
+    def seeds_needed(self) -> float:
+        """Seeds that would decide an inconclusive claim: every undecided part must be
+        decided for it to be supported (NaN when decided, or not said)."""
+        if self.on_the_numbers != INCONCLUSIVE or self.n < 2:
+            return math.nan
+        return _most([p.seeds_needed for p in self.parts if p.verdict == INCONCLUSIVE])
+
     def verdict_text(self) -> str:
-        """The verdict with its reason, or for demo and smoke what the numbers alone say."""
+        """The verdict with its reason, or for demo and smoke what the numbers alone say;
+        an inconclusive one from 2 or more seeds with the seeds that would decide it."""
+        numbers = self.on_the_numbers
+        if numbers == INCONCLUSIVE and self.n >= 2:
+            numbers += f" at n={self.n}; {seeds_text(self.seeds_needed)}"
         if self.verdict == NOT_EVIDENCE:
-            return f"{self.verdict}; on these numbers: {self.on_the_numbers}"
+            return f"{self.verdict}; on these numbers: {numbers}"
+        if self.verdict == INCONCLUSIVE and self.n >= 2:
+            return f"{numbers} ({self.reason})"
         return self.verdict + (f" ({self.reason})" if self.reason else "")
 
     def measurement(self) -> str:
@@ -105,9 +124,11 @@ class Check:
             "on_the_numbers": self.on_the_numbers,
             "reason": self.reason,
             "n": self.n,
+            "seeds_needed": self.seeds_needed,
             "parts": [
                 {"label": p.label, "estimate": p.estimate.mean, "ci95_low": p.estimate.low,
-                 "ci95_high": p.estimate.high, "n": p.estimate.n, "verdict": p.verdict}
+                 "ci95_high": p.estimate.high, "n": p.estimate.n, "verdict": p.verdict,
+                 "seeds_needed": p.seeds_needed}
                 for p in self.parts
             ],
             "measurement": self.measurement(),
@@ -118,6 +139,24 @@ def _number(x: Interval, ratio: bool) -> str:
     fmt = "{:.3g}x" if ratio else "{:+.4g}"
     text = fmt.format(x.mean)
     return text if x.n < 2 else f"{text} [{fmt.format(x.low)}, {fmt.format(x.high)}]"
+
+
+def _to_decide(diffs: Sequence[float], x: Interval, low: float, high: float) -> float:
+    """Seeds with which the interval of ``diffs`` (mean ``x``) would clear the band edges
+    it spans: both, when the mean lies inside the band; else the one nearest the mean.
+    NaN when ``x`` is decided or rests on fewer than 2 seeds."""
+    if x.n < 2 or _band_verdict(x, low, high) != INCONCLUSIVE:
+        return math.nan
+    spanned = [e for e in (low, high) if math.isfinite(e) and x.low <= e <= x.high]
+    if spanned and not low < x.mean < high:
+        spanned = [min(spanned, key=lambda e: abs(e - x.mean))]
+    return _most([seeds_needed(diffs, e) for e in spanned])
+
+
+def _most(needed: Sequence[float]) -> float:
+    """The seeds that decide every one of several undecided quantities: NaN when one of
+    them cannot be decided (or there is none)."""
+    return math.nan if not needed or any(math.isnan(s) for s in needed) else max(needed)
 
 
 def _band_verdict(x: Interval, low: float, high: float) -> str:
@@ -165,20 +204,30 @@ def _part(claim: Claim, measured: Measured, block: str | None, column: str, labe
             values(first, claim.columns[0]), values(first, claim.columns[1]), False
         )
     elif claim.kind == "best":
-        others = [interval(_differences(values(first), values(o), False)) for o in claim.rows[1:]]
+        each = [_differences(values(first), values(o), False) for o in claim.rows[1:]]
+        others = [interval(d) for d in each]
         closest = min(others, key=lambda x: x.mean)
         verdicts = [_band_verdict(x, 0.0, math.inf) for x in others]
         verdict = (
             CONTRADICTED if CONTRADICTED in verdicts
             else SUPPORTED if all(v == SUPPORTED for v in verdicts) else INCONCLUSIVE
         )  # fmt: skip
-        return Part(f"{label}, vs closest", closest, verdict)
+        needed = _most([
+            _to_decide(d, x, 0.0, math.inf)
+            for d, x, v in zip(each, others, verdicts, strict=True) if v == INCONCLUSIVE
+        ])  # fmt: skip
+        return Part(f"{label}, vs closest", closest, verdict, needed)
     else:
         diffs = _differences(values(first), values(claim.rows[1]), claim.kind == "ratio")
     estimate = interval(diffs)
-    if claim.kind == "ratio":
-        estimate = _exp(estimate)
-    return Part(label, estimate, _band_verdict(estimate, claim.low, claim.high))
+    if claim.kind != "ratio":
+        needed = _to_decide(diffs, estimate, claim.low, claim.high)
+        return Part(label, estimate, _band_verdict(estimate, claim.low, claim.high), needed)
+    # ratios are decided on the logs of the per-seed ratios, against the logs of the band
+    low, high = (math.log(e) if e > 0 else -math.inf for e in (claim.low, claim.high))
+    needed = _to_decide(diffs, estimate, low, high)
+    estimate = _exp(estimate)
+    return Part(label, estimate, _band_verdict(estimate, claim.low, claim.high), needed)
 
 
 def check(claim: Claim, measured: Measured, blocks: Sequence[str | None], profile: str) -> Check:
@@ -217,4 +266,15 @@ def check_all(
     return [check(c, measured, blocks, profile) for c in claims]
 
 
-__all__ = ["KINDS", "Check", "Claim", "Part", "check", "check_all"]
+def seeds_per_row(checks: Sequence[Check]) -> dict[str, int]:
+    """For ``plan --seeds-for-claims``: per row, the most seeds any inconclusive claim
+    naming it needs (claims whose seeds cannot be named are left out)."""
+    rows: dict[str, int] = {}
+    for c in checks:
+        if math.isfinite(c.seeds_needed):
+            for row in c.claim.rows:
+                rows[row] = max(rows.get(row, 0), int(c.seeds_needed))
+    return rows
+
+
+__all__ = ["INCONCLUSIVE", "KINDS", "Check", "Claim", "Part", "check", "check_all", "seeds_per_row"]

@@ -218,12 +218,12 @@ def seeds_needed(differences: Sequence[float], target: float = 0.0, alpha: float
 
 
 def seeds_text(needed: float) -> str:
-    """``about 9 seeds``, ``more than 1000 seeds``, or why none can be named."""
+    """What ``seeds_needed`` said, as a clause: ``about 9 seeds would decide it``."""
     if math.isnan(needed):
-        return "no number of seeds can be named (no difference, or under 2 seeds)"
+        return "no number of seeds would decide it (the observed difference sits on the threshold)"
     if math.isinf(needed):
-        return f"more than {MAX_SEEDS} seeds"
-    return f"about {needed:.0f} seeds"
+        return f"more than {MAX_SEEDS} seeds would be needed to decide it"
+    return f"about {needed:.0f} seeds would decide it"
 
 
 @dataclass(frozen=True)
@@ -255,6 +255,7 @@ __all__ = [
     "BEST_OF",
     "DEFAULT_STATS",
     "STATS",
+    "MAX_SEEDS",
     "MIN_BOOTSTRAP",
     "MIN_IQM",
     "POWER",
