@@ -286,6 +286,24 @@ def test_smoke_run_with_three_seeds_renders_every_new_column(tmp_path, capsys):
     assert main(["claims", "table1", "--runs-dir", runs]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == len(TABLE1.claims) and all("not evidence" in line for line in lines)
+    # issue 27: resampling statistics per comparison, seeds needed per inconclusive claim
+    resampled = ("accuracy_boot_low", "accuracy_boot_high", "accuracy_perm_p",
+                 "accuracy_p_improve", "accuracy_expected_max", "accuracy_seeds_needed")  # fmt: skip
+    assert all(c in header for c in resampled)
+    for r in rows[1:]:
+        assert 0 <= r["accuracy_p_improve"] <= 1 and r["accuracy_perm_p"] >= 0.25  # 3 seeds
+        assert r["accuracy_boot_low"] is None or r["accuracy_boot_low"] <= r["accuracy_delta"]
+    assert "## Against the baseline" in markdown and "p (sign-flip)" in markdown
+    assert "Expected best of 2" in markdown and "nan" not in markdown.lower()
+    undecided = [line for line in lines if "inconclusive" in line]
+    assert all(re.search(r"inconclusive at n=3; .*seeds would", line) for line in undecided)
+    assert main(["plan", "table1", "--profile", "smoke", "--runs-dir", runs,
+                 "--seeds-for-claims"]) in (0, None)  # fmt: skip
+    plan = capsys.readouterr().out
+    if undecided:
+        assert "would decide it" in plan and "cells done" in plan and "to run" in plan
+    else:
+        assert "no claim is inconclusive" in plan
 
 
 def test_seed_gives_every_imagenet_row_the_same_augmentation(tmp_path, monkeypatch):

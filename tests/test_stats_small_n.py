@@ -58,7 +58,9 @@ def test_sign_flip_p_by_hand_and_by_enumeration():
     d = X - Y  # 7 seeds: all 128 patterns
     means = [np.mean(np.multiply(d, s)) for s in itertools.product((1, -1), repeat=len(d))]
     observed = d.mean()
-    tail = min(np.mean(np.array(means) >= observed - 1e-12), np.mean(np.array(means) <= observed + 1e-12))
+    tail = min(
+        np.mean(np.array(means) >= observed - 1e-12), np.mean(np.array(means) <= observed + 1e-12)
+    )
     assert rs.sign_flip_p(list(d)) == pytest.approx(min(1.0, 2 * tail))
 
 
@@ -69,7 +71,8 @@ def test_probability_of_improvement_is_rliables():
     assert rs.probability_of_improvement([3, 4], [1, 2], higher_is_better=False).value == 0.0
     got = rs.probability_of_improvement(X, Y)
     low, high = _percentile_bootstrap(
-        (X, Y), lambda x, y, axis: rs._improvement(np.moveaxis(x, axis, -1), np.moveaxis(y, axis, -1)),
+        (X, Y),
+        lambda x, y, axis: rs._improvement(np.moveaxis(x, axis, -1), np.moveaxis(y, axis, -1)),
         vectorized=True,
     )  # fmt: skip: each row's runs resampled independently, as rliable does
     assert (got.low, got.high) == pytest.approx((low, high), abs=0.03)
@@ -157,7 +160,10 @@ def test_stats_choose_the_main_cells_and_the_mark():
                                   if x.startswith("| Feature pooling (spatial pooling) 50%"))
             for r in (t, boot, perm)}  # fmt: skip
     f = boot.frame.set_index("variant").loc["mnist.fp_max_s2"]
-    assert f"[{f['accuracy_boot_mean_low']:.4f}, {f['accuracy_boot_mean_high']:.4f}] †" in line["bootstrap"]
+    assert (
+        f"[{f['accuracy_boot_mean_low']:.4f}, {f['accuracy_boot_mean_high']:.4f}] †"
+        in line["bootstrap"]
+    )
     assert "± " in line["t"] and "†" in line["t"]
     assert "†" not in line["permutation"].split("|")[2]  # 4 seeds: the smallest p is 0.125
     assert "`--stats bootstrap` (default `t`)" in render_markdown(boot)
@@ -180,7 +186,9 @@ def test_inconclusive_claims_say_how_many_seeds_would_decide_them():
     report = build_report(TABLE1, "paper", FakeStore(_table1_records(seeds=3)))
 
     def verdict(rows, kind="greater", columns=("accuracy",), **band):
-        return check(Claim("c", "s", kind, rows, columns, **band), report.measured, (None,), "paper")
+        return check(
+            Claim("c", "s", kind, rows, columns, **band), report.measured, (None,), "paper"
+        )
 
     close = verdict(("mnist.conv_s2", "mnist.baseline"))
     diffs = list(np.subtract(ACCURACY["mnist.conv_s2"][:3], ACCURACY["mnist.baseline"][:3]))
@@ -191,14 +199,18 @@ def test_inconclusive_claims_say_how_many_seeds_would_decide_them():
     assert close.as_dict()["seeds_needed"] == close.seeds_needed
     assert math.isnan(verdict(("mnist.fp_max_s2", "mnist.baseline")).seeds_needed)  # decided
     # a ratio is decided on the logs of the per-seed ratios, against the log of the edge
-    times = {(None, "a"): {"t": {0: 2.0, 1: 3.0, 2: 2.5}}, (None, "b"): {"t": {0: 1.0, 1: 1.0, 2: 1.0}}}
+    times = {
+        (None, "a"): {"t": {0: 2.0, 1: 3.0, 2: 2.5}},
+        (None, "b"): {"t": {0: 1.0, 1: 1.0, 2: 1.0}},
+    }
     ratio = check(Claim("c", "s", "ratio", ("a", "b"), ("t",), low=2.2, high=10.0), times,
                   (None,), "paper")  # fmt: skip
     logs = [math.log(r) for r in (2.0, 3.0, 2.5)]
     assert ratio.verdict == "inconclusive"
     assert ratio.seeds_needed == rs.seeds_needed(logs, target=math.log(2.2))
     assert seeds_per_row([close]) == {
-        "mnist.conv_s2": int(close.seeds_needed), "mnist.baseline": int(close.seeds_needed)
+        "mnist.conv_s2": int(close.seeds_needed),
+        "mnist.baseline": int(close.seeds_needed),
     }
     smoke = build_report(TABLE1, "smoke", FakeStore(_table1_records("smoke", seeds=3)))
     undecided = [c for c in smoke.checks if c.on_the_numbers == "inconclusive"]

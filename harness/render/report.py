@@ -40,8 +40,8 @@ from harness.stats.intervals import (
 from harness.stats.resampling import (
     BEST_OF,
     DEFAULT_STATS,
-    MIN_BOOTSTRAP,
     MAX_SEEDS,
+    MIN_BOOTSTRAP,
     MIN_IQM,
     POWER,
     STATS,

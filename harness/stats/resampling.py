@@ -156,7 +156,9 @@ def interquartile_mean(values: Sequence[float]) -> Estimate:
     return Estimate(float(stats.trim_mean(x, 0.25)), float(low), float(high))
 
 
-def expected_best(values: Sequence[float], n: int = BEST_OF, higher_is_better: bool = True) -> float:
+def expected_best(
+    values: Sequence[float], n: int = BEST_OF, higher_is_better: bool = True
+) -> float:
     """Dodge et al. (2019): the expected best of ``n`` runs drawn independently from the
     empirical distribution of the observed seeds, sum_i v_(i) (F(v_(i))^n - F(v_(i-1))^n).
     Minus the mean, it is what picking the best of ``n`` adds by selection alone."""
@@ -254,12 +256,12 @@ def compare(row: Sequence[float], base: Sequence[float], higher_is_better: bool)
 __all__ = [
     "BEST_OF",
     "DEFAULT_STATS",
-    "STATS",
     "MAX_SEEDS",
     "MIN_BOOTSTRAP",
     "MIN_IQM",
     "POWER",
     "RESAMPLES",
+    "STATS",
     "Comparison",
     "Estimate",
     "bca_interval",
