@@ -16,7 +16,7 @@ from harness.stats import resampling as rs
 from harness.stats.claims import Claim, check, seeds_per_row
 from harness.stats.intervals import holm
 from harness.tables.paper import TABLE1
-from tests.test_stats import ACCURACY, FakeStore, _table1_records
+from tests.test_stats import ACCURACY, FakeStore, _record, _table1_records
 
 X = np.array([0.91, 0.93, 0.92, 0.95, 0.90, 0.94, 0.89])
 Y = np.array([0.90, 0.92, 0.93, 0.91, 0.90, 0.92, 0.88])
@@ -215,3 +215,19 @@ def test_inconclusive_claims_say_how_many_seeds_would_decide_them():
     smoke = build_report(TABLE1, "smoke", FakeStore(_table1_records("smoke", seeds=3)))
     undecided = [c for c in smoke.checks if c.on_the_numbers == "inconclusive"]
     assert all("seeds would decide it" in c.verdict_text() for c in undecided)
+
+
+def test_five_seeds_add_the_interquartile_mean():
+    offsets = [0.004, -0.002, 0.001, 0.0, -0.003]
+    records = [
+        _record(TABLE1, v, "paper", seed, {"accuracy": ACCURACY[v][0] + offsets[seed]})
+        for v in ACCURACY for seed in range(5)
+    ]  # fmt: skip
+    report = build_report(TABLE1, "paper", FakeStore(records))
+    f = report.frame.set_index("variant")
+    values = [ACCURACY["mnist.baseline"][0] + o for o in offsets]
+    q = rs.interquartile_mean(values)
+    got = f.loc["mnist.baseline", ["accuracy_iqm", "accuracy_iqm_low", "accuracy_iqm_high"]]
+    assert list(got) == pytest.approx([q.value, q.low, q.high])
+    assert q.value == pytest.approx(np.mean(sorted(values)[1:4]))  # 5 seeds: 1 cut each end
+    assert "IQM [95% CI]" in render_markdown(report)

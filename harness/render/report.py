@@ -745,7 +745,8 @@ def _baseline_markdown(report: Report) -> list[str]:
         n = line.get(f"{col}_seeds_needed", math.nan)
         return "–" if pd.isna(n) else f"> {MAX_SEEDS}" if math.isinf(n) else f"{n:.0f}"
 
-    n = int(measured["n_seeds"].min())
+    counts = measured.loc[measured["n_seeds"] > 0, "n_seeds"]  # rows not run say "not run"
+    n = int(counts.min()) if len(counts) else report.meta["max_seeds"]
     table = _long_table(report, measured, {
         "Δ": lambda line, col, c: _shown(line, f"{col}_delta", c.fmt, signed=True),
         "95% CI (BCa)": lambda line, col, c: _bounds(line, f"{col}_boot", c.fmt, signed=True),
