@@ -14,7 +14,7 @@ from scipy import stats as sps
 from harness.render.report import build_report, render_csv, render_json, render_markdown
 from harness.stats import resampling as rs
 from harness.stats.claims import Claim, check, seeds_per_row
-from harness.stats.intervals import holm
+from harness.stats.intervals import holm, paired_t_power, seeds_needed
 from harness.tables.paper import TABLE1
 from tests.test_stats import ACCURACY, FakeStore, _record, _table1_records
 
@@ -110,16 +110,16 @@ def test_effect_size_and_seeds_needed_match_the_textbook():
         return [d + 1 / math.sqrt(2), d - 1 / math.sqrt(2)]
 
     # two-sided paired t, alpha 0.05, 80% power (G*Power): d_z 0.5 -> 34, 0.8 -> 15, 1 -> 10
-    assert [rs.seeds_needed(with_effect(d)) for d in (0.5, 0.8, 1.0)] == [34, 15, 10]
-    assert rs.seeds_needed(with_effect(0.01)) == math.inf  # more than MAX_SEEDS
-    assert math.isnan(rs.seeds_needed([0.5, -0.5])) and math.isnan(rs.seeds_needed([1.0]))
-    assert rs.seeds_needed(with_effect(1.3), target=0.3) == 10  # against a threshold
+    assert [seeds_needed(with_effect(d)) for d in (0.5, 0.8, 1.0)] == [34, 15, 10]
+    assert seeds_needed(with_effect(0.01)) == math.inf  # more than MAX_SEEDS
+    assert math.isnan(seeds_needed([0.5, -0.5])) and math.isnan(seeds_needed([1.0]))
+    assert seeds_needed(with_effect(1.3), target=0.3) == 10  # against a threshold
     for n in (3, 8, 30):  # the power itself: noncentral t, as statsmodels computes it
         try:
             from statsmodels.stats.power import TTestPower
         except ImportError:
             pytest.skip("statsmodels (installed with rliable) not importable")
-        assert rs.paired_t_power(0.7, n) == pytest.approx(TTestPower().power(0.7, n, 0.05))
+        assert paired_t_power(0.7, n) == pytest.approx(TTestPower().power(0.7, n, 0.05))
 
 
 def test_report_columns_equal_the_statistics_of_the_seeds():
@@ -192,9 +192,9 @@ def test_inconclusive_claims_say_how_many_seeds_would_decide_them():
 
     close = verdict(("mnist.conv_s2", "mnist.baseline"))
     diffs = list(np.subtract(ACCURACY["mnist.conv_s2"][:3], ACCURACY["mnist.baseline"][:3]))
-    assert close.verdict == "inconclusive" and close.seeds_needed == rs.seeds_needed(diffs)
+    assert close.verdict == "inconclusive" and close.seeds_needed == seeds_needed(diffs)
     assert close.verdict_text().startswith(
-        f"inconclusive at n=3; about {rs.seeds_needed(diffs):.0f} seeds would decide it"
+        f"inconclusive at n=3; about {seeds_needed(diffs):.0f} seeds would decide it"
     )
     assert close.as_dict()["seeds_needed"] == close.seeds_needed
     assert math.isnan(verdict(("mnist.fp_max_s2", "mnist.baseline")).seeds_needed)  # decided
@@ -207,7 +207,7 @@ def test_inconclusive_claims_say_how_many_seeds_would_decide_them():
                   (None,), "paper")  # fmt: skip
     logs = [math.log(r) for r in (2.0, 3.0, 2.5)]
     assert ratio.verdict == "inconclusive"
-    assert ratio.seeds_needed == rs.seeds_needed(logs, target=math.log(2.2))
+    assert ratio.seeds_needed == seeds_needed(logs, target=math.log(2.2))
     assert seeds_per_row([close]) == {
         "mnist.conv_s2": int(close.seeds_needed),
         "mnist.baseline": int(close.seeds_needed),

@@ -29,6 +29,8 @@ from harness.data.images import TEST_SETS
 from harness.stats.claims import Check, check_all
 from harness.stats.intervals import (
     ALPHA,
+    MAX_SEEDS,
+    POWER,
     SELECT_RULES,
     best_of_2_gain,
     finite,
@@ -40,10 +42,8 @@ from harness.stats.intervals import (
 from harness.stats.resampling import (
     BEST_OF,
     DEFAULT_STATS,
-    MAX_SEEDS,
     MIN_BOOTSTRAP,
     MIN_IQM,
-    POWER,
     STATS,
     bca_interval,
     compare,
@@ -738,8 +738,8 @@ def _baseline_markdown(report: Report) -> list[str]:
     measured = f[f["variant"].astype(bool) & (f["variant"] != report.meta["baseline"])]
 
     def improve(line: pd.Series, col: str, c: Column) -> str:
-        bounds = _bounds(line, f"{col}_p_improve", "{:.2f}")
-        return _shown(line, f"{col}_p_improve", "{:.2f}") + ("" if bounds == "–" else f" {bounds}")
+        bounds = _bounds(line, f"{col}_p_improve", "{:.2g}")
+        return _shown(line, f"{col}_p_improve", "{:.2g}") + ("" if bounds == "–" else f" {bounds}")
 
     def needed(line: pd.Series, col: str, c: Column) -> str:
         n = line.get(f"{col}_seeds_needed", math.nan)
@@ -753,7 +753,7 @@ def _baseline_markdown(report: Report) -> list[str]:
         "p (t)": lambda line, col, c: _shown(line, f"{col}_p", "{:.3g}"),
         "p (sign-flip)": lambda line, col, c: _shown(line, f"{col}_perm_p", "{:.3g}"),
         "P(better) [95% CI]": improve,
-        "d_z": lambda line, col, c: _shown(line, f"{col}_dz", "{:.2f}"),
+        "d_z": lambda line, col, c: _shown(line, f"{col}_dz", "{:.3g}"),
         f"Seeds for {POWER:.0%} power": needed,
     })  # fmt: skip
     why = no_interval_reason(n)

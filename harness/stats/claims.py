@@ -15,7 +15,7 @@ run* (a row has no records), and *not evidence (demo/smoke)* for those profiles,
 numbers are shown all the same. An inconclusive verdict from 2 or more seeds says how many
 seeds would decide it: those with which the interval would clear the edge it spans with
 80% power, if the observed mean and spread were the truth
-(:func:`harness.stats.resampling.seeds_needed`).
+(:func:`harness.stats.intervals.seeds_needed`).
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.stats.intervals import Interval, finite, interval
-from harness.stats.resampling import seeds_needed, seeds_text
+from harness.stats.intervals import Interval, finite, interval, seeds_needed, seeds_text
 
 KINDS = ("greater", "ratio", "gain", "best")
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"

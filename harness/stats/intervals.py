@@ -1,4 +1,5 @@
-"""Statistics over seeds: intervals, paired tests against a baseline, Holm, selection rules.
+"""Statistics over seeds: intervals, paired tests against a baseline, Holm, selection rules,
+and the seeds a paired t-test would need to decide a difference.
 
 The paper's differences between rows (a few tenths of a point of accuracy, a dB of PSNR)
 are the size of seed-to-seed spread, so every number a report draws from several seeds
@@ -21,6 +22,8 @@ from scipy import stats
 
 LEVEL = 0.95  # confidence of every interval
 ALPHA = 0.05  # significance level of the marks in reports
+POWER = 0.80  # power behind "seeds needed"
+MAX_SEEDS = 1000  # above this, "seeds needed" says "more than"
 SELECT_RULES = ("mean", "best-of-2", "median")
 
 SeedValues = Mapping[int, float]  # one value per seed
@@ -46,9 +49,14 @@ def finite(values: SeedValues) -> dict[int, float]:
     return {s: float(values[s]) for s in sorted(values) if math.isfinite(values[s])}
 
 
+def finite_array(values: Sequence[float]) -> np.ndarray:
+    """The finite ones of ``values``, in order."""
+    return np.asarray([v for v in values if math.isfinite(v)], dtype=float)
+
+
 def interval(values: Sequence[float]) -> Interval:
     """Mean, sample std and Student-t 95% interval of the mean of ``values``."""
-    x = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
+    x = finite_array(values)
     n = len(x)
     if n == 0:
         return Interval(math.nan, math.nan, math.nan, math.nan, 0)
@@ -130,16 +138,69 @@ def best_of_2_gain(values: SeedValues, higher_is_better: bool) -> float:
     return gain if higher_is_better else -gain
 
 
+def paired_t_power(effect: float, n: int, alpha: float = ALPHA) -> float:
+    """Power of a two-sided paired t-test of ``n`` pairs at effect size d_z (noncentral t
+    with n - 1 degrees of freedom and noncentrality d_z sqrt(n))."""
+    df, nc = n - 1, effect * math.sqrt(n)
+    crit = stats.t.ppf(1 - alpha / 2, df)
+    # the lower tail as the upper tail of -nc: scipy's nct.cdf gives NaN far out in the tail
+    return float(stats.nct.sf(crit, df, nc) + stats.nct.sf(crit, df, -nc))
+
+
+def seeds_needed(differences: Sequence[float], target: float = 0.0, alpha: float = ALPHA) -> float:
+    """The fewest seeds (pairs) with which a two-sided paired t-test at ``alpha`` tells the
+    observed mean difference from ``target`` with ``POWER``, taking the observed mean and
+    sd as the truth. NaN when it cannot be said (below 2 values, or no difference from
+    ``target``); infinity above ``MAX_SEEDS``."""
+    d = finite_array(differences)
+    if len(d) < 2:
+        return math.nan
+    gap, sd = abs(float(d.mean()) - target), float(d.std(ddof=1))
+    if gap == 0:
+        return math.nan
+    if sd == 0:
+        return 2.0
+    effect = gap / sd
+    hi = 2  # doubling first: at large n and effect scipy's noncentral t gives NaN
+    while paired_t_power(effect, hi, alpha) < POWER:
+        if hi >= MAX_SEEDS:
+            return math.inf
+        hi = min(2 * hi, MAX_SEEDS)
+    lo = max(2, hi // 2)
+    while lo < hi:  # power grows with n: the smallest n that reaches POWER
+        mid = (lo + hi) // 2
+        if paired_t_power(effect, mid, alpha) >= POWER:
+            hi = mid
+        else:
+            lo = mid + 1
+    return float(lo)
+
+
+def seeds_text(needed: float) -> str:
+    """What ``seeds_needed`` said, as a clause: ``about 9 seeds would decide it``."""
+    if math.isnan(needed):
+        return "no number of seeds would decide it (the observed difference sits on the threshold)"
+    if math.isinf(needed):
+        return f"more than {MAX_SEEDS} seeds would be needed to decide it"
+    return f"about {needed:.0f} seeds would decide it"
+
+
 __all__ = [
     "ALPHA",
     "LEVEL",
+    "MAX_SEEDS",
+    "POWER",
     "SELECT_RULES",
     "Interval",
     "Paired",
     "best_of_2_gain",
     "finite",
+    "finite_array",
     "holm",
     "interval",
     "paired",
+    "paired_t_power",
+    "seeds_needed",
+    "seeds_text",
     "select",
 ]

@@ -15,7 +15,8 @@ each comparison of a row with the baseline also gets statistics that assume less
   for one task);
 * the paired effect size Cohen's d_z = mean(d) / sd(d);
 * the seeds a paired t-test would need to resolve the observed difference with 80% power
-  (noncentral t), so an inconclusive result says what would decide it.
+  (:func:`harness.stats.intervals.seeds_needed`), so an inconclusive result says what
+  would decide it.
 
 Per row: the interquartile mean with rliable's stratified-bootstrap percentile interval
 (from 5 seeds), and Dodge et al.'s (2019) expected maximum of n runs drawn from the
@@ -33,11 +34,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from harness.stats.intervals import ALPHA, LEVEL
+from harness.stats.intervals import LEVEL, finite_array, seeds_needed
 
 RESAMPLES = 9999  # bootstrap resamples; permutation tests are exact up to 2^13 sign patterns
-POWER = 0.80  # power behind "seeds needed"
-MAX_SEEDS = 1000  # above this, "seeds needed" says "more than"
 MIN_BOOTSTRAP = 3  # with 2 values a bootstrap mean takes 3 values: no interval
 MIN_IQM = 5  # rliable's interquartile mean needs runs to trim
 BEST_OF = 2  # the paper's rule: the best of two runs
@@ -50,10 +49,6 @@ DEFAULT_STATS = "t"
 
 def _rng() -> np.random.Generator:
     return np.random.default_rng(_SEED)
-
-
-def _clean(values: Sequence[float]) -> np.ndarray:
-    return np.asarray([v for v in values if math.isfinite(v)], dtype=float)
 
 
 def no_interval_reason(n: int, minimum: int = MIN_BOOTSTRAP) -> str:
@@ -73,7 +68,7 @@ def no_interval_reason(n: int, minimum: int = MIN_BOOTSTRAP) -> str:
 def bca_interval(values: Sequence[float]) -> tuple[float, float]:
     """BCa bootstrap 95% interval of the mean (NaN below ``MIN_BOOTSTRAP`` values; a point
     when every value is the same, where the bootstrap has nothing to resample)."""
-    x = _clean(values)
+    x = finite_array(values)
     if len(x) < MIN_BOOTSTRAP:
         return math.nan, math.nan
     if np.ptp(x) == 0:
@@ -91,7 +86,7 @@ def sign_flip_p(differences: Sequence[float]) -> float:
     """Two-sided p-value of the mean paired difference against 0 by flipping signs of the
     differences: exact (all 2^n patterns) while 2^n <= ``RESAMPLES``; NaN below 2 values.
     Its smallest possible value is 2 / 2^n (0.5 at 2 seeds, 0.25 at 3)."""
-    d = _clean(differences)
+    d = finite_array(differences)
     if len(d) < 2:
         return math.nan
     result = stats.permutation_test(
@@ -128,7 +123,7 @@ def probability_of_improvement(
     """rliable's P(X > Y) of one task (``>`` read as "better"), with the percentile 95%
     interval of ``RESAMPLES`` independent resamples of each row's runs; the interval needs
     ``MIN_BOOTSTRAP`` runs in each row."""
-    a, b = _clean(x), _clean(y)
+    a, b = finite_array(x), finite_array(y)
     if not len(a) or not len(b):
         return Estimate(math.nan, math.nan, math.nan)
     if not higher_is_better:
@@ -147,7 +142,7 @@ def interquartile_mean(values: Sequence[float]) -> Estimate:
     """rliable's IQM (the 25%-trimmed mean, ``scipy.stats.trim_mean``) with its stratified
     bootstrap percentile 95% interval (one task: the runs resampled); NaN below
     ``MIN_IQM`` runs, where there is too little to trim."""
-    x = _clean(values)
+    x = finite_array(values)
     if len(x) < MIN_IQM:
         return Estimate(math.nan, math.nan, math.nan)
     resampled = x[_rng().integers(len(x), size=(RESAMPLES, len(x)))]
@@ -162,7 +157,7 @@ def expected_best(
     """Dodge et al. (2019): the expected best of ``n`` runs drawn independently from the
     empirical distribution of the observed seeds, sum_i v_(i) (F(v_(i))^n - F(v_(i-1))^n).
     Minus the mean, it is what picking the best of ``n`` adds by selection alone."""
-    x = _clean(values)
+    x = finite_array(values)
     if not len(x):
         return math.nan
     v = np.unique(x if higher_is_better else -x)  # sorted distinct values
@@ -175,57 +170,10 @@ def expected_best(
 def cohen_dz(differences: Sequence[float]) -> float:
     """Paired effect size d_z = mean / sample sd of the differences (NaN below 2 values or
     when every difference is the same)."""
-    d = _clean(differences)
+    d = finite_array(differences)
     if len(d) < 2 or np.ptp(d) == 0:
         return math.nan
     return float(d.mean() / d.std(ddof=1))
-
-
-def paired_t_power(effect: float, n: int, alpha: float = ALPHA) -> float:
-    """Power of a two-sided paired t-test of ``n`` pairs at effect size d_z (noncentral t
-    with n - 1 degrees of freedom and noncentrality d_z sqrt(n))."""
-    df, nc = n - 1, effect * math.sqrt(n)
-    crit = stats.t.ppf(1 - alpha / 2, df)
-    # the lower tail as the upper tail of -nc: scipy's nct.cdf gives NaN far out in the tail
-    return float(stats.nct.sf(crit, df, nc) + stats.nct.sf(crit, df, -nc))
-
-
-def seeds_needed(differences: Sequence[float], target: float = 0.0, alpha: float = ALPHA) -> float:
-    """The fewest seeds (pairs) with which a two-sided paired t-test at ``alpha`` tells the
-    observed mean difference from ``target`` with ``POWER``, taking the observed mean and
-    sd as the truth. NaN when it cannot be said (below 2 values, or no difference from
-    ``target``); infinity above ``MAX_SEEDS``."""
-    d = _clean(differences)
-    if len(d) < 2:
-        return math.nan
-    gap, sd = abs(float(d.mean()) - target), float(d.std(ddof=1))
-    if gap == 0:
-        return math.nan
-    if sd == 0:
-        return 2.0
-    effect = gap / sd
-    hi = 2  # doubling first: at large n and effect scipy's noncentral t gives NaN
-    while paired_t_power(effect, hi, alpha) < POWER:
-        if hi >= MAX_SEEDS:
-            return math.inf
-        hi = min(2 * hi, MAX_SEEDS)
-    lo = max(2, hi // 2)
-    while lo < hi:  # power grows with n: the smallest n that reaches POWER
-        mid = (lo + hi) // 2
-        if paired_t_power(effect, mid, alpha) >= POWER:
-            hi = mid
-        else:
-            lo = mid + 1
-    return float(lo)
-
-
-def seeds_text(needed: float) -> str:
-    """What ``seeds_needed`` said, as a clause: ``about 9 seeds would decide it``."""
-    if math.isnan(needed):
-        return "no number of seeds would decide it (the observed difference sits on the threshold)"
-    if math.isinf(needed):
-        return f"more than {MAX_SEEDS} seeds would be needed to decide it"
-    return f"about {needed:.0f} seeds would decide it"
 
 
 @dataclass(frozen=True)
@@ -256,10 +204,8 @@ def compare(row: Sequence[float], base: Sequence[float], higher_is_better: bool)
 __all__ = [
     "BEST_OF",
     "DEFAULT_STATS",
-    "MAX_SEEDS",
     "MIN_BOOTSTRAP",
     "MIN_IQM",
-    "POWER",
     "RESAMPLES",
     "STATS",
     "Comparison",
@@ -270,10 +216,7 @@ __all__ = [
     "expected_best",
     "interquartile_mean",
     "no_interval_reason",
-    "paired_t_power",
     "probability_of_improvement",
-    "seeds_needed",
-    "seeds_text",
     "sign_flip_p",
     "smallest_sign_flip_p",
 ]
