@@ -51,9 +51,9 @@ def _rng() -> np.random.Generator:
     return np.random.default_rng(_SEED)
 
 
-def no_interval_reason(n: int, minimum: int = MIN_BOOTSTRAP) -> str:
-    """Why an interval cannot be given from ``n`` values (empty when it can)."""
-    if n >= minimum:
+def no_interval_reason(n: int) -> str:
+    """Why a bootstrap interval cannot be given from ``n`` values (empty when it can)."""
+    if n >= MIN_BOOTSTRAP:
         return ""
     if n == 0:
         return "no values"
@@ -61,7 +61,7 @@ def no_interval_reason(n: int, minimum: int = MIN_BOOTSTRAP) -> str:
         return "one seed has no spread to resample"
     return (
         f"{n} seeds: a bootstrap of {n} values takes too few distinct values to give an "
-        f"interval (from {minimum} seeds)"
+        f"interval (from {MIN_BOOTSTRAP} seeds)"
     )
 
 
@@ -180,7 +180,6 @@ def cohen_dz(differences: Sequence[float]) -> float:
 class Comparison:
     """A row against the baseline over the seeds both have, beyond the t-test."""
 
-    n: int
     boot_low: float  # BCa interval of the mean paired difference
     boot_high: float
     perm_p: float  # exact sign-flip p, not yet adjusted
@@ -196,7 +195,7 @@ def compare(row: Sequence[float], base: Sequence[float], higher_is_better: bool)
     d = list(x - y)
     low, high = bca_interval(d)
     return Comparison(
-        len(d), low, high, sign_flip_p(d), probability_of_improvement(x, y, higher_is_better),
+        low, high, sign_flip_p(d), probability_of_improvement(x, y, higher_is_better),
         cohen_dz(d), seeds_needed(d),
     )  # fmt: skip
 
