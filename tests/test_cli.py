@@ -200,7 +200,10 @@ def test_plan_and_list(smoke, capsys):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["run", "table9"], "unknown table 'table9'; did you mean 'table8'? (choose one of: table1"),
+        (
+            ["run", "table9"],
+            "unknown table 'table9'; did you mean 'table8'? (choose one of: table1",
+        ),
         (["report", "tabel1"], "unknown table 'tabel1'; did you mean 'table1'?"),
         (["plan", "table1", "--profile", "smok"], "unknown profile 'smok'; did you mean 'smoke'?"),
         (["run", "table6", "--workers", "0"], "--workers must be 1 to"),
