@@ -374,7 +374,10 @@ def cmd_claims(args: argparse.Namespace) -> None:
         report = build_report(spec, args.profile or default_profile(spec, store), store)
         found += [(spec.name, report.profile, check) for check in report.checks]
     if args.format == "json":
-        rows = [{"table": t, "profile": p, **c.as_dict()} for t, p, c in found]
+        rows = [
+            {"table": t, "profile": p, **c.as_dict(), "to_decide": c.to_decide(t, p)}
+            for t, p, c in found
+        ]
         sys.stdout.write(json.dumps(json_safe(rows), indent=1) + "\n")
         return
     for table, profile, check in found:

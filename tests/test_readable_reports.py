@@ -4,6 +4,7 @@ what would decide a claim that is not decided."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import shutil
@@ -72,6 +73,10 @@ def test_claims_say_what_would_decide_them(runs: Path, capsys) -> None:
     advice = [ln for ln in lines if ln.startswith("  to decide it: ")]
     assert len(advice) == len(get_table("table1").claims)  # smoke: none is evidence
     assert "`python -m harness run table1 --profile paper --seeds 2`" in advice[0]
+    assert main(["claims", "table1", "--profile", "smoke", "--runs-dir", str(runs),
+                 "--format", "json"]) == 0  # fmt: skip
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["to_decide"] for r in rows] == [a.removeprefix("  to decide it: ") for a in advice]
 
 
 def _accuracy_check(base: list[float], other: list[float]):
