@@ -622,12 +622,8 @@ def _obtain_training(
         with writing(f"the training result {trained}"):
             atomic_write_text(trained, dumps_strict(asdict(result)))
         origin = source.relative_to(store.root)
-        return (
-            result,
-            weights,
-            [f"weights trained by {origin.parts[0]} and reused: {origin}"],
-            False,
-        )
+        note = f"weights trained by {origin.parts[0]} and reused: {origin}"
+        return result, weights, [note], "reused"
     try:
         result = train_denoiser(model, data.train_x, protocol, sigma=config["sigma"],
                                 seed=config["seed"], device=device, desc=desc)  # fmt: skip
