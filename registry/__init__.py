@@ -10,6 +10,7 @@ from ._registry import (
     VariantInfo,
     create_model,
     list_archs,
+    load_entry_points,
     list_variants,
     printed_value,
     register_arch,
@@ -17,21 +18,31 @@ from ._registry import (
     variant_info,
 )
 from .ops import FeaturePool, TopKPool, feature_pool, topk_pool
-from .reduction import KINDS, Reduction
+from .reduction import (
+    Reduction,
+    ReductionKind,
+    list_reductions,
+    reduction_kind,
+    register_reduction,
+)
 
 __all__ = [
-    "KINDS",
     "FeaturePool",
     "PaperRow",
     "Reduction",
+    "ReductionKind",
     "TopKPool",
     "VariantInfo",
     "create_model",
     "feature_pool",
     "list_archs",
+    "list_reductions",
+    "load_entry_points",
     "list_variants",
     "printed_value",
+    "reduction_kind",
     "register_arch",
+    "register_reduction",
     "register_variant",
     "topk_pool",
     "variant_info",

@@ -102,13 +102,20 @@ def _seed_values(records: list[dict[str, Any]], col: str) -> dict[int, float]:
     if found is not None and found.level is not None:
         metric, sigma = found.metric.name, found.level
         records = [r for r in records if r["config"].get("sigma") == sigma]
-        values = {r["config"]["seed"]: r["metrics"].get(metric, math.nan) for r in records}
+        values = {r["config"]["seed"]: _number(r["metrics"], metric) for r in records}
     else:
         per_seed: dict[int, list[float]] = {}
         for r in records:
-            per_seed.setdefault(r["config"]["seed"], []).append(r["metrics"].get(col, math.nan))
+            per_seed.setdefault(r["config"]["seed"], []).append(_number(r["metrics"], col))
         values = {seed: sum(v) / len(v) for seed, v in per_seed.items()}
     return values
+
+
+def _number(metrics: dict[str, Any], name: str) -> float:
+    """A record's metric; NaN where it is missing or unknown (null: FLOPs of an op with no
+    handle), which the report shows as unknown."""
+    value = metrics.get(name)
+    return math.nan if value is None else value
 
 
 def _test_set_label(name: str) -> str:
