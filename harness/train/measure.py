@@ -109,17 +109,27 @@ def _topk_comparisons(inputs: list[Any], outputs: list[Any]) -> int:
     return math.prod(shape) // length * length * max(1, math.ceil(math.log2(length)))
 
 
-def _with_inplace(handle: FlopHandle, *ops: str) -> dict[str, FlopHandle]:
-    return {f"aten::{op}{inplace}": handle for op in ops for inplace in ("", "_")}
-
-
+# ops counted as comparisons (max/min and their pools) and as one op per output element
+_COMPARISON_OPS = tuple(
+    "aten::" + op
+    for op in (
+        "max", "min", "amax", "amin", "argmax", "argmin", "max_pool1d", "max_pool2d",
+        "max_pool3d", "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d",
+    )
+)  # fmt: skip
+_ELEMENTWISE_OPS = tuple(
+    f"aten::{op}{inplace}"
+    for op in (
+        "relu", "relu6", "leaky_relu", "elu", "selu", "celu", "gelu", "silu", "mish",
+        "sigmoid", "tanh", "hardtanh", "hardswish", "hardsigmoid", "softplus", "prelu",
+        "add", "sub", "rsub", "mul", "div", "neg", "abs", "exp", "log", "sqrt", "rsqrt",
+        "pow", "square", "reciprocal", "clamp", "clamp_min", "clamp_max", "maximum",
+        "minimum", "where", "masked_fill", "eq", "ne", "lt", "le", "gt", "ge",
+    )
+    for inplace in ("", "_")
+)  # fmt: skip
 _DEFAULT_HANDLES: Mapping[str, FlopHandle] = {
-    **dict.fromkeys(
-        ("aten::max", "aten::min", "aten::amax", "aten::amin", "aten::argmax", "aten::argmin",
-         "aten::max_pool1d", "aten::max_pool2d", "aten::max_pool3d",
-         "aten::adaptive_max_pool1d", "aten::adaptive_max_pool2d", "aten::adaptive_max_pool3d"),
-        _reduction_comparisons,
-    ),  # fmt: skip
+    **dict.fromkeys(_COMPARISON_OPS, _reduction_comparisons),
     "aten::topk": _topk_comparisons,
     # top-k pooling traces as a stable sort: sort.stable(self, stable, dim, descending)
     # has dim third, as topk(self, k, dim, ...) does, and costs the same comparisons
@@ -132,14 +142,7 @@ _DEFAULT_HANDLES: Mapping[str, FlopHandle] = {
     **dict.fromkeys(("aten::avg_pool1d", "aten::avg_pool2d", "aten::avg_pool3d"), _avg_pool),
     "aten::softmax": _softmax,
     "aten::log_softmax": _softmax,
-    **_with_inplace(
-        _elementwise,
-        "relu", "relu6", "leaky_relu", "elu", "selu", "celu", "gelu", "silu", "mish",
-        "sigmoid", "tanh", "hardtanh", "hardswish", "hardsigmoid", "softplus", "prelu",
-        "add", "sub", "rsub", "mul", "div", "neg", "abs", "exp", "log", "sqrt", "rsqrt",
-        "pow", "square", "reciprocal", "clamp", "clamp_min", "clamp_max", "maximum",
-        "minimum", "where", "masked_fill", "eq", "ne", "lt", "le", "gt", "ge",
-    ),  # fmt: skip
+    **dict.fromkeys(_ELEMENTWISE_OPS, _elementwise),
 }
 _REGISTERED: dict[str, FlopHandle] = {}
 
