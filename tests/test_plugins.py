@@ -28,7 +28,7 @@ from harness.run.executors import LocalExecutor, RayExecutor
 from harness.run.runner import run_table
 from harness.store.records import RunStore
 from harness.tables.cells import cell_config
-from harness.tables.costs import measure_model
+from harness.tables.costs import Plan, measure_model, training_shape
 from harness.tables.paper import TABLE1
 from harness.train.measure import (
     UncountedOps,
@@ -97,8 +97,8 @@ def test_plugins_are_named_before_they_are_imported(tmp_path: Path) -> None:
         (line, "named_first" in sys.modules)))  # fmt: skip
     assert seen == [("importing plugins (this runs their code): named_first", False)]
     assert "named_first" in sys.modules and str(tmp_path) not in sys.path
-    load_plugins(["named_first"], [tmp_path], say=seen.append)  # once per process
-    assert len(seen) == 1
+    load_plugins(["named_first", str(tmp_path / "named_first.py")], say=seen.append)
+    assert len(seen) == 1  # once per process, however it is named
 
 
 def test_a_reduction_from_the_users_file_is_built_and_counted(user_plugins: Path) -> None:
@@ -285,6 +285,12 @@ def test_an_uncountable_cell_trains_and_a_partial_table_reports(user_plugins, tm
     assert len(write_report(report, out, ("md", "tex", "csv", "json"))) == 4
     frame = report.frame.set_index("variant")
     assert frame.loc["mnist.topk_s2", "n_seeds"] == 0 and frame.loc["mnist.topk_s2", "flops"] > 0
+    # no record: FLOPs are counted for the report and priced for the plan, and unknown there
+    unrun = _tiny("plugins_unrun", ("mnist.test_lse_s2",))
+    assert build_report(unrun, "smoke", store).frame["flops"].isna().all()
+    config = cell_config(unrun, "mnist.test_lse_s2", "smoke", 0)
+    price = Plan().price(unrun, config, store, training_shape(unrun, "smoke"))
+    assert price == "to run (cost unknown: an op has no FLOP handle)"
 
 
 def _plugin_cells(tmp_path: Path) -> tuple[list[dict], RunOptions]:

@@ -34,7 +34,7 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-_LOADED: set[str] = set()  # names as given (and the files they resolved to), imported here
+_LOADED: set[str] = set()  # the plugin modules imported in this process
 
 
 def load_plugins(
@@ -52,8 +52,8 @@ def load_plugins(
         load_entry_points(announce=lambda names: say(_importing(names, "installed entry points")))
     except ImportError as exc:
         raise PluginError(exc.name or "?", _last_line(exc.__cause__ or exc)) from None
-    fresh = [name for name in dict.fromkeys(modules) if name not in _LOADED]
-    todo = {name: _locate(name, search_paths) for name in fresh}
+    located = {name: _locate(name, search_paths) for name in dict.fromkeys(modules)}
+    todo = {name: where for name, where in located.items() if where[0] not in _LOADED}
     if not todo:
         return
     say(_importing(list(todo), "plugins"))
@@ -66,7 +66,7 @@ def load_plugins(
             raise PluginError(name, _last_line(exc)) from None
         finally:
             sys.path[:] = saved
-        _LOADED.add(name)
+        _LOADED.add(module)
 
 
 def _importing(names: Sequence[str], what: str) -> str:
