@@ -2,6 +2,9 @@
 
 >>> from registry import create_model, list_variants
 >>> list_variants("mnist.fp*")
+
+Users add reduction kinds (``register_reduction``), architectures and variants from their
+own modules; installed packages declare theirs as entry points (``load_entry_points``).
 """
 
 from . import models  # noqa: F401  (registers the architectures and variants)

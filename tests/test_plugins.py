@@ -113,6 +113,11 @@ def test_a_reduction_from_the_users_file_is_built_and_counted(user_plugins: Path
     # the same convs and FCs; a mean of 2 costs 2 (an add and a divide), a max of 2 costs 1
     assert count_flops(model, MNIST) - count_flops(fp, MNIST) == PIXELS * 16
     assert count_params(create_model("mnist.channel_avg_s2")) == count_params(model)
+    # VGG-16 after block 2, stride 4: 128 maps at 8 x 8 become 32, the mean of 4 costs 4
+    vgg = create_model("vgg16", reductions={2: Reduction("channel_avg", 4)})
+    vgg_fp = create_model("vgg16.at2_fp_max_s4")
+    assert count_params(vgg) == count_params(vgg_fp)
+    assert count_flops(vgg, (3, 32, 32)) - count_flops(vgg_fp, (3, 32, 32)) == 8 * 8 * 32
 
 
 def test_reduction_names_are_checked() -> None:
