@@ -111,6 +111,30 @@ class Check:
         shown = "; ".join(f"{p.label}: {_number(p.estimate, ratio)}" for p in self.parts)
         return f"{shown} (n = {self.n})"
 
+    def to_decide(self, table: str, profile: str) -> str:
+        """What would decide a claim that is not decided: the records it lacks, evidence
+        from the paper profile, or the seeds per row that would narrow its intervals
+        enough (if the spread stays as measured). Empty for a decided claim."""
+        run = f"python -m harness run {table}"
+        if self.verdict == NOT_RUN:
+            return f"records for every row it names: `{run} --profile {profile}`"
+        if self.on_the_numbers != INCONCLUSIVE and self.verdict != NOT_EVIDENCE:
+            return ""
+        seeds = seeds_to_decide(self) if self.on_the_numbers == INCONCLUSIVE else self.n
+        if self.verdict == NOT_EVIDENCE:
+            return f"the paper profile (demo and smoke numbers are not evidence): `{run} --profile paper --seeds {max(seeds or 2, 2)}`"
+        if self.n < 2:
+            return f"2 or more seeds per row: `{run} --profile {profile} --seeds 2`"
+        if seeds is None:
+            return (
+                f"the estimate sits at the claim's threshold (n = {self.n}): more seeds are "
+                "unlikely to decide it"
+            )
+        return (
+            f"about {seeds} seeds per row (now {self.n}), if the spread stays as measured: "
+            f"`{run} --profile {profile} --seeds {seeds}`"
+        )
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "claim": self.claim.text,
@@ -132,6 +156,15 @@ class Check:
             ],
             "measurement": self.measurement(),
         }  # fmt: skip
+
+
+def seeds_to_decide(check: Check) -> int | None:
+    """The fewest seeds per row with which a paired t-test would decide every undecided
+    part with 80% power, if the mean and spread stayed as measured
+    (:func:`harness.stats.intervals.seeds_needed`); None when no number can be named (fewer
+    than 2 seeds, an estimate on the threshold, or more than ``intervals.MAX_SEEDS``)."""
+    needed = check.seeds_needed
+    return int(needed) if math.isfinite(needed) else None
 
 
 def _number(x: Interval, ratio: bool) -> str:
@@ -270,10 +303,13 @@ def seeds_per_row(checks: Sequence[Check]) -> dict[str, int]:
     naming it needs (claims whose seeds cannot be named are left out)."""
     rows: dict[str, int] = {}
     for c in checks:
-        if math.isfinite(c.seeds_needed):
+        if (needed := seeds_to_decide(c)) is not None:
             for row in c.claim.rows:
-                rows[row] = max(rows.get(row, 0), int(c.seeds_needed))
+                rows[row] = max(rows.get(row, 0), needed)
     return rows
 
 
-__all__ = ["INCONCLUSIVE", "KINDS", "Check", "Claim", "Part", "check", "check_all", "seeds_per_row"]
+__all__ = [
+    "INCONCLUSIVE", "KINDS", "Check", "Claim", "Part", "check", "check_all", "seeds_per_row",
+    "seeds_to_decide",
+]  # fmt: skip
