@@ -152,7 +152,7 @@ def test_report_columns_equal_the_statistics_of_the_seeds():
     markdown = render_markdown(report)
     assert "`--stats t` (the default)" in markdown and "nan" not in markdown.lower()
     assert "## Against the baseline" in markdown and "## Best of 2, read honestly" in markdown
-    assert "0.25 at n = 3" in markdown  # the smallest sign-flip p the reader can expect
+    assert "smallest sign-flip p at n = 3: 0.25" in markdown
 
 
 def test_stats_choose_the_main_cells_and_the_mark():
@@ -181,7 +181,7 @@ def test_one_and_two_seeds_say_why_and_leave_no_nan():
     assert two.frame["accuracy_boot_low"].isna().all()
     markdown = render_markdown(two)
     assert "no interval at n = 2: 2 seeds" in markdown and "nan" not in markdown.lower()
-    assert "0.5 at n = 2" in markdown
+    assert "smallest sign-flip p at n = 2: 0.5" in markdown
 
 
 def test_inconclusive_claims_say_how_many_seeds_would_decide_them():
