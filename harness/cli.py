@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from harness.core.errors import UserError
 from harness.core.runtime import AMP_MODES, Runtime, resolve_device
@@ -30,10 +31,11 @@ from harness.run.executors import EXECUTORS, make_executor
 from harness.run.planning import describe_holder, plan_cells
 from harness.run.runner import check_workers, run_table
 from harness.stats.intervals import SELECT_RULES
-from harness.store.records import RunStore, check_writable_dir, load_tensors
+from harness.store.records import RunStore, check_writable_dir, load_tensors, write_output
 from harness.tables.cells import table_cells
 from harness.tables.costs import ASSUMED_THROUGHPUT, Plan, duration, is_classical, training_shape
 from harness.tables.paper import PROFILES, TABLES, TableSpec, get_table
+from harness.tables.study import MAX_CELLS, ablation, compile_study, get_spec, is_study, study_text
 from harness.tools.bench import add_bench_parser, cmd_bench
 from harness.tools.doctor import add_doctor_parser, cmd_doctor
 from harness.train.distributed import is_main
@@ -52,6 +54,8 @@ def _add_common(p: argparse.ArgumentParser, *, profile_default: str | None = "pa
     p.add_argument(
         "--runs-dir", type=Path, default=Path("runs"), help="run records (default runs/)"
     )
+    p.add_argument("--yes", action="store_true",
+                   help=f"studies: accept a grid of more than {MAX_CELLS:,} rows")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,18 +65,52 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="tables, variants and profiles")
     add_bench_parser(sub)
     add_doctor_parser(sub)
+    _add_table_parsers(sub)
+    _add_report_parsers(sub)
+    return parser
+
+
+def _add_table_parsers(sub: Any) -> None:
+    """``plan``, ``run`` and ``ablate``."""
 
     plan = sub.add_parser("plan", help="cells of a table, which are done, rough cost")
-    plan.add_argument("table")
+    plan.add_argument("table", help="a paper table or a study file (.toml)")
     _add_common(plan)
-    plan.add_argument("--seeds", type=int, default=1)
+    plan.add_argument("--seeds", type=int, help="seeds per row (default: the study's, else 1)")
     plan.add_argument("--gpus", type=int, default=1, metavar="N",
                       help="also estimate the time on N GPUs with the Ray executor")  # fmt: skip
 
     run = sub.add_parser("run", help="run the missing cells of tables and write their reports")
-    run.add_argument("tables", nargs="+", metavar="TABLE")
+    run.add_argument("tables", nargs="+", metavar="TABLE", help="paper tables or study files (.toml)")
     _add_common(run)
-    run.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per row (default 1)")
+    _add_run_options(run)
+    run.add_argument(
+        "--test-dir", type=Path, help="denoising tables: test on this folder of images"
+    )
+    run.add_argument("--denoiser-weights", type=Path, metavar="PATH",
+                     help="adversarial: the denoiser's .pt from a denoising run")  # fmt: skip
+    run.add_argument("--workers", type=int, default=1, metavar="N",
+                     help="denoising: evaluate classical methods on N images at once, one "
+                     "process each (default 1)")  # fmt: skip
+
+    ablate = sub.add_parser("ablate", help="run a grid of reductions of one network and write "
+                            "its study file beside its report")  # fmt: skip
+    ablate.add_argument("arch", help="vgg16 or mnist")
+    ablate.add_argument("--at", type=_int_list, default=[], metavar="X,Y",
+                        help="positions of the reduction (vgg16: blocks 1..5; mnist has one)")  # fmt: skip
+    ablate.add_argument("--method", type=_str_list, required=True, metavar="M,N",
+                        help="reduction methods, e.g. fp_max,topk,conv1x1")  # fmt: skip
+    ablate.add_argument("--stride", type=_int_list, required=True, metavar="S,T",
+                        help="strides (channels in / channels out), e.g. 2,4")  # fmt: skip
+    ablate.add_argument("--name", help="the study's name (default: from the grid)")
+    _add_common(ablate, profile_default="smoke")
+    _add_run_options(ablate)
+    ablate.set_defaults(test_dir=None, denoiser_weights=None, workers=1)
+
+
+def _add_run_options(run: argparse.ArgumentParser) -> None:
+    """What ``run`` and ``ablate`` share: seeds, device, data, executor."""
+    run.add_argument("--seeds", type=int, help="seeds 0..N-1 per row (default: the study's, else 1)")
     run.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
     run.add_argument(
         "--data-root", type=Path, default=Path("data"), help="datasets (default data/)"
@@ -83,14 +121,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--amp", choices=AMP_MODES, default="off",
                      help="bf16: train and test under bfloat16 autocast (default off)")  # fmt: skip
     run.add_argument("--compile", action="store_true", help="torch.compile each model")
-    run.add_argument(
-        "--test-dir", type=Path, help="denoising tables: test on this folder of images"
-    )
-    run.add_argument("--denoiser-weights", type=Path, metavar="PATH",
-                     help="adversarial: the denoiser's .pt from a denoising run")  # fmt: skip
-    run.add_argument("--workers", type=int, default=1, metavar="N",
-                     help="denoising: evaluate classical methods on N images at once, one "
-                     "process each (default 1)")  # fmt: skip
     run.add_argument("--executor", choices=EXECUTORS, default="local",
                      help="local: cells one after another here (default); ray: one Ray task "
                      "per cell, on a local Ray instance or the cluster at --address")  # fmt: skip
@@ -104,6 +134,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--retries", type=int, default=2, metavar="N",
                      help="ray: rerun a cell whose worker died up to N times (default 2)")  # fmt: skip
 
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+
+
+def _str_list(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _add_report_parsers(sub: Any) -> None:
+    """``report``, ``claims`` and ``figures``: read records, never train (figures --run aside)."""
     report = sub.add_parser("report", help="render tables from run records")
     report.add_argument("tables", nargs="+", metavar="TABLE")
     _add_common(report, profile_default=None)
@@ -112,9 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--out", type=Path, help="folder for the files (default reports/)")
     report.add_argument("--test-dir", type=Path, help="denoising tables: the --test-dir of the run")
-    report.add_argument("--select", choices=SELECT_RULES, default="mean",
-                        help="one number per row from its seeds: mean (default), best-of-2 (the "
-                        "paper's rule: the better of the first two seeds) or median")  # fmt: skip
+    report.add_argument("--select", choices=SELECT_RULES,
+                        help="one number per row from its seeds: mean (default; a study may "
+                        "name another), best-of-2 (the paper's rule: the better of the first two "
+                        "seeds) or median")  # fmt: skip
 
     claims = sub.add_parser("claims", help="the paper's claims and their verdicts on the records")
     claims.add_argument("tables", nargs="*", metavar="TABLE", help="default: every table")
@@ -133,7 +178,6 @@ def build_parser() -> argparse.ArgumentParser:
     figures.add_argument(
         "--run", action="store_true", help="first run the missing cells the figures need (one seed)"
     )
-    return parser
 
 
 def cmd_list(_: argparse.Namespace) -> None:
@@ -154,7 +198,8 @@ def cmd_list(_: argparse.Namespace) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
-    spec = get_table(args.table)
+    spec = get_spec(args.table, yes=args.yes)
+    args.seeds = args.seeds or spec.seeds
     if not 1 <= args.gpus <= 4096:
         raise UserError(f"--gpus must be 1 to 4096, got {args.gpus}")
     spec.protocol(args.profile)  # an unknown profile is refused before anything is read
@@ -225,11 +270,15 @@ def _check_inputs(args: argparse.Namespace, specs: list) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    specs = [get_table(name) for name in args.tables]
+    return _run_specs([get_spec(name, yes=args.yes) for name in args.tables], args)
+
+
+def _run_specs(specs: list[TableSpec], args: argparse.Namespace) -> int:
+    """Run paper tables and studies alike: validate all, then cells, then each report."""
     check_workers(args.workers)
     for spec in specs:  # validate everything before any work
         spec.protocol(args.profile)
-        table_cells(spec, args.profile, args.seeds, args.test_dir)
+        table_cells(spec, args.profile, args.seeds or spec.seeds, args.test_dir)
     if args.denoiser_weights and not any(get_task(s.task).accepts_denoiser_weights for s in specs):
         takers = [t.name for t in TABLES.values() if get_task(t.task).accepts_denoiser_weights]
         raise UserError(f"--denoiser-weights applies to the {', '.join(takers)} table only")
@@ -253,7 +302,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         for spec in specs:
             summary = run_table(
-                spec, profile=args.profile, seeds=args.seeds, device=device, store=store,
+                spec, profile=args.profile, seeds=args.seeds or spec.seeds, device=device, store=store,
                 data_root=args.data_root, download=not args.no_download, force=args.force,
                 started=started, runtime=Runtime(amp=args.amp, compile=args.compile),
                 test_dir=args.test_dir, denoiser_weights=args.denoiser_weights,
@@ -269,15 +318,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_ablate(args: argparse.Namespace) -> int:
+    """A grid from the command line, run as the study it writes beside its report, so that
+    ``run <out>/<profile>/<name>.toml`` repeats it (finding every cell done)."""
+    study = ablation(args.arch, at=args.at, methods=args.method, strides=args.stride,
+                     seeds=args.seeds or 1, name=args.name)  # fmt: skip
+    path = args.out / args.profile / f"{study['name']}.toml"
+    spec = compile_study(study, source=str(path), yes=args.yes)
+    spec.protocol(args.profile)
+    if is_main():
+        check_writable_dir(args.out, "--out")
+        at = f" --at {','.join(map(str, args.at))}" if args.at else ""
+        command = (f"python -m harness ablate {args.arch}{at} --method {','.join(args.method)} "
+                   f"--stride {','.join(map(str, args.stride))} --seeds {study['seeds']}")  # fmt: skip
+        write_output(path, study_text(study, command).encode())
+        print(f"wrote {path}")
+    return _run_specs([spec], args)
+
+
 def _write_run_report(spec: TableSpec, args: argparse.Namespace, store: RunStore) -> None:
-    report = build_report(spec, args.profile, store, test_dir=args.test_dir)
+    report = build_report(spec, args.profile, store, test_dir=args.test_dir, select_rule=spec.select)
     plot = write_table_plot(report, args.out)  # before the Markdown, which links it
     for path in [*plot, *write_report(report, args.out, ("md", "tex", "csv"))]:
         print(f"wrote {path}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    specs = [get_table(name) for name in args.tables]
+    specs = [get_spec(name, yes=args.yes) for name in args.tables]
     if args.runs_dir.exists() and not args.runs_dir.is_dir():
         raise UserError(f"--runs-dir {args.runs_dir} is not a directory; pass the runs folder")
     if args.test_dir is not None and not args.test_dir.is_dir():
@@ -287,7 +354,8 @@ def cmd_report(args: argparse.Namespace) -> None:
     store = RunStore(args.runs_dir)
     for spec in specs:
         profile = args.profile or default_profile(spec, store)
-        report = build_report(spec, profile, store, test_dir=args.test_dir, select_rule=args.select)
+        report = build_report(spec, profile, store, test_dir=args.test_dir,
+                              select_rule=args.select or spec.select)  # fmt: skip
         if nothing_ran(report):
             print(no_records_line(report, store), file=sys.stderr)
         if args.format in ("csv", "json") and args.out is None:
@@ -302,7 +370,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 def cmd_claims(args: argparse.Namespace) -> None:
     """One line per claim of each table (or a JSON list), on each table's newest profile."""
-    specs = [get_table(name) for name in args.tables or TABLES]
+    specs = [get_spec(name, yes=args.yes) for name in args.tables or TABLES]
     store = RunStore(args.runs_dir)
     found = []
     for spec in specs:
@@ -321,13 +389,14 @@ def cmd_claims(args: argparse.Namespace) -> None:
 
 def cmd_figures(args: argparse.Namespace) -> None:
     store = RunStore(args.runs_dir)
+    studies = {s.name: s for s in (get_spec(n, yes=args.yes) for n in args.names if is_study(n))}
 
     def run_missing(profiles: dict[str, str]) -> None:
         """``--run``: one seed of each table the figures need, before they are drawn."""
         store.check_writable()
         device = resolve_device("auto")
         for name, profile in profiles.items():
-            run_table(get_table(name), profile=profile, seeds=1, device=device, store=store,
+            run_table(studies.get(name) or get_table(name), profile=profile, seeds=1, device=device, store=store,
                       data_root=Path(args.data_root), log=print)  # fmt: skip
 
     make_figures(
@@ -340,6 +409,7 @@ COMMANDS = {
     "list": cmd_list,
     "plan": cmd_plan,
     "run": cmd_run,
+    "ablate": cmd_ablate,
     "report": cmd_report,
     "figures": cmd_figures,
     "claims": cmd_claims,

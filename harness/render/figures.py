@@ -58,7 +58,8 @@ from harness.render.report import (
 )
 from harness.store.records import RunStore, check_writable_dir
 from harness.tables.cells import cell_config, cell_key
-from harness.tables.paper import PROFILES, TABLE1, TABLES, TableSpec, get_table
+from harness.tables.paper import PROFILES, TABLE1, TABLES, TableSpec
+from harness.tables.study import get_spec, is_study
 from harness.tasks.classification.augment import as_input
 from registry import create_model, feature_pool, topk_pool
 
@@ -661,12 +662,12 @@ def make_figures(
     with no names they are skipped with a line saying why.
     """
     for name in names:
-        if name not in PAPER_FIGURES and name not in TABLES:
+        if name not in PAPER_FIGURES and name not in TABLES and not is_study(name):
             raise UserError(f"unknown figure {name!r}; choose from: {', '.join(figure_names())}")
     if profile is not None and profile not in PROFILES:
         raise UserError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
     wanted = list(names) or figure_names()
-    specs = {n: TABLE1 if n in PAPER_FIGURES else get_table(n) for n in wanted}
+    specs = {n: TABLE1 if n in PAPER_FIGURES else get_spec(n) for n in wanted}
     sources = {
         spec.name: Source(store, profile or default_profile(spec, store), Path(data_root))
         for spec in specs.values()

@@ -31,6 +31,8 @@ from harness.store.records import SCHEMA, RunStore, atomic_write_text, config_ha
 from harness.tables.cells import cell_key
 from harness.tables.costs import measured_columns
 from harness.tables.paper import TableSpec, get_table
+from harness.tables.study import load_plugins
+from harness.tables.variants import define_from_config
 from harness.train import distributed
 from registry.models.classical import MissingDependency
 
@@ -99,6 +101,17 @@ def execute_cell(
         return Outcome(config, FAILED, f"{type(exc).__name__}: {line}", str(where))
 
 
+def _define(config: dict[str, Any]) -> None:
+    """Make the cell's model known here from its config alone: its plugin modules imported,
+    its variant defined from ``arch`` and ``model`` (a worker may never have seen its study).
+    A plugin that does not import fails this cell, on this host, not the whole run."""
+    try:
+        load_plugins(config.get("plugins", ()), f"cell {config['variant']}")
+    except UserError as exc:
+        raise RuntimeError(f"{exc} (on {socket.gethostname()})") from None
+    define_from_config(config)
+
+
 def _execute(
     config: dict[str, Any], options: RunOptions, store: RunStore, index: str, spec: TableSpec
 ) -> Outcome:
@@ -123,6 +136,7 @@ def _execute(
         block = f" on {config['test_set']}" if "test_set" in config else ""
         sigma = f" sigma {config['sigma']}" if "sigma" in config else ""
         desc = f"{index}{config['variant']}{block}{sigma} seed {config['seed']}"
+        _define(config)
         try:
             model = task.build_model(protocol, config["variant"])
         except MissingDependency as exc:

@@ -15,7 +15,7 @@ from typing import Any
 from harness.core.errors import UserError
 from harness.core.task import RunOptions, tasks
 from harness.run.cell import FAILED, REFUSED, Outcome, execute_cell
-from harness.tables.paper import TableSpec
+from harness.tables.paper import TABLES, TableSpec
 
 OnOutcome = Callable[[Outcome], None]
 EXECUTORS = ("local", "ray")
@@ -44,12 +44,13 @@ class LocalExecutor:
         """Nothing to stop: the cells ran here."""
 
 
-def _cell_task(config: dict[str, Any], options: RunOptions) -> Outcome:
-    """The body of a Ray task: one cell, then the worker's pools are kept for the next."""
+def _cell_task(config: dict[str, Any], options: RunOptions, spec: TableSpec | None) -> Outcome:
+    """The body of a Ray task: one cell, then the worker's pools are kept for the next.
+    ``spec``: a study's (a worker cannot look it up by name), None for a paper table."""
     from harness.run.cell import execute_cell  # imported in the worker
 
     try:
-        return execute_cell(config, options)
+        return execute_cell(config, options, spec=spec)
     except UserError as exc:  # a bad option or a full disk: the driver stops with one line
         return Outcome(config, REFUSED, str(exc))
 
@@ -98,7 +99,8 @@ class RayExecutor:
         self, configs: list[dict[str, Any]], options: RunOptions, done: OnOutcome,
         spec: TableSpec | None = None,
     ) -> None:  # fmt: skip
-        """Cells in Ray workers, which find their table by name (``spec`` is not sent)."""
+        """Cells in Ray workers, which find a paper table by name; a study's spec is sent
+        with each cell (its rows' models are defined by the cells' configs)."""
         ray = self._ray()
         resources = self._resources(options)
         if options.device == "auto":  # decide here, where the cluster's GPUs are known
@@ -108,7 +110,8 @@ class RayExecutor:
         # the cell's torch threads are its CPUs, a stated choice (Ray would set 1 silently)
         options = replace(options, threads=max(1, int(resources["num_cpus"])), executor="ray")
         remote = ray.remote(_cell_task).options(max_retries=self.retries, **resources)
-        pending = {remote.remote(config, options): config for config in configs}
+        shipped = None if spec is None or TABLES.get(spec.name) is spec else ray.put(spec)
+        pending = {remote.remote(config, options, shipped): config for config in configs}
         try:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
