@@ -31,6 +31,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 
 from harness.core.errors import UserError
 from harness.data.classification import load_classification
+from harness.render.ablation import ablation_plot
 from harness.render.plotstyle import (
     DOUBLE_COLUMN_IN,
     HIGHLIGHT,
@@ -588,14 +589,7 @@ def table_plot(report: Report) -> Drawn:
     frame = report.frame
     sigmas = sorted({int(m[1]) for c in frame.columns if (m := _SIGMA.fullmatch(c))})
     panels = _panel_columns(frame, report.spec.columns or list(frame))
-    if sigmas:
-        fig = _psnr_curves(report, sigmas, [c for c in panels if c in TIME_COLUMNS])
-    elif panels:
-        fig = _rows_figure(report, panels)
-    elif "top1_adversarial" in frame:
-        fig = _attack_bars(report)
-    else:
-        raise UserError(f"{report.spec.name} has no columns that a plot is defined for")
+    fig = _study_plot(report) or _table_figure(report, sigmas, panels)
     fig.suptitle(wrap(title(report), fig.get_figwidth()))
     meta = report.meta
     data = f" on {'; '.join(meta['data'])}," if meta.get("data") else ""
@@ -609,7 +603,30 @@ def table_plot(report: Report) -> Drawn:
     paper = "Paper: as printed in Pei et al. (2020)" + (
         ", timed on a GTX 1070 with TensorFlow." if timed else "."
     )
+    if report.spec.source:  # a study: no paper values
+        paper = f"Study file: {report.spec.source}."
     return fig, " ".join(filter(None, [_profile_note(report.profile), ours, paper]))
+
+
+def _table_figure(report: Report, sigmas: Sequence[int], panels: Sequence[str]) -> Figure:
+    """The plot a table's columns call for (a study's too, where it sweeps no axis)."""
+    if sigmas:
+        return _psnr_curves(report, sigmas, [c for c in panels if c in TIME_COLUMNS])
+    if panels:
+        return _rows_figure(report, panels)
+    if "top1_adversarial" in report.frame:
+        return _attack_bars(report)
+    raise UserError(f"{report.spec.name} has no columns that a plot is defined for")
+
+
+def _study_plot(report: Report) -> Figure | None:
+    """A study's ablation plot, where its grid sweeps a position or a stride."""
+    if not report.spec.axes:
+        return None
+    try:
+        return ablation_plot(report)
+    except ValueError:  # nothing swept: the rows figure serves
+        return None
 
 
 def _recorded_table_plot(spec: TableSpec, src: Source) -> Drawn:

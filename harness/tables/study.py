@@ -166,7 +166,9 @@ def load_plugins(names: Iterable[str], source: str) -> None:
             importlib.import_module(name)
         except Exception as exc:  # any error of the user's module is theirs to fix
             last = (str(exc).strip().splitlines() or [""])[-1]
-            raise UserError(f"plugin {name!r} failed to import: {type(exc).__name__}: {last}") from None
+            raise UserError(
+                f"plugin {name!r} failed to import: {type(exc).__name__}: {last}"
+            ) from None
 
 
 # --- compiling ----------------------------------------------------------------------------
@@ -201,9 +203,13 @@ class _Compiler:
         base, protocols = self.protocols(raw.get("protocol"))
         task_name = _expect(raw.get("task", base.task if base else ""), str, "task")
         if not task_name:
-            raise StudyError("name the task (task = \"classification\") or a protocol = \"table:profile\"")
+            raise StudyError(
+                'name the task (task = "classification") or a protocol = "table:profile"'
+            )
         if base is not None and base.task != task_name:
-            raise StudyError(f"task {task_name!r} does not match {base.name}'s protocol ({base.task})")
+            raise StudyError(
+                f"task {task_name!r} does not match {base.name}'s protocol ({base.task})"
+            )
         task = get_task(task_name)
         rows = self.rows()
         reference = self.reference(rows)
@@ -244,7 +250,9 @@ class _Compiler:
         """Each profile's protocol: a paper table's (``"table2"``: all its profiles,
         ``"table2:demo"``: that one) with overrides common to every profile and per profile."""
         if raw is None:
-            raise StudyError('no protocol: add protocol = "table2" (a paper table\'s) or a [protocol] table')
+            raise StudyError(
+                'no protocol: add protocol = "table2" (a paper table\'s) or a [protocol] table'
+            )
         if isinstance(raw, str):
             raw = {"base": raw}
         _expect(raw, dict, "protocol")
@@ -263,7 +271,9 @@ class _Compiler:
                 continue
             protocols[profile] = self._protocol(start, fields_, base, f"protocol.{profile}")
         if not protocols:
-            raise StudyError("the protocol gives no profile; name one with protocol = \"table2:demo\"")
+            raise StudyError(
+                'the protocol gives no profile; name one with protocol = "table2:demo"'
+            )
         return base, protocols
 
     def _reference(
@@ -275,11 +285,15 @@ class _Compiler:
         table_name, _, wanted = _expect(ref, str, where).partition(":")
         if table_name not in TABLES:
             close = difflib.get_close_matches(table_name, TABLES, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; choose from {', '.join(TABLES)}"
+            hint = (
+                f"; did you mean {close[0]!r}?" if close else f"; choose from {', '.join(TABLES)}"
+            )
             raise StudyError(f"{where}: unknown table {table_name!r}{hint}")
         table = TABLES[table_name]
         if wanted and wanted not in table.protocols:
-            raise StudyError(f"{where}: {table_name} has no {wanted!r} profile; it has {', '.join(table.protocols)}")
+            raise StudyError(
+                f"{where}: {table_name} has no {wanted!r} profile; it has {', '.join(table.protocols)}"
+            )
         if wanted:
             return table, {wanted if profile is None else profile: table.protocols[wanted]}
         return table, dict(table.protocols)
@@ -306,7 +320,9 @@ class _Compiler:
     # rows -------------------------------------------------------------------------------
 
     def rows(self) -> list[_Row]:
-        found = [self._row(r, f"rows[{i}]") for i, r in enumerate(_listed(self.raw.get("rows", [])))]
+        found = [
+            self._row(r, f"rows[{i}]") for i, r in enumerate(_listed(self.raw.get("rows", [])))
+        ]
         if "grid" in self.raw:
             found += self._grid(_expect(self.raw["grid"], dict, "[grid]"))
         if not found:
@@ -364,7 +380,9 @@ class _Compiler:
             raise StudyError(
                 f"the grid has {size:,} rows (over {MAX_CELLS:,}); pass --yes to plan it anyway"
             )
-        excludes = [_expect(e, dict, "[grid] exclude entry") for e in _listed(grid.get("exclude", []))]
+        excludes = [
+            _expect(e, dict, "[grid] exclude entry") for e in _listed(grid.get("exclude", []))
+        ]
         for e in excludes:
             _unknown_keys(e, _AXES, "[grid] exclude")
         rows = []
@@ -390,7 +408,7 @@ class _Compiler:
             if found is None:
                 named = [r.variant for r in rows if r.variant.endswith(".baseline")]
                 if not named:
-                    raise StudyError("no baseline among the rows: name one with reference = \"...\"")
+                    raise StudyError('no baseline among the rows: name one with reference = "..."')
                 return named[0]
         elif isinstance(raw, str):
             match = [r for r in rows if raw in (r.variant, r.label)]
@@ -403,12 +421,19 @@ class _Compiler:
 
     def columns(self, task: Any, base: TableSpec | None) -> tuple[str, ...]:
         default = base.columns if base else tuple(m.name for m in task.metrics if not m.per_level)
-        columns = tuple(_expect(c, str, "each of columns") for c in _listed(self.raw.get("columns", list(default))))
+        columns = tuple(
+            _expect(c, str, "each of columns")
+            for c in _listed(self.raw.get("columns", list(default)))
+        )
         known = [m.name for m in task.metrics]
         for col in columns:
             if find_column(col, task.metrics) is None:
                 close = difflib.get_close_matches(col, known, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else f"; {task.name} measures {', '.join(known)}"
+                hint = (
+                    f"; did you mean {close[0]!r}?"
+                    if close
+                    else f"; {task.name} measures {', '.join(known)}"
+                )
                 raise StudyError(f"unknown column {col!r}{hint}")
         if not columns:
             raise StudyError("columns is empty")
@@ -427,7 +452,9 @@ class _Compiler:
                 if key not in raw:
                     raise StudyError(f"{where} needs {key!r}")
             if raw["kind"] not in CLAIM_KINDS:
-                raise StudyError(f"{where}.kind {raw['kind']!r}: choose one of {', '.join(CLAIM_KINDS)}")
+                raise StudyError(
+                    f"{where}.kind {raw['kind']!r}: choose one of {', '.join(CLAIM_KINDS)}"
+                )
             by_label = {label: v for v, label in labels.items()}
             rows = []
             for row in _listed(raw["rows"]):
@@ -443,7 +470,11 @@ class _Compiler:
             for col in cols:
                 if col not in columns:
                     raise StudyError(f"{where}: column {col!r} is not among the study's columns")
-            bounds = {k: float(_expect(raw[k], (int, float), f"{where}.{k}")) for k in ("low", "high") if k in raw}
+            bounds = {
+                k: float(_expect(raw[k], (int, float), f"{where}.{k}"))
+                for k in ("low", "high")
+                if k in raw
+            }
             try:
                 claims.append(Claim(raw["text"], raw.get("source", f"study {name}"), raw["kind"],
                                     tuple(rows), cols, **bounds))  # fmt: skip
@@ -461,12 +492,18 @@ def _structured(arch: str, reductions: list[tuple[Any, Any, Any]], where: str) -
         _expect(stride, int, f"{where}: stride")
         if spec.positions:
             if at is None:
-                raise StudyError(f"{where}: {arch} needs 'at' (a {spec.where}: {_range(spec.positions)})")
+                raise StudyError(
+                    f"{where}: {arch} needs 'at' (a {spec.where}: {_range(spec.positions)})"
+                )
             _expect(at, int, f"{where}: at")
             if at not in spec.positions:
-                raise StudyError(f"{where}: {arch} has no reduction position {at}; choose {_range(spec.positions)} (after {spec.where} X)")
+                raise StudyError(
+                    f"{where}: {arch} has no reduction position {at}; choose {_range(spec.positions)} (after {spec.where} X)"
+                )
         elif at is not None:
-            raise StudyError(f"{where}: {arch} has one reduction point ({spec.where}); leave out 'at'")
+            raise StudyError(
+                f"{where}: {arch} has one reduction point ({spec.where}); leave out 'at'"
+            )
         try:
             placed[at] = Reduction(method, stride)
         except ValueError as exc:
@@ -491,16 +528,26 @@ def _naming(
     if not spec.positions:
         r = live[None]
         text = f"{r.kind}, stride {r.stride}"
-        return f"{arch}.{r.tag}", f"{arch} {text}", {"arch": arch, "method": r.kind, "stride": r.stride}
+        return (
+            f"{arch}.{r.tag}",
+            f"{arch} {text}",
+            {"arch": arch, "method": r.kind, "stride": r.stride},
+        )
     kinds = set(live.values())
     if len(kinds) == 1:
         r = next(iter(kinds))
         at = "".join(str(p) for p in live)
         name = f"{arch}.at{at}_{r.tag}"
         label = f"{arch} {r.kind}, stride {r.stride}, after {spec.where} {'+'.join(map(str, live))}"
-        return name, label, {"arch": arch, "at": "+".join(map(str, live)), "method": r.kind, "stride": r.stride}
+        return (
+            name,
+            label,
+            {"arch": arch, "at": "+".join(map(str, live)), "method": r.kind, "stride": r.stride},
+        )
     name = f"{arch}." + "_".join(f"at{p}_{r.tag}" for p, r in live.items())
-    label = f"{arch} " + "; ".join(f"{r.kind} s{r.stride} after {spec.where} {p}" for p, r in live.items())
+    label = f"{arch} " + "; ".join(
+        f"{r.kind} s{r.stride} after {spec.where} {p}" for p, r in live.items()
+    )
     return name, label, {"arch": arch}
 
 
@@ -562,9 +609,13 @@ def ablation(
         raise UserError(f"ablate: unknown architecture {arch!r}; choose one of {', '.join(_ARCHS)}")
     spec = _ARCHS[arch]
     if spec.positions and not at:
-        raise UserError(f"ablate {arch}: pass --at, positions {_range(spec.positions)} (after {spec.where} X)")
+        raise UserError(
+            f"ablate {arch}: pass --at, positions {_range(spec.positions)} (after {spec.where} X)"
+        )
     if not spec.positions and at:
-        raise UserError(f"ablate {arch}: {arch} has one reduction point ({spec.where}); leave out --at")
+        raise UserError(
+            f"ablate {arch}: {arch} has one reduction point ({spec.where}); leave out --at"
+        )
     parts = [arch, *(["at" + "-".join(map(str, at))] if at else []), "-".join(methods),
              "s" + "-".join(map(str, strides))]  # fmt: skip
     grid: dict[str, Any] = {"arch": arch}
@@ -573,7 +624,8 @@ def ablation(
     grid |= {"method": methods, "stride": strides}
     return {
         "name": name or "ablate_" + "_".join(parts),
-        "title": f"Ablation of {arch}: " + ", ".join(
+        "title": f"Ablation of {arch}: "
+        + ", ".join(
             f"{k} {', '.join(map(str, v))}" for k, v in grid.items() if isinstance(v, list)
         ),
         "protocol": spec.table,

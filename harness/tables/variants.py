@@ -63,4 +63,3 @@ def decode(value: Any) -> Any:
 
 def _json(kwargs: Mapping[str, Any]) -> str:
     return json.dumps(jsonable(kwargs), sort_keys=True)
-
