@@ -306,3 +306,13 @@ def test_ray_runs_a_study_with_the_local_numbers(tmp_path, monkeypatch) -> None:
         assert record["executor"] == executor and record["config"]["variant"] == "mnist.fp_min_s8"
         accuracy[executor] = record["metrics"]["accuracy"]
     assert accuracy["local"] == accuracy["ray"]
+
+
+def test_the_readme_study_compiles(tmp_path) -> None:
+    """The study shown in the README's "Your own ablation in one file" is a valid study."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Your own ablation in one file", 1)[1]
+    text = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    spec = load_study(_write(tmp_path / "my_vgg.toml", text))
+    assert spec.name == "my_vgg" and spec.seeds == 3 and len(spec.rows) == 17
+    assert spec.claims[0].rows == ("vgg16.at5_topk_s2", "vgg16.baseline")
