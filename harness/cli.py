@@ -199,7 +199,7 @@ def cmd_list(_: argparse.Namespace) -> None:
 
 def cmd_plan(args: argparse.Namespace) -> None:
     spec = get_spec(args.table, yes=args.yes)
-    args.seeds = args.seeds or spec.seeds
+    args.seeds = _seeds(args, spec)
     if not 1 <= args.gpus <= 4096:
         raise UserError(f"--gpus must be 1 to 4096, got {args.gpus}")
     spec.protocol(args.profile)  # an unknown profile is refused before anything is read
@@ -269,6 +269,11 @@ def _check_inputs(args: argparse.Namespace, specs: list) -> None:
         check_images(files, side)
 
 
+def _seeds(args: argparse.Namespace, spec: TableSpec) -> int:
+    """``--seeds`` where given (0 included: it is refused), else the study's (1 for tables)."""
+    return spec.seeds if args.seeds is None else args.seeds
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     return _run_specs([get_spec(name, yes=args.yes) for name in args.tables], args)
 
@@ -278,7 +283,7 @@ def _run_specs(specs: list[TableSpec], args: argparse.Namespace) -> int:
     check_workers(args.workers)
     for spec in specs:  # validate everything before any work
         spec.protocol(args.profile)
-        table_cells(spec, args.profile, args.seeds or spec.seeds, args.test_dir)
+        table_cells(spec, args.profile, _seeds(args, spec), args.test_dir)
     if args.denoiser_weights and not any(get_task(s.task).accepts_denoiser_weights for s in specs):
         takers = [t.name for t in TABLES.values() if get_task(t.task).accepts_denoiser_weights]
         raise UserError(f"--denoiser-weights applies to the {', '.join(takers)} table only")
@@ -302,7 +307,7 @@ def _run_specs(specs: list[TableSpec], args: argparse.Namespace) -> int:
     try:
         for spec in specs:
             summary = run_table(
-                spec, profile=args.profile, seeds=args.seeds or spec.seeds, device=device, store=store,
+                spec, profile=args.profile, seeds=_seeds(args, spec), device=device, store=store,
                 data_root=args.data_root, download=not args.no_download, force=args.force,
                 started=started, runtime=Runtime(amp=args.amp, compile=args.compile),
                 test_dir=args.test_dir, denoiser_weights=args.denoiser_weights,
@@ -322,7 +327,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     """A grid from the command line, run as the study it writes beside its report, so that
     ``run <out>/<profile>/<name>.toml`` repeats it (finding every cell done)."""
     study = ablation(args.arch, at=args.at, methods=args.method, strides=args.stride,
-                     seeds=args.seeds or 1, name=args.name)  # fmt: skip
+                     seeds=1 if args.seeds is None else args.seeds, name=args.name)  # fmt: skip
     path = args.out / args.profile / f"{study['name']}.toml"
     spec = compile_study(study, source=str(path), yes=args.yes)
     spec.protocol(args.profile)

@@ -4,12 +4,15 @@ store, report and claims, on real smoke data; bad files are one line and exit 2.
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from harness.cli import main
+from harness.core.task import RunOptions
+from harness.run.cell import FAILED, execute_cell
 from harness.store.records import jsonable
 from harness.tables.cells import table_cells
 from harness.tables.paper import TABLES
@@ -316,3 +319,33 @@ def test_the_readme_study_compiles(tmp_path) -> None:
     spec = load_study(_write(tmp_path / "my_vgg.toml", text))
     assert spec.name == "my_vgg" and spec.seeds == 3 and len(spec.rows) == 17
     assert spec.claims[0].rows == ("vgg16.at5_topk_s2", "vgg16.baseline")
+
+
+def test_figures_draws_a_study_plot(ablated, tmp_path) -> None:
+    out = tmp_path / "figures"
+    assert main(["figures", str(ablated["study"]), "--runs-dir", str(ablated["runs"]),
+                 "--out", str(out)]) in (0, None)  # fmt: skip
+    assert (out / "mini.png").is_file() and (out / "mini.pdf").is_file()
+
+
+def test_ablate_needs_positions_where_the_network_has_several(tmp_path, capsys) -> None:
+    assert (
+        main(["ablate", "vgg16", "--method", "topk", "--stride", "2", "--out", str(tmp_path / "o")])
+        == 2
+    )
+    assert "pass --at, positions 1..5" in capsys.readouterr().err
+    assert main(["ablate", "mnist", "--at", "1", "--method", "topk", "--stride", "2",
+                 "--out", str(tmp_path / "o")]) == 2  # fmt: skip
+    assert "leave out --at" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_cell_whose_plugin_does_not_import_fails_alone_naming_module_and_host(tmp_path) -> None:
+    """What a Ray worker without the user's module reports: that cell fails, the run goes on."""
+    spec = load_study(
+        _write(tmp_path / "p.toml", 'protocol = "table1"\nrows = ["mnist.baseline"]\n')
+    )
+    config = {**table_cells(spec, "smoke", 1)[0], "plugins": ["no_such_plugin_module"]}
+    outcome = execute_cell(config, RunOptions(runs_dir=tmp_path / "runs", device="cpu"), spec=spec)
+    assert outcome.status == FAILED
+    assert "no_such_plugin_module" in outcome.message and socket.gethostname() in outcome.message

@@ -11,6 +11,7 @@ points rather than 60 labels.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -42,14 +43,21 @@ def _order(value: Any) -> tuple[float, str]:
     return (float(head) if head.isdigit() else math.inf, text)
 
 
-def ablation_plot(report: Report) -> Figure:
-    """Draw it; raises ValueError when the study has no axis to sweep or no metric."""
-    spec, frame = report.spec, report.frame
-    metric = ablation_metric(report)
-    if metric is None:
-        raise ValueError(f"{spec.name} has no column that improves one way to plot")
-    reference = baseline_row(spec)
-    points = [(i, spec.axes[v]) for i, v in enumerate(frame["variant"])
+@dataclass
+class _Layout:
+    """What goes where: the points to draw, the x axis, the panels and their values."""
+
+    points: list[tuple[int, dict[str, Any]]]  # (frame row, its grid coordinates)
+    x_axis: str
+    xs: list[str]
+    panel_axis: str | None
+    keys: list[tuple[str, str]]  # (architecture, panel value) per panel
+    methods: list[str]
+
+
+def _layout(report: Report, reference: str | None) -> _Layout:
+    spec = report.spec
+    points = [(i, spec.axes[v]) for i, v in enumerate(report.frame["variant"])
               if v in spec.axes and v != reference and "method" in spec.axes[v]]  # fmt: skip
     values = {
         a: sorted({str(p[a]) for _, p in points if a in p}, key=_order) for a in _NUMERIC_AXES
@@ -57,60 +65,82 @@ def ablation_plot(report: Report) -> Figure:
     swept = sorted((a for a in _NUMERIC_AXES if values[a]), key=lambda a: -len(values[a]))
     if not points or not swept:
         raise ValueError(f"{spec.name} sweeps no position or stride")
-    x_axis = swept[0]
     panel_axis = swept[1] if len(swept) > 1 and len(values[swept[1]]) > 1 else None
     panels = values[panel_axis] if panel_axis else [""]
     archs = sorted({p["arch"] for _, p in points})
-    keys = [(a, v) for a in archs for v in panels]  # one panel per architecture and value
-    ncols = min(len(keys), _PANELS_PER_LINE)
-    nrows = math.ceil(len(keys) / ncols)
+    return _Layout(
+        points, swept[0], values[swept[0]], panel_axis,
+        [(a, v) for a in archs for v in panels], list(dict.fromkeys(p["method"] for _, p in points)),
+    )  # fmt: skip
+
+
+def ablation_plot(report: Report) -> Figure:
+    """Draw it; raises ValueError when the study has no axis to sweep or no metric."""
+    spec, frame = report.spec, report.frame
+    metric = ablation_metric(report)
+    if metric is None:
+        raise ValueError(f"{spec.name} has no column that improves one way to plot")
+    reference = baseline_row(spec)
+    layout = _layout(report, reference)
+    ncols = min(len(layout.keys), _PANELS_PER_LINE)
+    nrows = math.ceil(len(layout.keys) / ncols)
     fig = new_figure(DOUBLE_COLUMN_IN, 0.6 + 2.1 * nrows)
     grid = fig.add_gridspec(nrows, ncols)
-    scale, label = (100, "%") if column(metric).unit == "fraction" else (1, column(metric).unit)
-    value = frame[metric].to_numpy(dtype=float, na_value=np.nan) * scale
-    low = _column(frame, f"{metric}_ci95_low") * scale
-    high = _column(frame, f"{metric}_ci95_high") * scale
-    methods = list(dict.fromkeys(p["method"] for _, p in points))
-    colours = {m: KIND_COLOURS.get(m, PALETTE[i % len(PALETTE)]) for i, m in enumerate(methods)}
+    scale, unit = (100, "%") if column(metric).unit == "fraction" else (1, column(metric).unit)
+    stats = [_column(frame, metric + suffix) * scale for suffix in ("", "_ci95_low", "_ci95_high")]
+    colours = {m: KIND_COLOURS.get(m, PALETTE[i % len(PALETTE)])
+               for i, m in enumerate(layout.methods)}  # fmt: skip
+    variants = list(frame["variant"])
+    ref = variants.index(reference) if reference in variants else None
     first = None
-    for k, (arch, panel) in enumerate(keys):
+    for k, key in enumerate(layout.keys):
         ax = fig.add_subplot(grid[k // ncols, k % ncols], sharey=first)
         first = first or ax
-        xs = values[x_axis]
-        for offset, method in enumerate(methods):
-            mine = [(xs.index(str(p[x_axis])), i) for i, p in points
-                    if p["method"] == method and p["arch"] == arch
-                    and (panel_axis is None or str(p[panel_axis]) == panel)]  # fmt: skip
-            if not mine:
-                continue
-            mine.sort()
-            # methods side by side around each x, so their bars never hide one another
-            x = np.array([j for j, _ in mine]) + (offset - (len(methods) - 1) / 2) * 0.06
-            y = np.array([value[i] for _, i in mine])
-            err = np.array([[value[i] - low[i], high[i] - value[i]] for _, i in mine]).T
-            ax.errorbar(x, y, yerr=np.where(np.isnan(err), 0, np.clip(err, 0, None)),
-                        color=colours[method], marker="o", capsize=2, markersize=3)  # fmt: skip
-        if reference in list(frame["variant"]):
-            r = list(frame["variant"]).index(reference)
-            ax.axhline(value[r], color="0.2", linestyle="--", linewidth=0.9)
-            if not np.isnan(low[r]):
-                ax.axhspan(low[r], high[r], color="0.5", alpha=0.15, linewidth=0)
-        ax.set_xticks(range(len(xs)), xs)
-        ax.set_xlabel("stride" if x_axis == "stride" else "position (after block)")
-        name = f"{arch}, " if len(archs) > 1 else ""
-        if panel_axis:
-            ax.set_title(f"{name}{'stride' if panel_axis == 'stride' else 'position'} {panel}")
-        elif name:
-            ax.set_title(arch)
+        _panel(ax, layout, key, stats, colours)
+        if ref is not None:
+            value, low, high = (s[ref] for s in stats)
+            ax.axhline(value, color="0.2", linestyle="--", linewidth=0.9)
+            if not np.isnan(low):
+                ax.axhspan(low, high, color="0.5", alpha=0.15, linewidth=0)
         if k % ncols == 0:
-            ax.set_ylabel(f"{column(metric).header} ({label})")
+            ax.set_ylabel(f"{column(metric).header} ({unit})")
     handles = [Line2D([], [], color=colours[m], marker="o", label=KIND_LABELS.get(m, m))
-               for m in methods]  # fmt: skip
-    if reference in list(frame["variant"]):
+               for m in layout.methods]  # fmt: skip
+    if ref is not None:
         handles.append(Line2D([], [], color="0.2", linestyle="--",
                               label=f"reference: {spec.row_label(reference)}"))  # fmt: skip
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4))
     return fig
+
+
+def _panel(
+    ax: Any, layout: _Layout, key: tuple[str, str], stats: list[np.ndarray],
+    colours: dict[str, str],
+) -> None:  # fmt: skip
+    """One panel: a line per method over the x axis, with its 95% interval bars."""
+    arch, panel = key
+    value, low, high = stats
+    for offset, method in enumerate(layout.methods):
+        mine = sorted((layout.xs.index(str(p[layout.x_axis])), i) for i, p in layout.points
+                      if p["method"] == method and p["arch"] == arch
+                      and (layout.panel_axis is None or str(p[layout.panel_axis]) == panel))  # fmt: skip
+        if not mine:
+            continue
+        # methods side by side around each x, so that their bars never hide one another
+        x = np.array([j for j, _ in mine]) + (offset - (len(layout.methods) - 1) / 2) * 0.06
+        y = np.array([value[i] for _, i in mine])
+        err = np.array([[value[i] - low[i], high[i] - value[i]] for _, i in mine]).T
+        ax.errorbar(x, y, yerr=np.where(np.isnan(err), 0, np.clip(err, 0, None)),
+                    color=colours[method], marker="o", capsize=2, markersize=3)  # fmt: skip
+    ax.set_xticks(range(len(layout.xs)), layout.xs)
+    ax.set_xlabel("stride" if layout.x_axis == "stride" else "position (after block)")
+    several = len({a for a, _ in layout.keys}) > 1
+    title = f"{arch}, " if several else ""
+    if layout.panel_axis:
+        what = "stride" if layout.panel_axis == "stride" else "position"
+        ax.set_title(f"{title}{what} {panel}")
+    elif several:
+        ax.set_title(arch)
 
 
 def _column(frame: Any, name: str) -> np.ndarray:

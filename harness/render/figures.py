@@ -703,7 +703,8 @@ def make_figures(
         spec = specs[name]
         draw = PAPER_FIGURES.get(name) or partial(_recorded_table_plot, spec)
         try:
-            written = render(partial(draw, sources[spec.name]), folders[spec.name], name)
+            label = name if name in PAPER_FIGURES else spec.name  # a study: its name, not its path
+            written = render(partial(draw, sources[spec.name]), folders[spec.name], label)
         except UserError as exc:
             if names:
                 raise

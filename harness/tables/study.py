@@ -195,32 +195,13 @@ class _Compiler:
                 f"name {name!r} must be letters, digits, '_', '.' or '-' and not a paper "
                 "table's name (it names the study's folder of records)"
             )
-        plugins = [_expect(m, str, "each of plugins") for m in _listed(raw.get("plugins", []))]
-        for module in plugins:
-            if not _MODULE.fullmatch(module):
-                raise StudyError(f"plugins: {module!r} is not a module name (e.g. my_reductions)")
-        load_plugins(plugins, self.source)  # before any row names a reduction they register
+        plugins = self.plugins()
         base, protocols = self.protocols(raw.get("protocol"))
-        task_name = _expect(raw.get("task", base.task if base else ""), str, "task")
-        if not task_name:
-            raise StudyError(
-                'name the task (task = "classification") or a protocol = "table:profile"'
-            )
-        if base is not None and base.task != task_name:
-            raise StudyError(
-                f"task {task_name!r} does not match {base.name}'s protocol ({base.task})"
-            )
-        task = get_task(task_name)
+        task_name = self.task(base)
         rows = self.rows()
         reference = self.reference(rows)
         variants = [r.variant for r in rows]
-        columns = self.columns(task, base)
-        seeds = _expect(raw.get("seeds", 1), int, "seeds")
-        if not 1 <= seeds <= MAX_SEEDS:
-            raise StudyError(f"seeds must be 1 to {MAX_SEEDS}, got {seeds}")
-        select = _expect(raw.get("select", "mean"), str, "select")
-        if select not in SELECT_RULES:
-            raise StudyError(f"select {select!r}: choose one of {', '.join(SELECT_RULES)}")
+        columns = self.columns(get_task(task_name), base)
         labels = {r.variant: r.label for r in rows}
         notes = tuple(_expect(n, str, "each of notes") for n in _listed(raw.get("notes", [])))
         return TableSpec(
@@ -237,12 +218,45 @@ class _Compiler:
             claims=self.claims(variants, labels, columns, name, reference),
             labels=labels,
             reference=reference,
-            seeds=seeds,
-            select=select,
-            plugins=tuple(plugins),
+            seeds=self.seeds(),
+            select=self.select(),
+            plugins=plugins,
             axes={r.variant: r.axes for r in rows if r.axes},
             source=self.source,
         )
+
+    def plugins(self) -> tuple[str, ...]:
+        """The plugin modules, imported here: before any row names a reduction they add."""
+        plugins = tuple(
+            _expect(m, str, "each of plugins") for m in _listed(self.raw.get("plugins", []))
+        )
+        for module in plugins:
+            if not _MODULE.fullmatch(module):
+                raise StudyError(f"plugins: {module!r} is not a module name (e.g. my_reductions)")
+        load_plugins(plugins, self.source)
+        return plugins
+
+    def task(self, base: TableSpec | None) -> str:
+        task_name = _expect(self.raw.get("task", base.task if base else ""), str, "task")
+        if not task_name:
+            raise StudyError('name the task (task = "...") or a protocol = "table:profile"')
+        if base is not None and base.task != task_name:
+            raise StudyError(
+                f"task {task_name!r} does not match {base.name}'s protocol ({base.task})"
+            )
+        return task_name
+
+    def seeds(self) -> int:
+        seeds = _expect(self.raw.get("seeds", 1), int, "seeds")
+        if not 1 <= seeds <= MAX_SEEDS:
+            raise StudyError(f"seeds must be 1 to {MAX_SEEDS}, got {seeds}")
+        return seeds
+
+    def select(self) -> str:
+        select = _expect(self.raw.get("select", "mean"), str, "select")
+        if select not in SELECT_RULES:
+            raise StudyError(f"select {select!r}: choose one of {', '.join(SELECT_RULES)}")
+        return select
 
     # protocol ---------------------------------------------------------------------------
 
