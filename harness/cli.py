@@ -81,7 +81,9 @@ def _add_table_parsers(sub: Any) -> None:
                       help="also estimate the time on N GPUs with the Ray executor")  # fmt: skip
 
     run = sub.add_parser("run", help="run the missing cells of tables and write their reports")
-    run.add_argument("tables", nargs="+", metavar="TABLE", help="paper tables or study files (.toml)")
+    run.add_argument(
+        "tables", nargs="+", metavar="TABLE", help="paper tables or study files (.toml)"
+    )
     _add_common(run)
     _add_run_options(run)
     run.add_argument(
@@ -110,7 +112,9 @@ def _add_table_parsers(sub: Any) -> None:
 
 def _add_run_options(run: argparse.ArgumentParser) -> None:
     """What ``run`` and ``ablate`` share: seeds, device, data, executor."""
-    run.add_argument("--seeds", type=int, help="seeds 0..N-1 per row (default: the study's, else 1)")
+    run.add_argument(
+        "--seeds", type=int, help="seeds 0..N-1 per row (default: the study's, else 1)"
+    )
     run.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
     run.add_argument(
         "--data-root", type=Path, default=Path("data"), help="datasets (default data/)"
@@ -139,7 +143,9 @@ def _int_list(text: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected integers separated by commas, got {text!r}"
+        ) from None
 
 
 def _str_list(text: str) -> list[str]:
@@ -342,7 +348,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def _write_run_report(spec: TableSpec, args: argparse.Namespace, store: RunStore) -> None:
-    report = build_report(spec, args.profile, store, test_dir=args.test_dir, select_rule=spec.select)
+    report = build_report(
+        spec, args.profile, store, test_dir=args.test_dir, select_rule=spec.select
+    )
     plot = write_table_plot(report, args.out)  # before the Markdown, which links it
     for path in [*plot, *write_report(report, args.out, ("md", "tex", "csv"))]:
         print(f"wrote {path}")
