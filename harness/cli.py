@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.core.errors import UserError
+from harness.core.plugins import load_plugins
 from harness.core.runtime import AMP_MODES, Runtime, resolve_device
 from harness.core.task import get_task
 from harness.data.images import check_images, test_files
@@ -56,6 +57,13 @@ def _add_common(p: argparse.ArgumentParser, *, profile_default: str | None = "pa
     )
     p.add_argument("--yes", action="store_true",
                    help=f"studies: accept a grid of more than {MAX_CELLS:,} rows")  # fmt: skip
+    p.add_argument("--plugins", type=_modules, default=(), metavar="MOD[,MOD]",
+                   help="import these modules (or .py files) first, e.g. your own reductions; "
+                   "they run code, and are named before they are imported")  # fmt: skip
+
+
+def _modules(text: str) -> tuple[str, ...]:
+    return tuple(m.strip() for m in text.split(",") if m.strip())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -447,6 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = 0
     try:
         args = build_parser().parse_args(argv)
+        load_plugins(getattr(args, "plugins", ()))  # and installed entry points: before any work
         code = COMMANDS[args.command](args) or 0
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -35,11 +35,11 @@ from harness.render.ablation import ablation_plot
 from harness.render.plotstyle import (
     DOUBLE_COLUMN_IN,
     HIGHLIGHT,
-    KIND_LABELS,
     MAP_CMAP,
     PALETTE,
     SINGLE_COLUMN_IN,
     colour,
+    kind_label,
     marker,
     new_figure,
     reduction_of,
@@ -494,7 +494,7 @@ def _kind_legend(frame: pd.DataFrame) -> list[Patch]:
     kinds: dict[str, str] = {}
     for variant in frame["variant"]:
         reduction = reduction_of(variant) if variant else None
-        name = KIND_LABELS[reduction.kind] if reduction else "other method"
+        name = kind_label(reduction.kind) if reduction else "other method"
         kinds.setdefault(name, colour(variant))
     return [Patch(color=c, label=k) for k, c in kinds.items()]
 

@@ -102,13 +102,19 @@ def _seed_values(records: list[dict[str, Any]], col: str) -> dict[int, float]:
     if found is not None and found.level is not None:
         metric, sigma = found.metric.name, found.level
         records = [r for r in records if r["config"].get("sigma") == sigma]
-        values = {r["config"]["seed"]: r["metrics"].get(metric, math.nan) for r in records}
+        values = {r["config"]["seed"]: _number(r["metrics"].get(metric)) for r in records}
     else:
         per_seed: dict[int, list[float]] = {}
         for r in records:
-            per_seed.setdefault(r["config"]["seed"], []).append(r["metrics"].get(col, math.nan))
+            per_seed.setdefault(r["config"]["seed"], []).append(_number(r["metrics"].get(col)))
         values = {seed: sum(v) / len(v) for seed, v in per_seed.items()}
     return values
+
+
+def _number(value: float | None) -> float:
+    """A measurement; NaN where it is missing or unknown (None: FLOPs of a model with an op
+    that has no FLOP handle), which the report shows as unknown."""
+    return math.nan if value is None else value
 
 
 def _test_set_label(name: str) -> str:
@@ -158,8 +164,8 @@ def build_report(
             for col in spec.columns:
                 if paper and col in paper.values:
                     row[f"paper_{col}"] = paper.number(col)
-            if not mine:  # nothing run: what the architecture alone says
-                row |= architecture(spec, profile, variant)
+            if not mine:  # nothing run: what the architecture alone says (None: unknown)
+                row |= {k: _number(v) for k, v in architecture(spec, profile, variant).items()}
             row |= _time_spread(mine, spec.columns)
             seeds = {r["config"]["seed"] for r in mine}
             row["n_seeds"] = len(seeds)

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from harness.core.errors import UserError
+from harness.core.plugins import PluginError, load_plugins
 from harness.core.protocol import Protocol
 from harness.core.runtime import resolve_device
 from harness.core.task import CellContext, RunOptions, get_task
@@ -31,7 +32,6 @@ from harness.store.records import SCHEMA, RunStore, atomic_write_text, config_ha
 from harness.tables.cells import cell_key
 from harness.tables.costs import measured_columns
 from harness.tables.paper import TableSpec, get_table
-from harness.tables.study import load_plugins
 from harness.tables.variants import define_from_config
 from harness.train import distributed
 from registry.models.classical import MissingDependency
@@ -88,28 +88,28 @@ def execute_cell(
     caller holds it (an unregistered variation of one); else the registered table."""
     store = RunStore(options.runs_dir)
     try:
+        load_plugins(config.get("plugins", ()))  # the modules the cell's model needs, here
+    except PluginError as exc:  # this process cannot build the model; other cells go on
+        host = socket.gethostname()
+        line = f"plugin {exc.module!r} failed to import on host {host}: {exc.reason}"
+        return _failed(store, config, exc, line)
+    try:
         return _execute(config, options, store, index, spec or get_table(config["table"]))
     except (UserError, KeyboardInterrupt):
         raise
     except Exception as exc:  # one cell's failure, not the run's
-        where = error_path(store, config)
-        text = "".join(traceback.format_exception(exc))
-        stamp = f"{datetime.now(UTC).isoformat()} {socket.gethostname()} pid {os.getpid()}"
-        with contextlib.suppress(OSError):  # a failing disk must not hide the cell's error
-            atomic_write_text(where, f"{stamp}\n{text}")
         line = (str(exc).strip().splitlines() or [""])[0]
-        return Outcome(config, FAILED, f"{type(exc).__name__}: {line}", str(where))
+        return _failed(store, config, exc, f"{type(exc).__name__}: {line}")
 
 
-def _define(config: dict[str, Any]) -> None:
-    """Make the cell's model known here from its config alone: its plugin modules imported,
-    its variant defined from ``arch`` and ``model`` (a worker may never have seen its study).
-    A plugin that does not import fails this cell, on this host, not the whole run."""
-    try:
-        load_plugins(config.get("plugins", ()), f"cell {config['variant']}")
-    except UserError as exc:
-        raise RuntimeError(f"{exc} (on {socket.gethostname()})") from None
-    define_from_config(config)
+def _failed(store: RunStore, config: dict[str, Any], exc: Exception, line: str) -> Outcome:
+    """A failed cell: its traceback beside where its record would be, and one line."""
+    where = error_path(store, config)
+    text = "".join(traceback.format_exception(exc))
+    stamp = f"{datetime.now(UTC).isoformat()} {socket.gethostname()} pid {os.getpid()}"
+    with contextlib.suppress(OSError):  # a failing disk must not hide the cell's error
+        atomic_write_text(where, f"{stamp}\n{text}")
+    return Outcome(config, FAILED, line, str(where))
 
 
 def _execute(
@@ -136,7 +136,7 @@ def _execute(
         block = f" on {config['test_set']}" if "test_set" in config else ""
         sigma = f" sigma {config['sigma']}" if "sigma" in config else ""
         desc = f"{index}{config['variant']}{block}{sigma} seed {config['seed']}"
-        _define(config)
+        define_from_config(config)  # from its config alone: a worker may never have seen its study
         try:
             model = task.build_model(protocol, config["variant"])
         except MissingDependency as exc:

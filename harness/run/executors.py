@@ -7,12 +7,15 @@ finishes. Neither knows what a cell does (:func:`harness.run.cell.execute_cell` 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from harness.core.errors import UserError
+from harness.core.plugins import PluginError, load_plugins
 from harness.core.task import RunOptions, tasks
 from harness.run.cell import FAILED, REFUSED, Outcome, execute_cell
 from harness.tables.paper import TABLES, TableSpec
@@ -49,6 +52,9 @@ def _cell_task(config: dict[str, Any], options: RunOptions, spec: TableSpec | No
     ``spec``: a study's (a worker cannot look it up by name), None for a paper table."""
     from harness.run.cell import execute_cell  # imported in the worker
 
+    if spec is not None and spec.plugins:  # where the study found them, if this host sees it
+        with contextlib.suppress(PluginError):  # else execute_cell fails the cell, naming both
+            load_plugins(spec.plugins, search_paths=[Path(p) for p in spec.plugin_paths])
     try:
         return execute_cell(config, options, spec=spec)
     except UserError as exc:  # a bad option or a full disk: the driver stops with one line

@@ -65,6 +65,7 @@ class TableSpec:
     seeds: int = 1  # seeds per row when the command line does not say
     select: str = "mean"  # the report's selection rule when the command line does not say
     plugins: tuple[str, ...] = ()  # modules imported before any of its models is built
+    plugin_paths: tuple[str, ...] = ()  # folders those modules were found in (for workers)
     # variant -> its values on the study's grid axes (at, method, stride): the ablation plot's
     axes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     source: str = ""  # the study file it was read from

@@ -13,7 +13,6 @@ README ("Your own ablation in one file").
 from __future__ import annotations
 
 import difflib
-import importlib
 import itertools
 import math
 import re
@@ -26,6 +25,7 @@ from typing import Any
 
 from harness.core.errors import UserError
 from harness.core.metrics import find_column
+from harness.core.plugins import load_plugins
 from harness.core.protocol import Protocol
 from harness.core.task import get_task
 from harness.stats.claims import KINDS as CLAIM_KINDS
@@ -48,7 +48,6 @@ _ROW_KEYS = ("arch", "reductions", "label")
 _REDUCTION_KEYS = ("at", "method", "stride")
 _CLAIM_KEYS = ("text", "kind", "rows", "columns", "low", "high", "source")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-_MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 @dataclass(frozen=True)
@@ -154,23 +153,6 @@ def _listed(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list) else [value]
 
 
-def load_plugins(names: Iterable[str], source: str) -> None:
-    """Import a study's plugin modules, said on stderr first: the one way a study runs code.
-    (A stand-in for ``harness.core.plugins.load_plugins`` until that lands.)"""
-    names = [n for n in names if n not in sys.modules]  # each is imported once per process
-    if not names:
-        return
-    print(f"importing plugin modules named by {source}: {', '.join(names)}", file=sys.stderr)
-    for name in names:
-        try:
-            importlib.import_module(name)
-        except Exception as exc:  # any error of the user's module is theirs to fix
-            last = (str(exc).strip().splitlines() or [""])[-1]
-            raise UserError(
-                f"plugin {name!r} failed to import: {type(exc).__name__}: {last}"
-            ) from None
-
-
 # --- compiling ----------------------------------------------------------------------------
 
 
@@ -195,7 +177,7 @@ class _Compiler:
                 f"name {name!r} must be letters, digits, '_', '.' or '-' and not a paper "
                 "table's name (it names the study's folder of records)"
             )
-        plugins = self.plugins()
+        plugins, plugin_paths = self.plugins()
         base, protocols = self.protocols(raw.get("protocol"))
         task_name = self.task(base)
         rows = self.rows()
@@ -221,20 +203,24 @@ class _Compiler:
             seeds=self.seeds(),
             select=self.select(),
             plugins=plugins,
+            plugin_paths=plugin_paths,
             axes={r.variant: r.axes for r in rows if r.axes},
             source=self.source,
         )
 
-    def plugins(self) -> tuple[str, ...]:
-        """The plugin modules, imported here: before any row names a reduction they add."""
-        plugins = tuple(
+    def plugins(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The plugin modules, imported here (before any row names a reduction they add),
+        as module names (a ``.py`` path becomes its module: the cells' configs do not depend
+        on where the file lies) and the folders they were found in (for workers)."""
+        given = tuple(
             _expect(m, str, "each of plugins") for m in _listed(self.raw.get("plugins", []))
         )
-        for module in plugins:
-            if not _MODULE.fullmatch(module):
-                raise StudyError(f"plugins: {module!r} is not a module name (e.g. my_reductions)")
-        load_plugins(plugins, self.source)
-        return plugins
+        folder = Path(self.source).parent
+        load_plugins(given, search_paths=[folder])
+        names = tuple(Path(m).stem if m.endswith(".py") else m for m in given)
+        paths = [Path(sys.modules[n].__file__ or folder).resolve().parent
+                 if m.endswith(".py") else folder.resolve() for m, n in zip(given, names, strict=True)]  # fmt: skip
+        return names, tuple(dict.fromkeys(str(p) for p in paths))
 
     def task(self, base: TableSpec | None) -> str:
         task_name = _expect(self.raw.get("task", base.task if base else ""), str, "task")
