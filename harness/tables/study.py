@@ -33,7 +33,7 @@ from harness.stats.claims import Claim
 from harness.stats.intervals import SELECT_RULES
 from harness.tables.cells import MAX_SEEDS
 from harness.tables.paper import PROFILES, TABLES, TableSpec, get_table
-from harness.tables.variants import define
+from harness.tables.variants import define, kwargs_json
 from registry import Reduction, variant_info
 from registry.models.mnist import CONV2_CHANNELS
 from registry.models.vgg import POSITIONS, check_reductions
@@ -552,14 +552,17 @@ def _naming(
 
 
 def _dedupe(rows: list[_Row]) -> list[_Row]:
-    """Each model once: rows resolving to a model listed before are dropped, with one warning."""
-    seen: dict[str, _Row] = {}
+    """Each model once: rows resolving to a model listed before (the same name, or another
+    name for the same architecture and arguments) are dropped, with one warning."""
+    seen: dict[tuple[str, str], _Row] = {}
     dropped = []
     for row in rows:
-        if row.variant in seen:
+        info = variant_info(row.variant)
+        key = (info.arch, kwargs_json(info.kwargs))
+        if key in seen:
             dropped.append(row.variant)
         else:
-            seen[row.variant] = row
+            seen[key] = row
     if dropped:
         names = ", ".join(dict.fromkeys(dropped))
         print(f"warning: {len(dropped)} row(s) resolve to a model listed before ({names}); "

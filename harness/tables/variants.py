@@ -28,10 +28,10 @@ def define(name: str, arch: str, kwargs: Mapping[str, Any], description: str) ->
     registered with another definition is refused (the records of the two would mix)."""
     if name in set(list_variants()):
         info = variant_info(name)
-        if info.arch != arch or _json(info.kwargs) != _json(kwargs):
+        if info.arch != arch or kwargs_json(info.kwargs) != kwargs_json(kwargs):
             raise UserError(
                 f"variant {name!r} is already registered with another definition "
-                f"({info.arch} {_json(info.kwargs)}); give the row another name"
+                f"({info.arch} {kwargs_json(info.kwargs)}); give the row another name"
             )
         return
     register_variant(name, arch, description=description, **kwargs)
@@ -41,7 +41,7 @@ def define_from_config(config: Mapping[str, Any]) -> None:
     """Make a cell's variant known in this process from its config (``arch`` and ``model``),
     checking that a variant registered here under that name is the same model."""
     name, arch = config["variant"], config["arch"]
-    define(name, arch, decode(config["model"]), f"{arch} {_json(config['model'])}")
+    define(name, arch, decode(config["model"]), f"{arch} {kwargs_json(config['model'])}")
 
 
 def decode(value: Any) -> Any:
@@ -61,5 +61,6 @@ def decode(value: Any) -> Any:
     return value
 
 
-def _json(kwargs: Mapping[str, Any]) -> str:
+def kwargs_json(kwargs: Mapping[str, Any]) -> str:
+    """A model's keyword arguments as the text a config holds: equal text, the same model."""
     return json.dumps(jsonable(kwargs), sort_keys=True)
