@@ -84,8 +84,9 @@ def ablation_plot(report: Report) -> Figure:
     layout = _layout(report, reference)
     ncols = min(len(layout.keys), _PANELS_PER_LINE)
     nrows = math.ceil(len(layout.keys) / ncols)
-    fig = new_figure(DOUBLE_COLUMN_IN, 0.6 + 2.1 * nrows)
-    grid = fig.add_gridspec(nrows, ncols)
+    fig = new_figure(DOUBLE_COLUMN_IN, 0.9 + 2.1 * nrows)
+    # the legend in a row of its own above the panels (a figure legend would meet the title)
+    grid = fig.add_gridspec(nrows + 1, ncols, height_ratios=[0.3] + [2.1] * nrows)
     scale, unit = (100, "%") if column(metric).unit == "fraction" else (1, column(metric).unit)
     stats = [_column(frame, metric + suffix) * scale for suffix in ("", "_ci95_low", "_ci95_high")]
     colours = {m: KIND_COLOURS.get(m, PALETTE[i % len(PALETTE)])
@@ -94,7 +95,7 @@ def ablation_plot(report: Report) -> Figure:
     ref = variants.index(reference) if reference in variants else None
     first = None
     for k, key in enumerate(layout.keys):
-        ax = fig.add_subplot(grid[k // ncols, k % ncols], sharey=first)
+        ax = fig.add_subplot(grid[1 + k // ncols, k % ncols], sharey=first)
         first = first or ax
         _panel(ax, layout, key, stats, colours)
         if ref is not None:
@@ -109,7 +110,9 @@ def ablation_plot(report: Report) -> Figure:
     if ref is not None:
         handles.append(Line2D([], [], color="0.2", linestyle="--",
                               label=f"reference: {spec.row_label(reference)}"))  # fmt: skip
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4))
+    key = fig.add_subplot(grid[0, :])
+    key.axis("off")
+    key.legend(handles=handles, loc="center", ncols=min(len(handles), 3), borderaxespad=0)
     return fig
 
 
