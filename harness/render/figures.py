@@ -29,7 +29,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import FancyBboxPatch, Patch, Rectangle
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from harness.core.errors import UserError
+from harness.core.errors import UserError, unknown
 from harness.data.classification import load_classification
 from harness.render.ablation import ablation_plot
 from harness.render.plotstyle import (
@@ -680,9 +680,9 @@ def make_figures(
     """
     for name in names:
         if name not in PAPER_FIGURES and name not in TABLES and not is_study(name):
-            raise UserError(f"unknown figure {name!r}; choose from: {', '.join(figure_names())}")
+            raise UserError(unknown("figure", name, figure_names()))
     if profile is not None and profile not in PROFILES:
-        raise UserError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
+        raise UserError(unknown("profile", profile, PROFILES))
     wanted = list(names) or figure_names()
     specs = {n: TABLE1 if n in PAPER_FIGURES else get_spec(n) for n in wanted}
     sources = {
