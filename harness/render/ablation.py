@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -25,15 +25,13 @@ from harness.render.plotstyle import (
     PALETTE,
     new_figure,
 )
-from harness.render.report import Report, baseline_row, column, higher_is_better
+
+if TYPE_CHECKING:  # the caller passes the report and its facts: no import of the report
+    from harness.core.metrics import Column
+    from harness.render.report import Report
 
 _NUMERIC_AXES = ("stride", "at")
 _PANELS_PER_LINE = 3
-
-
-def ablation_metric(report: Report) -> str | None:
-    """The study's first column that improves one way (accuracy, PSNR), if any."""
-    return next((c for c in report.spec.columns if higher_is_better(c) is not None), None)
 
 
 def _order(value: Any) -> tuple[float, str]:
@@ -74,20 +72,17 @@ def _layout(report: Report, reference: str | None) -> _Layout:
     )  # fmt: skip
 
 
-def ablation_plot(report: Report) -> Figure:
-    """Draw it; raises ValueError when the study has no axis to sweep or no metric."""
+def ablation_plot(report: Report, metric: str, shown: Column, reference: str | None) -> Figure:
+    """Draw ``metric`` (displayed as ``shown``) against the swept axis, ``reference`` as the
+    line to beat; raises ValueError when the study sweeps no position or stride."""
     spec, frame = report.spec, report.frame
-    metric = ablation_metric(report)
-    if metric is None:
-        raise ValueError(f"{spec.name} has no column that improves one way to plot")
-    reference = baseline_row(spec)
     layout = _layout(report, reference)
     ncols = min(len(layout.keys), _PANELS_PER_LINE)
     nrows = math.ceil(len(layout.keys) / ncols)
     fig = new_figure(DOUBLE_COLUMN_IN, 0.9 + 2.1 * nrows)
     # the legend in a row of its own above the panels (a figure legend would meet the title)
     grid = fig.add_gridspec(nrows + 1, ncols, height_ratios=[0.3] + [2.1] * nrows)
-    scale, unit = (100, "%") if column(metric).unit == "fraction" else (1, column(metric).unit)
+    scale, unit = (100, "%") if shown.unit == "fraction" else (1, shown.unit)
     stats = [_column(frame, metric + suffix) * scale for suffix in ("", "_ci95_low", "_ci95_high")]
     colours = {m: KIND_COLOURS.get(m, PALETTE[i % len(PALETTE)])
                for i, m in enumerate(layout.methods)}  # fmt: skip
@@ -104,7 +99,7 @@ def ablation_plot(report: Report) -> Figure:
             if not np.isnan(low):
                 ax.axhspan(low, high, color="0.5", alpha=0.15, linewidth=0)
         if k % ncols == 0:
-            ax.set_ylabel(f"{column(metric).header} ({unit})")
+            ax.set_ylabel(f"{shown.header} ({unit})")
     handles = [Line2D([], [], color=colours[m], marker="o", label=KIND_LABELS.get(m, m))
                for m in layout.methods]  # fmt: skip
     if ref is not None:

@@ -49,8 +49,11 @@ from harness.render.plotstyle import (
 )
 from harness.render.report import (
     Report,
+    baseline_row,
     build_report,
+    column,
     default_profile,
+    higher_is_better,
     holds_measured_rows,
     nothing_ran,
     plural,
@@ -621,10 +624,12 @@ def _table_figure(report: Report, sigmas: Sequence[int], panels: Sequence[str]) 
 
 def _study_plot(report: Report) -> Figure | None:
     """A study's ablation plot, where its grid sweeps a position or a stride."""
-    if not report.spec.axes:
+    spec = report.spec
+    metric = next((c for c in spec.columns if higher_is_better(c) is not None), None)
+    if not spec.axes or metric is None:
         return None
     try:
-        return ablation_plot(report)
+        return ablation_plot(report, metric, column(metric), baseline_row(spec))
     except ValueError:  # nothing swept: the rows figure serves
         return None
 
