@@ -1,5 +1,6 @@
 """Executors: where cells run. ``local`` runs them one after another in this process;
-``ray`` runs one Ray task per cell on a local Ray instance or a cluster.
+``ray`` runs one Ray task per cell on a local Ray instance or a cluster; ``slurm`` and
+``submitit-local`` submit job arrays (:mod:`harness.run.slurm`).
 
 Both take a list of cell configs and call back with each cell's :class:`Outcome` as it
 finishes. Neither knows what a cell does (:func:`harness.run.cell.execute_cell` does).
@@ -15,10 +16,12 @@ from typing import Any
 from harness.core.errors import UserError
 from harness.core.task import RunOptions, tasks
 from harness.run.cell import FAILED, REFUSED, Outcome, execute_cell
+from harness.run.jobs import LOCAL, SLURM
+from harness.run.slurm import SlurmExecutor, make_batch_executor
 from harness.tables.paper import TableSpec
 
 OnOutcome = Callable[[Outcome], None]
-EXECUTORS = ("local", "ray")
+EXECUTORS = ("local", "ray", SLURM, LOCAL)
 _RAY_INSTALL = 'pip install -e ".[ray]"'
 
 
@@ -137,8 +140,19 @@ class RayExecutor:
 
 def make_executor(
     name: str, *, address: str | None = None, gpus_per_cell: float = 1.0,
-    cpus_per_cell: float | None = None, retries: int = 2,
-) -> LocalExecutor | RayExecutor:  # fmt: skip
+    cpus_per_cell: float | None = None, retries: int | None = None, **batch: Any,
+) -> LocalExecutor | RayExecutor | SlurmExecutor:  # fmt: skip
+    """The executor ``name``, its options checked; ``batch``: the options of the batch
+    executors (``--partition`` and the like), refused by the others."""
+    if name in (SLURM, LOCAL):
+        if address is not None:
+            raise UserError("--address needs --executor ray")
+        return make_batch_executor(name, gpus_per_cell=gpus_per_cell, retries=retries or 0,
+                                   cpus_per_cell=cpus_per_cell, **batch)  # fmt: skip
+    for option, value in batch.items():
+        if value:
+            raise UserError(f"--{option.replace('_', '-')} needs --executor slurm")
+    retries = 2 if retries is None else retries
     if name == "local":
         if address is not None:
             raise UserError("--address needs --executor ray")
