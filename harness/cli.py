@@ -26,10 +26,9 @@ from harness.render.report import (
     plural,
     write_report,
 )
-from harness.run.executors import EXECUTORS, make_executor
 from harness.run.jobs import describe_job, last_log_line
 from harness.run.planning import describe_holder, plan_cells
-from harness.run.runner import check_workers, follow_table, run_table
+from harness.run.runner import EXECUTORS, check_workers, follow_table, make_executor, run_table
 from harness.stats.intervals import SELECT_RULES
 from harness.store.records import RunStore, check_writable_dir, load_tensors
 from harness.tables.cells import table_cells
@@ -110,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     wait = sub.add_parser("wait", help="follow a table's SLURM jobs; write its reports at the end")
     wait.add_argument("tables", nargs="+", metavar="TABLE")
     _add_common(wait)
-    wait.add_argument("--out", type=Path, default=Path("reports"), help="reports (default reports/)")
+    wait.add_argument(
+        "--out", type=Path, default=Path("reports"), help="reports (default reports/)"
+    )
     wait.add_argument("--test-dir", type=Path, help="denoising tables: the --test-dir of the run")
 
     report = sub.add_parser("report", help="render tables from run records")

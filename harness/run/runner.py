@@ -23,8 +23,9 @@ from harness.core.runtime import Runtime
 from harness.core.task import RunOptions, get_task
 from harness.run.cell import DONE, FAILED, SUBMITTED, TRAINED, UNAVAILABLE, Outcome, preload
 from harness.run.executors import LocalExecutor, RayExecutor
+from harness.run.jobs import LOCAL, SLURM
 from harness.run.planning import describe_holder, lease_path, plan_cells
-from harness.run.slurm import SlurmExecutor, wait_for_submitted
+from harness.run.slurm import SlurmExecutor, make_batch_executor, wait_for_submitted
 from harness.store import lease
 from harness.store.records import RunStore
 from harness.tables.cells import table_cells
@@ -32,6 +33,7 @@ from harness.tables.paper import TableSpec
 from harness.train import distributed
 
 MAX_WORKERS = 256
+EXECUTORS = ("local", "ray", SLURM, LOCAL)
 WAIT_POLL_S = 2.0
 
 
@@ -156,11 +158,17 @@ def run_table(
     # one bar for the table where the cells' own bars are out of sight (in Ray workers)
     bar = tqdm(total=len(pending), desc=spec.name, unit="cell", leave=False,
                disable=None if isinstance(executor, RayExecutor) else True)  # fmt: skip
+    waiting: list[dict[str, Any]] = []  # cells another runner held in this pass
+    tally = _tally(summary, log, waiting)
+
+    def done(outcome: Outcome) -> None:
+        tally(outcome)
+        bar.update()
+
     while pending:
-        waiting: list[dict[str, Any]] = []
-        done = _tally(summary, log, waiting)
-        executor.run(pending, options, lambda outcome: (done(outcome), bar.update()), spec)
-        pending = _wait_for(waiting, store, log)
+        waiting.clear()
+        executor.run(pending, options, done, spec)
+        pending = _wait_for(list(waiting), store, log)
         bar.update(-len(pending))
         options = replace(options, force=False)  # what another runner finished stays done
     bar.close()
@@ -204,3 +212,34 @@ def _wait_for(
 
 def _silent(_: str) -> None:
     """The log of ranks other than 0."""
+
+
+def make_executor(
+    name: str, *, address: str | None = None, gpus_per_cell: float = 1.0,
+    cpus_per_cell: float | None = None, retries: int | None = None, **batch: Any,
+) -> LocalExecutor | RayExecutor | SlurmExecutor:  # fmt: skip
+    """The executor ``name``, its options checked; ``batch``: the options of the batch
+    executors (``--partition`` and the like), refused by the others."""
+    if name in (SLURM, LOCAL):
+        if address is not None:
+            raise UserError("--address needs --executor ray")
+        return make_batch_executor(name, gpus_per_cell=gpus_per_cell, retries=retries or 0,
+                                   cpus_per_cell=cpus_per_cell, **batch)  # fmt: skip
+    for option, value in batch.items():
+        if value:
+            flag = "slurm-arg" if option == "slurm_args" else option.replace("_", "-")
+            raise UserError(f"--{flag} needs --executor slurm")
+    retries = 2 if retries is None else retries
+    if name == "local":
+        if address is not None:
+            raise UserError("--address needs --executor ray")
+        return LocalExecutor()
+    if name == "ray":
+        if not 0 < gpus_per_cell <= 8:
+            raise UserError(f"--gpus-per-cell must be in (0, 8], got {gpus_per_cell}")
+        if cpus_per_cell is not None and cpus_per_cell <= 0:
+            raise UserError(f"--cpus-per-cell must be positive, got {cpus_per_cell}")
+        if not 0 <= retries <= 100:
+            raise UserError(f"--retries must be between 0 and 100, got {retries}")
+        return RayExecutor(address, gpus_per_cell, cpus_per_cell, retries)
+    raise UserError(f"unknown executor {name!r}; choose one of: {', '.join(EXECUTORS)}")

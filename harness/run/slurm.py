@@ -28,8 +28,16 @@ from typing import Any
 from harness.core.errors import UserError
 from harness.core.task import RunOptions, get_task
 from harness.run import jobs
-from harness.run.cell import DONE, FAILED, HELD, SUBMITTED, TRAINED, Outcome, execute_cell
-from harness.run.cell import metrics_line
+from harness.run.cell import (
+    DONE,
+    FAILED,
+    HELD,
+    SUBMITTED,
+    TRAINED,
+    Outcome,
+    execute_cell,
+    metrics_line,
+)
 from harness.run.planning import CellState, describe_holder, plan_cells
 from harness.store.records import RunStore, config_hash
 from harness.tables.costs import ASSUMED_THROUGHPUT, Plan, architecture, training_shape
@@ -42,6 +50,7 @@ MIN_MINUTES = 15  # ... and never less (start-up, data loading, a slow node)
 MEMORY_MARGIN = 2.0  # on top of weights, gradients, Adam's moments and the float data
 BASE_MEMORY_GB = 2  # Python, torch and CUDA's context
 POLL_S = 3.0
+PREEMPT_SIGNAL = "USR1"
 REPORT_EVERY_S = 60.0
 
 
@@ -164,7 +173,9 @@ class SlurmExecutor:
         self._submit(submit, options, spec, store, done)
         if self.detach:
             return
-        resubmit = (lambda c: self._submit([c], options, spec, store, done)) if self.retries else None
+        resubmit = (
+            (lambda c: self._submit([c], options, spec, store, done)) if self.retries else None
+        )
         follow_cells(follow + submit, store, done, self.poll_s, resubmit, self.retries, _say)
 
     def _submit(
@@ -231,7 +242,10 @@ class SlurmExecutor:
             "job_name": f"harness-{table}", "time": request.minutes,
             "cpus_per_task": request.cpus, "mem": f"{request.mem_gb}G",
             "array_parallelism": self.max_parallel or 256,
-            "additional_parameters": dict(self.slurm_args),
+            # SIGUSR1 90 s before the time limit (and from a preempting scheduler) asks
+            # the job to requeue itself; submitit's default would be SIGUSR2
+            "setup": [f"export SUBMITIT_PREEMPT_SIGNAL={PREEMPT_SIGNAL}"],
+            "additional_parameters": {"signal": f"{PREEMPT_SIGNAL}@90", **self.slurm_args},
         }  # fmt: skip
         if request.gpus:
             params["gpus_per_node"] = request.gpus
@@ -315,7 +329,11 @@ def _ended(cell: CellState, store: RunStore) -> Outcome | None:
 
 
 def wait_for_submitted(
-    table: str, profile: str, store: RunStore, done: OnOutcome, log: Callable[[str], None],
+    table: str,
+    profile: str,
+    store: RunStore,
+    done: OnOutcome,
+    log: Callable[[str], None],
     poll_s: float = POLL_S,
 ) -> int:
     """Follow this table's submitted cells that have no record yet; how many there were."""

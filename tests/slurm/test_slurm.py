@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -16,12 +17,12 @@ import pytest
 
 from harness.cli import main
 from harness.run import jobs
-from harness.run.executors import make_executor
-from harness.run.runner import run_table
+from harness.run.runner import make_executor, run_table
 from harness.run.slurm import cell_request
 from harness.store.records import RunStore
 from harness.tables.cells import table_cells
-from harness.tables.paper import TABLE1, get_table
+from harness.tables.paper import IMAGENET, TABLE1, get_table
+from tests.fixtures import write_image_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = ("mnist.baseline", "mnist.fp_max_s2")  # two rows of Table 1 keep the test short
@@ -30,7 +31,7 @@ SMALL = replace(TABLE1, rows=ROWS)
 DRIVER = f"""
 import sys
 from dataclasses import replace
-from harness.run.executors import make_executor
+from harness.run.runner import make_executor
 from harness.run.runner import run_table
 from harness.store.records import RunStore
 from harness.tables.paper import TABLE1
@@ -99,7 +100,12 @@ def test_killed_submitter_scancel_rerun_wait_and_max_parallel(tmp_path, slurm_cl
     assert main(["wait", "table1", "--profile", "smoke", "--runs-dir", str(runs),
                  "--out", str(out)]) == 0  # fmt: skip
     assert (out / "smoke" / "table1.md").is_file()
-    assert _plan_line(runs, first["config"]["variant"], capsys).split("seed 0")[1].strip().startswith("done")
+    assert (
+        _plan_line(runs, first["config"]["variant"], capsys)
+        .split("seed 0")[1]
+        .strip()
+        .startswith("done")
+    )
     assert len((runs / jobs.INDEX).read_text().splitlines()) == 3  # the cancelled cell twice
 
     ours, theirs = _records(local.root), _records(runs)
@@ -141,3 +147,31 @@ def test_batch_options_are_refused_in_one_line(capsys):
         assert main([*base, *extra]) == 2
         err = capsys.readouterr().err
         assert word in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_sigusr1_requeues_and_resumes_from_the_epoch_checkpoint(tmp_path, slurm_cluster):
+    """Preemption: SIGUSR1 to a training cell's job makes submitit requeue it, and the
+    requeued job resumes from the cell's last per-epoch checkpoint (image-folder task)."""
+    write_image_folder(tmp_path)
+    smoke = IMAGENET.protocol("smoke")
+    spec = replace(IMAGENET, rows=IMAGENET.rows[:1],
+                   protocols={"smoke": replace(smoke, epochs=6)})  # fmt: skip
+    store = RunStore(tmp_path / "runs")
+    run_table(spec, profile="smoke", seeds=1, device="cpu", store=store, data_root=tmp_path,
+              executor=make_executor("slurm", detach=True), log=lambda _: None)  # fmt: skip
+    (entry,) = jobs.submissions(store.root).values()
+    checkpoint = store.path(entry["config"]).with_suffix(".ckpt")
+    _until(checkpoint.exists, "the first epoch's checkpoint", 120)
+    subprocess.run(["scancel", "--signal=USR1", entry["job"]], check=True)
+    _until(lambda: "Requeued job" in Path(entry["log"]).read_text(), "the requeue")
+    # SLURM holds a requeued job back for about two minutes; the test lets it start now
+    _until(lambda: jobs.job_states([entry])[entry["job"]] == "PENDING", "the requeue")
+    subprocess.run(["scontrol", "update", f"jobid={entry['job']}", "StartTime=now"], check=True)
+    _until(lambda: store.load(entry["config"]) is not None, "the resumed cell", 180)
+    log = Path(entry["log"]).read_text()
+    resumed = re.search(r"resuming after epoch (\d+)", log)
+    assert resumed and int(resumed.group(1)) >= 1, log[-2000:]
+    record = store.load(entry["config"])
+    assert [h["epoch"] for h in record["history"]] == [1, 2, 3, 4, 5, 6]
+    assert not checkpoint.exists() and len(jobs.submissions(store.root)) == 1

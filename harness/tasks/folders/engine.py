@@ -137,6 +137,8 @@ def run_folder_cell(
             state["history"],
             state["epoch_times_s"],
         )
+        if here.is_main:  # in a requeued batch job's log: it resumed, not restarted
+            tqdm.write(f"{desc}: resuming after epoch {start} from {checkpoint}")
     bar = tqdm(total=(protocol.epochs - start) * len(train), desc=desc, leave=False, unit="step",
                disable=None if here.is_main else True)  # fmt: skip
     model.train()
