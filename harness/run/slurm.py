@@ -177,6 +177,8 @@ class SlurmExecutor:
             (lambda c: self._submit([c], options, spec, store, done)) if self.retries else None
         )
         follow_cells(follow + submit, store, done, self.poll_s, resubmit, self.retries, _say)
+        while not all(job.done() for job in self._local):  # their records are written;
+            time.sleep(0.2)  # let the local processes finish exiting
 
     def _submit(
         self, configs: list[dict[str, Any]], options: RunOptions, spec: TableSpec,

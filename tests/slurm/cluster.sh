@@ -5,7 +5,8 @@
 #   tests/slurm/cluster.sh stop    # stops, by PID, exactly the daemons `start` started
 # Everything (config, key, state, logs, PID files) lives in $HARNESS_SLURM_DIR
 # (default /tmp/harness-slurm); nothing under /etc is touched. No accounting (slurmdbd):
-# the harness works from squeue and its run records.
+# the harness works from squeue and its run records. `stop` first cancels this user's
+# jobs on the cluster, so that no job process outlives it.
 set -euo pipefail
 DIR=${HARNESS_SLURM_DIR:-/tmp/harness-slurm}
 CONF=$DIR/slurm.conf
@@ -87,6 +88,13 @@ start() {
 
 stop() {
     local name pid
+    if running slurmctld; then  # no job outlives the cluster: cancel them, let them end
+        SLURM_CONF=$CONF scancel --quiet --user="$(id -un)" 2>/dev/null || true
+        for _ in $(seq 75); do
+            [[ -z $(SLURM_CONF=$CONF squeue -h -u "$(id -un)" 2>/dev/null) ]] && break
+            sleep 0.2
+        done
+    fi
     for name in "${DAEMONS[@]}"; do
         running "$name" || { rm -f "$DIR/$name.pid"; continue; }
         pid=$(cat "$DIR/$name.pid")
