@@ -34,8 +34,14 @@ def record_submissions(runs_root: Path, entries: list[dict[str, Any]]) -> None:
     """Append ``entries`` (each with at least ``key``, ``backend``, ``job``, ``log``)."""
     path = index_path(runs_root)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:  # one write: concurrent submitters do not interleave lines
-        handle.write("".join(json.dumps(e, sort_keys=True) + "\n" for e in entries))
+    lines = "".join(json.dumps(e, sort_keys=True) + "\n" for e in entries)
+    with path.open("ab+") as handle:  # one write: concurrent submitters do not interleave
+        end = handle.seek(0, 2)
+        if end:
+            handle.seek(end - 1)
+            if handle.read(1) != b"\n":  # after a write cut short, start a line of our own
+                lines = "\n" + lines
+        handle.write(lines.encode())
 
 
 def submissions(runs_root: Path) -> dict[str, dict[str, Any]]:

@@ -120,6 +120,7 @@ def test_killed_submitter_scancel_rerun_wait_and_max_parallel(tmp_path, slurm_cl
     assert spans[1][0] >= spans[0][0] + spans[0][1] - 1.0, spans
 
 
+@pytest.mark.slow
 def test_requests_follow_the_tasks_pricing(tmp_path):
     """A denoiser cell asks for more memory and time than an MNIST cell; a classical
     method asks for no GPU."""
@@ -175,3 +176,23 @@ def test_sigusr1_requeues_and_resumes_from_the_epoch_checkpoint(tmp_path, slurm_
     record = store.load(entry["config"])
     assert [h["epoch"] for h in record["history"]] == [1, 2, 3, 4, 5, 6]
     assert not checkpoint.exists() and len(jobs.submissions(store.root)) == 1
+
+
+def test_index_keeps_the_newest_submission_and_logs_name_the_cause(tmp_path):
+    err, out = tmp_path / "1_0_0_log.err", tmp_path / "1_0_0_log.out"
+    entry = {"key": "abc", "backend": jobs.LOCAL, "job": str(os.getpid()), "log": str(out),
+             "err": str(err), "submitted_at": 0.0}  # fmt: skip
+    jobs.record_submissions(tmp_path, [{**entry, "job": "1"}])
+    with jobs.index_path(tmp_path).open("a") as handle:
+        handle.write('{"key": "cut sh')  # a write cut short is skipped, not fatal
+    jobs.record_submissions(tmp_path, [entry])
+    assert jobs.submissions(tmp_path) == {"abc": entry}
+    assert jobs.job_states([entry]) == {entry["job"]: "RUNNING"}  # this process
+    child = subprocess.Popen(["true"])
+    child.wait()
+    assert jobs.job_states([{**entry, "job": str(child.pid)}]) == {str(child.pid): None}
+    assert jobs.last_log_line(entry) == "(its log is empty or missing)"
+    out.write_text("submitit INFO - Starting\nepoch 1\n")
+    assert jobs.last_log_line(entry) == "epoch 1"
+    err.write_text("slurmstepd: error: *** JOB 1 ON n1 DUE TO TIME LIMIT ***\nsrun: Killed\n\n")
+    assert jobs.last_log_line(entry) == "slurmstepd: error: *** JOB 1 ON n1 DUE TO TIME LIMIT ***"
