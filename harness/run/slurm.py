@@ -40,7 +40,13 @@ from harness.run.cell import (
 )
 from harness.run.planning import CellState, describe_holder, plan_cells
 from harness.store.records import RunStore, config_hash
-from harness.tables.costs import ASSUMED_THROUGHPUT, Plan, architecture, training_shape
+from harness.tables.costs import (
+    ASSUMED_THROUGHPUT,
+    Plan,
+    architecture,
+    is_classical,
+    training_shape,
+)
 from harness.tables.paper import TableSpec, get_table
 
 OnOutcome = Callable[[Outcome], None]
@@ -90,12 +96,13 @@ def cell_request(
     """A cell's request from the task's pricing: its training FLOPs (or classical CPU
     seconds) at plan's assumed throughput times :data:`TIME_MARGIN`, and memory for its
     weights, gradients, optimiser state and (where its task holds them) training data
-    as float32. Cells that train nothing ask for no GPU."""
+    as float32. Classical methods ask for no GPU; a cell whose FLOPs are unknown (a
+    plugin's op without a FLOP handle) gets the shortest limit: pass --time-limit."""
     profile, variant = config["profile"], config["variant"]
     shape = training_shape(spec, profile)
     price = Plan()
     price.price(spec, config, store, shape)
-    trains = price.train_flops > 0
+    trains = not is_classical(variant)
     gpus = gpus if trains else 0  # a classical method runs on CPU cores
     rate = ASSUMED_THROUGHPUT["cuda" if gpus else "cpu"]
     seconds = price.train_flops / rate + price.classical_s / max(1, workers)
