@@ -31,9 +31,11 @@ from harness.render.report import (
     write_report,
 )
 from harness.render.site import write_site
+from harness.run.executors import LocalExecutor, RayExecutor
 from harness.run.jobs import describe_job, last_log_line
 from harness.run.planning import describe_holder, plan_cells
 from harness.run.runner import EXECUTORS, check_workers, follow_table, make_executor, run_table
+from harness.run.slurm import SlurmExecutor
 from harness.stats.intervals import SELECT_RULES
 from harness.store.records import RunStore, check_writable_dir, load_tensors
 from harness.tables.cells import table_cells
@@ -280,6 +282,16 @@ def _check_inputs(args: argparse.Namespace, specs: list) -> None:
         check_images(files, side)
 
 
+def _executor(args: argparse.Namespace) -> LocalExecutor | RayExecutor | SlurmExecutor:
+    """The executor ``run``'s options name, every option checked."""
+    return make_executor(
+        args.executor, address=args.address, gpus_per_cell=args.gpus_per_cell,
+        cpus_per_cell=args.cpus_per_cell, retries=args.retries, partition=args.partition,
+        account=args.account, qos=args.qos, max_parallel=args.max_parallel,
+        slurm_args=args.slurm_args, time_limit=args.time_limit, detach=args.detach,
+    )  # fmt: skip
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     specs = [get_table(name) for name in args.tables]
     check_workers(args.workers)
@@ -295,12 +307,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"{', '.join(args.tables)} has none, so it would do nothing"
         )
     _check_inputs(args, specs)
-    executor = make_executor(
-        args.executor, address=args.address, gpus_per_cell=args.gpus_per_cell,
-        cpus_per_cell=args.cpus_per_cell, retries=args.retries, partition=args.partition,
-        account=args.account, qos=args.qos, max_parallel=args.max_parallel,
-        slurm_args=args.slurm_args, time_limit=args.time_limit, detach=args.detach,
-    )  # fmt: skip
+    executor = _executor(args)
     # with Ray the cells run on the cluster's devices: "auto" is decided there
     device = resolve_device(args.device) if args.executor == "local" else args.device
     store = RunStore(args.runs_dir)

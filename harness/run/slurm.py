@@ -16,6 +16,7 @@ and resumes from the cell's last per-epoch checkpoint where its task writes one.
 
 from __future__ import annotations
 
+import functools
 import math
 import subprocess
 import sys
@@ -200,10 +201,7 @@ class SlurmExecutor:
                                    workers=options.workers, minutes=self.time_limit)  # fmt: skip
             groups.setdefault(request, []).append(config)
         if self.max_parallel and len(groups) > 1:  # one array, so that the cap holds for all
-            merged = list(groups)
-            top = merged[0]
-            for other in merged[1:]:
-                top = top.merge(other)
+            top = functools.reduce(Request.merge, groups)
             groups = {top: [c for cells in groups.values() for c in cells]}
         for request, cells in groups.items():
             cell_options = replace(options, device="cuda" if request.gpus else "cpu",

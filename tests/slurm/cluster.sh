@@ -49,7 +49,7 @@ JobCompType=jobcomp/none
 ReturnToService=2
 SchedulerParameters=sched_interval=1
 MinJobAge=300
-KillWait=5
+KillWait=2
 NodeName=localhost NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 CONF
