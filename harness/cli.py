@@ -32,9 +32,11 @@ from harness.render.report import (
     write_report,
 )
 from harness.render.site import write_site
-from harness.run.executors import EXECUTORS, make_executor
+from harness.run.executors import LocalExecutor, RayExecutor
+from harness.run.jobs import describe_job, last_log_line
 from harness.run.planning import describe_holder, plan_cells
-from harness.run.runner import check_workers, run_table
+from harness.run.runner import EXECUTORS, check_workers, follow_table, make_executor, run_table
+from harness.run.slurm import SlurmExecutor
 from harness.stats.intervals import SELECT_RULES
 from harness.store.records import RunStore, check_writable_dir, load_tensors, write_output
 from harness.tables.cells import table_cells
@@ -121,6 +123,14 @@ def _add_table_parsers(sub: Any) -> None:
     _add_run_options(ablate)
     ablate.set_defaults(test_dir=None, denoiser_weights=None, workers=1)
 
+    wait = sub.add_parser("wait", help="follow a table's SLURM jobs; write its reports at the end")
+    wait.add_argument("tables", nargs="+", metavar="TABLE")
+    _add_common(wait)
+    wait.add_argument(
+        "--out", type=Path, default=Path("reports"), help="reports (default reports/)"
+    )
+    wait.add_argument("--test-dir", type=Path, help="denoising tables: the --test-dir of the run")
+
 
 def _add_run_options(run: argparse.ArgumentParser) -> None:
     """What ``run`` and ``ablate`` share: seeds, device, data, executor."""
@@ -147,10 +157,12 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--cpus-per-cell", type=float, metavar="N",
                      help="ray: CPUs (and torch threads) per cell (default 1 on the CPU, 4 "
                      "per GPU cell)")  # fmt: skip
-    run.add_argument("--retries", type=int, default=2, metavar="N",
-                     help="ray: rerun a cell whose worker died up to N times (default 2)")  # fmt: skip
+    run.add_argument("--retries", type=int, metavar="N",
+                     help="ray: rerun a cell whose worker died up to N times (default 2); "
+                     "slurm: resubmit a failed or killed cell up to N times (default 0)")  # fmt: skip
     run.add_argument("--site", action="store_true",
                      help="also write the HTML site of the tables run into OUT/site/")  # fmt: skip
+    _add_slurm_options(run)
 
 
 def _int_list(text: str) -> list[int]:
@@ -208,6 +220,24 @@ def _add_report_parsers(sub: Any) -> None:
     )
 
 
+def _add_slurm_options(run: argparse.ArgumentParser) -> None:
+    """``--executor slurm``'s options (each is an sbatch option; see the README)."""
+    group = run.add_argument_group("slurm (--executor slurm; submitit-local takes --time-limit)")
+    group.add_argument("--partition", help="sbatch --partition for every cell")
+    group.add_argument("--account", help="sbatch --account (whom the hours are charged to)")
+    group.add_argument("--qos", help="sbatch --qos (quality of service)")
+    group.add_argument("--max-parallel", type=int, metavar="N",
+                       help="at most N cells running at once (the job array's %%N)")  # fmt: skip
+    group.add_argument("--slurm-arg", action="append", metavar="KEY=VALUE", dest="slurm_args",
+                       help="any other sbatch option, e.g. constraint=a100 (repeatable)")  # fmt: skip
+    group.add_argument("--time-limit", type=int, metavar="MIN",
+                       help="each cell's time limit in minutes (default: plan's estimate for "
+                       "the cell, times 3, at least 15)")  # fmt: skip
+    group.add_argument("--detach", action="store_true",
+                       help="submit and return; `python -m harness wait TABLE` follows the "
+                       "jobs and writes the reports")  # fmt: skip
+
+
 def cmd_list(_: argparse.Namespace) -> None:
     print("Tables:")
     for spec in TABLES.values():
@@ -244,12 +274,18 @@ def cmd_plan(args: argparse.Namespace) -> None:
         if record:
             state = f"done ({record['wall_s']:.0f} s)"
         elif cell.holder is not None:
-            state = f"running ({describe_holder(cell.holder)})"
+            job = f"; {describe_job(cell.job, cell.job_state)}" if cell.job else ""
+            state = f"running ({describe_holder(cell.holder)}{job})"
+        elif cell.job is not None and cell.job_state is not None:
+            state = f"{cell.label} ({describe_job(cell.job, cell.job_state)})"
         else:
             state = plan.price(spec, config, store, shape)
             if cell.problem:
                 state = f"stale, to rerun ({cell.problem}): {state}"
-            if cell.failed is not None:
+            elif cell.job_died and cell.job is not None:
+                state = (f"stale, to rerun ({describe_job(cell.job, None)} ended without a "
+                         f"record; its log's last line: {last_log_line(cell.job)}): {state}")  # fmt: skip
+            if cell.failed is not None and not cell.job_died:
                 state += f"; failed last time (see {cell.failed})"
         sigma = f" sigma {config['sigma']}" if "sigma" in config else ""
         block = f" [{config['test_set']}]" if "test_set" in config else ""
@@ -302,6 +338,16 @@ def _seeds(args: argparse.Namespace, spec: TableSpec) -> int:
     return spec.seeds if args.seeds is None else args.seeds
 
 
+def _executor(args: argparse.Namespace) -> LocalExecutor | RayExecutor | SlurmExecutor:
+    """The executor ``run``'s options name, every option checked."""
+    return make_executor(
+        args.executor, address=args.address, gpus_per_cell=args.gpus_per_cell,
+        cpus_per_cell=args.cpus_per_cell, retries=args.retries, partition=args.partition,
+        account=args.account, qos=args.qos, max_parallel=args.max_parallel,
+        slurm_args=args.slurm_args, time_limit=args.time_limit, detach=args.detach,
+    )  # fmt: skip
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     return _run_specs([get_spec(name, yes=args.yes) for name in args.tables], args)
 
@@ -321,10 +367,7 @@ def _run_specs(specs: list[TableSpec], args: argparse.Namespace) -> int:
             f"{', '.join(args.tables)} has none, so it would do nothing"
         )
     _check_inputs(args, specs)
-    executor = make_executor(
-        args.executor, address=args.address, gpus_per_cell=args.gpus_per_cell,
-        cpus_per_cell=args.cpus_per_cell, retries=args.retries,
-    )  # fmt: skip
+    executor = _executor(args)
     # with Ray the cells run on the cluster's devices: "auto" is decided there
     device = resolve_device(args.device) if args.executor == "local" else args.device
     store = RunStore(args.runs_dir)
@@ -343,6 +386,10 @@ def _run_specs(specs: list[TableSpec], args: argparse.Namespace) -> int:
             )  # fmt: skip
             failed += summary.failed
             if not is_main():  # under torchrun only rank 0 writes reports
+                continue
+            if summary.submitted:  # detached: the reports are `wait`'s to write
+                print(f"{summary.line(spec.name, args.profile)}; follow them with: python -m "
+                      f"harness wait {spec.name} --profile {args.profile}", flush=True)  # fmt: skip
                 continue
             reports.append(_write_run_report(spec, args, store))
             print(summary.line(spec.name, args.profile), flush=True)
@@ -392,6 +439,22 @@ def _print_written(paths: list[Path], existed: set[Path]) -> None:
         print(f"{'replaced' if path in existed else 'wrote'} {path}")
 
 
+def cmd_wait(args: argparse.Namespace) -> int:
+    """Follow each table's submitted cells until the last ends, then write its reports."""
+    specs = [get_spec(name, yes=args.yes) for name in args.tables]
+    for spec in specs:
+        spec.protocol(args.profile)
+    store = RunStore(args.runs_dir)
+    check_writable_dir(args.out, "--out")
+    failed = 0
+    for spec in specs:
+        summary = follow_table(spec, args.profile, store)
+        failed += summary.failed
+        _write_run_report(spec, args, store)
+        print(summary.line(spec.name, args.profile), flush=True)
+    return 1 if failed else 0
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     specs = [get_spec(name, yes=args.yes) for name in args.tables]
     if args.runs_dir.exists() and not args.runs_dir.is_dir():
@@ -423,7 +486,7 @@ def cmd_site(args: argparse.Namespace) -> None:
     store = RunStore(args.runs_dir)
     if args.profile is not None and args.profile not in PROFILES:
         raise UserError(unknown("profile", args.profile, PROFILES))
-    specs = [get_table(name) for name in args.tables]
+    specs = [get_spec(name, yes=args.yes) for name in args.tables]
     if not specs:
         specs = [s for s in TABLES.values() if _has_records(s, store, args.profile)]
         if not specs:
@@ -499,6 +562,7 @@ COMMANDS = {
     "plan": cmd_plan,
     "run": cmd_run,
     "ablate": cmd_ablate,
+    "wait": cmd_wait,
     "report": cmd_report,
     "figures": cmd_figures,
     "claims": cmd_claims,

@@ -85,6 +85,9 @@ class Task:
     accepts_test_dir = False  # --test-dir replaces the test set
     accepts_denoiser_weights = False  # --denoiser-weights feeds the task's denoiser
     distributed = False  # may run as several torchrun processes
+    # its training data sits in memory for the whole cell (a batch job asks for it);
+    # False for data streamed from disk
+    holds_data = True
     # what a cell measures, in the order its log line shows them (harness.core.metrics)
     metrics: tuple[Metric, ...] = COSTS
     # the report's conventions lines, each with the metrics it defines, in report order

@@ -1,5 +1,7 @@
 """Executors: where cells run. ``local`` runs them one after another in this process;
-``ray`` runs one Ray task per cell on a local Ray instance or a cluster.
+``ray`` runs one Ray task per cell on a local Ray instance or a cluster (the batch
+executors, ``slurm`` and ``submitit-local``, are :mod:`harness.run.slurm`;
+:func:`harness.run.runner.make_executor` picks one).
 
 Both take a list of cell configs and call back with each cell's :class:`Outcome` as it
 finishes. Neither knows what a cell does (:func:`harness.run.cell.execute_cell` does).
@@ -21,7 +23,6 @@ from harness.run.cell import FAILED, REFUSED, Outcome, execute_cell
 from harness.tables.paper import TABLES, TableSpec
 
 OnOutcome = Callable[[Outcome], None]
-EXECUTORS = ("local", "ray")
 _RAY_INSTALL = 'pip install -e ".[ray]"'
 
 
@@ -142,22 +143,3 @@ class RayExecutor:
 
             ray.shutdown()
             self._started = False
-
-
-def make_executor(
-    name: str, *, address: str | None = None, gpus_per_cell: float = 1.0,
-    cpus_per_cell: float | None = None, retries: int = 2,
-) -> LocalExecutor | RayExecutor:  # fmt: skip
-    if name == "local":
-        if address is not None:
-            raise UserError("--address needs --executor ray")
-        return LocalExecutor()
-    if name == "ray":
-        if not 0 < gpus_per_cell <= 8:
-            raise UserError(f"--gpus-per-cell must be in (0, 8], got {gpus_per_cell}")
-        if cpus_per_cell is not None and cpus_per_cell <= 0:
-            raise UserError(f"--cpus-per-cell must be positive, got {cpus_per_cell}")
-        if not 0 <= retries <= 100:
-            raise UserError(f"--retries must be between 0 and 100, got {retries}")
-        return RayExecutor(address, gpus_per_cell, cpus_per_cell, retries)
-    raise UserError(f"unknown executor {name!r}; choose one of: {', '.join(EXECUTORS)}")
