@@ -30,7 +30,13 @@ from harness.run.executors import EXECUTORS, make_executor
 from harness.run.planning import describe_holder, plan_cells
 from harness.run.runner import check_workers, run_table
 from harness.stats.intervals import SELECT_RULES
-from harness.store.records import RunStore, check_writable_dir, load_tensors
+from harness.store.records import (
+    RunStore,
+    check_folder,
+    check_writable_dir,
+    load_tensors,
+    removing_new_dirs,
+)
 from harness.tables.cells import table_cells
 from harness.tables.costs import ASSUMED_THROUGHPUT, Plan, duration, is_classical, training_shape
 from harness.tables.paper import PROFILES, TABLES, TableSpec, get_table
@@ -47,10 +53,17 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message}")
 
 
+def _path(text: str) -> Path:
+    """A path option's value; an empty one is refused (``Path("")`` is the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; pass a folder or file")
+    return Path(text)
+
+
 def _add_common(p: argparse.ArgumentParser, *, profile_default: str | None = "paper") -> None:
     p.add_argument("--profile", default=profile_default, help=f"one of {', '.join(PROFILES)}")
     p.add_argument(
-        "--runs-dir", type=Path, default=Path("runs"), help="run records (default runs/)"
+        "--runs-dir", type=_path, default=Path("runs"), help="run records (default runs/)"
     )
 
 
@@ -66,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("table")
     _add_common(plan)
     plan.add_argument("--seeds", type=int, default=1)
+    plan.add_argument("--verify", action="store_true",
+                      help="also compare the SHA-256 of every file behind a finished record "
+                      "(sizes are always compared)")  # fmt: skip
     plan.add_argument("--gpus", type=int, default=1, metavar="N",
                       help="also estimate the time on N GPUs with the Ray executor")  # fmt: skip
 
@@ -75,18 +91,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per row (default 1)")
     run.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
     run.add_argument(
-        "--data-root", type=Path, default=Path("data"), help="datasets (default data/)"
+        "--data-root", type=_path, default=Path("data"), help="datasets (default data/)"
     )
-    run.add_argument("--out", type=Path, default=Path("reports"), help="reports (default reports/)")
+    run.add_argument(
+        "--out", type=_path, default=Path("reports"), help="reports (default reports/)"
+    )
     run.add_argument("--force", action="store_true", help="rerun cells that already have records")
     run.add_argument("--no-download", action="store_true", help="never download missing datasets")
     run.add_argument("--amp", choices=AMP_MODES, default="off",
                      help="bf16: train and test under bfloat16 autocast (default off)")  # fmt: skip
     run.add_argument("--compile", action="store_true", help="torch.compile each model")
     run.add_argument(
-        "--test-dir", type=Path, help="denoising tables: test on this folder of images"
+        "--test-dir", type=_path, help="denoising tables: test on this folder of images"
     )
-    run.add_argument("--denoiser-weights", type=Path, metavar="PATH",
+    run.add_argument("--denoiser-weights", type=_path, metavar="PATH",
                      help="adversarial: the denoiser's .pt from a denoising run")  # fmt: skip
     run.add_argument("--workers", type=int, default=1, metavar="N",
                      help="denoising: evaluate classical methods on N images at once, one "
@@ -110,8 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--format", choices=tuple(RENDERERS), help="one format (default md, tex, csv)"
     )
-    report.add_argument("--out", type=Path, help="folder for the files (default reports/)")
-    report.add_argument("--test-dir", type=Path, help="denoising tables: the --test-dir of the run")
+    report.add_argument("--out", type=_path, help="folder for the files (default reports/)")
+    report.add_argument(
+        "--test-dir", type=_path, help="denoising tables: the --test-dir of the run"
+    )
     report.add_argument("--select", choices=SELECT_RULES, default="mean",
                         help="one number per row from its seeds: mean (default), best-of-2 (the "
                         "paper's rule: the better of the first two seeds) or median")  # fmt: skip
@@ -125,10 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     figures.add_argument("names", nargs="*", metavar="FIGURE",
                          help=f"any of {', '.join(figure_names())} (default: all that can be drawn)")  # fmt: skip
     _add_common(figures, profile_default=None)
-    figures.add_argument("--out", type=Path,
+    figures.add_argument("--out", type=_path,
                          help=f"folder for the PNG and PDF files (default reports/PROFILE/{FIGURES_DIR}/)")  # fmt: skip
     figures.add_argument(
-        "--data-root", type=Path, default=Path("data"), help="datasets (default data/)"
+        "--data-root", type=_path, default=Path("data"), help="datasets (default data/)"
     )
     figures.add_argument(
         "--run", action="store_true", help="first run the missing cells the figures need (one seed)"
@@ -158,7 +178,8 @@ def cmd_plan(args: argparse.Namespace) -> None:
     if not 1 <= args.gpus <= 4096:
         raise UserError(f"--gpus must be 1 to 4096, got {args.gpus}")
     spec.protocol(args.profile)  # an unknown profile is refused before anything is read
-    store = RunStore(args.runs_dir)
+    check_folder(args.runs_dir, "--runs-dir")
+    store = RunStore(args.runs_dir, verify=args.verify)
     configs = table_cells(spec, args.profile, args.seeds)
     shape = training_shape(spec, args.profile)
     print(
@@ -278,8 +299,9 @@ def _write_run_report(spec: TableSpec, args: argparse.Namespace, store: RunStore
 
 def cmd_report(args: argparse.Namespace) -> None:
     specs = [get_table(name) for name in args.tables]
-    if args.runs_dir.exists() and not args.runs_dir.is_dir():
-        raise UserError(f"--runs-dir {args.runs_dir} is not a directory; pass the runs folder")
+    check_folder(args.runs_dir, "--runs-dir")
+    if not (args.format in ("csv", "json") and args.out is None):
+        check_writable_dir(args.out or Path("reports"), "--out")
     if args.test_dir is not None and not args.test_dir.is_dir():
         raise UserError(
             f"--test-dir {args.test_dir} is not a directory (pass the run's --test-dir)"
@@ -303,6 +325,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 def cmd_claims(args: argparse.Namespace) -> None:
     """One line per claim of each table (or a JSON list), on each table's newest profile."""
     specs = [get_table(name) for name in args.tables or TABLES]
+    check_folder(args.runs_dir, "--runs-dir")
     store = RunStore(args.runs_dir)
     found = []
     for spec in specs:
@@ -320,6 +343,10 @@ def cmd_claims(args: argparse.Namespace) -> None:
 
 
 def cmd_figures(args: argparse.Namespace) -> None:
+    check_folder(args.runs_dir, "--runs-dir")
+    check_folder(args.data_root, "--data-root")
+    if args.out is not None:
+        check_writable_dir(args.out, "--out")
     store = RunStore(args.runs_dir)
 
     def run_missing(profiles: dict[str, str]) -> None:
@@ -348,6 +375,16 @@ COMMANDS = {
 }
 
 
+def _folders(args: argparse.Namespace) -> list[Path]:
+    """The folders a command may make; those still empty when it fails are removed."""
+    found = [getattr(args, k, None) for k in ("runs_dir", "out", "data_root")]
+    runs, profile = getattr(args, "runs_dir", None), getattr(args, "profile", None)
+    if isinstance(runs, Path) and profile:
+        tables = getattr(args, "tables", None) or [getattr(args, "table", None)]
+        found += [runs / t / profile for t in tables if isinstance(t, str)]
+    return [p for p in found if isinstance(p, Path)]
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, unwound as Ctrl-C is (so every cleanup runs) but exiting 128 + 15."""
 
@@ -364,7 +401,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = 0
     try:
         args = build_parser().parse_args(argv)
-        code = COMMANDS[args.command](args) or 0
+        with removing_new_dirs(*_folders(args)):
+            code = COMMANDS[args.command](args) or 0
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
