@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime
@@ -368,17 +369,35 @@ def loads_strict(text: str) -> Any:
         raise ValueError((str(exc).splitlines() or ["not JSON"])[0]) from None
 
 
+def torch_load(path: Path) -> Any:
+    """``torch.load`` with the weights-only unpickler, its warnings about the file's pickle
+    protocol silenced (a damaged file is an error, said in one line by the caller)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_error(exc: BaseException) -> str:
+    """The reason in one of torch.load's errors, in one short line."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:  # skip the paragraph about weights_only's default
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (lines or [type(exc).__name__])[0][:200]
+
+
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
     """A saved state dict, refusing any file that holds more than tensors (no arbitrary pickle)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch_load(path)
     except FileNotFoundError:
         raise UserError(f"weights file {path} is missing; rerun its table with --force") from None
     except IsADirectoryError:
         raise UserError(f"weights file {path} is a directory; pass a .pt file") from None
     except Exception as exc:  # torch's unpickler fails in many ways on a damaged file
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise UserError(f"refusing to load {path}: not a plain tensor file ({reason})") from None
+        raise UserError(
+            f"refusing to load {path}: not a plain tensor file ({load_error(exc)})"
+        ) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"refusing to load {path}: not a state dict of tensors")
     return state
@@ -535,8 +554,8 @@ class RunStore:
         name = f"{config['variant']}-seed{config['seed']}-{config_hash(config)}.json"
         return self.root / config["table"] / config["profile"] / name
 
-    def quarantine(self, path: Path, reason: str) -> Path | None:
-        return quarantine(path, reason, self.root)
+    def quarantine(self, path: Path, reason: str, also: tuple[Path, ...] = ()) -> Path | None:
+        return quarantine(path, reason, self.root, also)
 
     def inspect(self, config: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
         """(the finished record of this config, None) or (None, why the file there is not

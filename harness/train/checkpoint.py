@@ -19,7 +19,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.store.records import atomic_write_bytes, quarantine, writing
+from harness.store.records import (
+    atomic_write_bytes,
+    load_error,
+    quarantine,
+    torch_load,
+    writing,
+)
 
 FORMAT = 1
 
@@ -64,10 +70,9 @@ def load_checkpoint(
     if not path.exists():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch_load(path)
     except Exception as exc:  # torch's unpickler fails in many ways on a damaged file
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        quarantine(path, f"not a readable checkpoint: {reason}")
+        quarantine(path, f"not a readable checkpoint: {load_error(exc)}")
         return None
     problem = _problem(state, model, optimizer)
     if problem is not None:
