@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--seeds", type=int, default=1)
     plan.add_argument("--verify", action="store_true",
                       help="also compare the SHA-256 of every file behind a finished record "
-                      "(sizes are always compared)")  # fmt: skip
+                      "(sizes are always compared) and move damaged cells to _quarantine/, "
+                      "for run to redo")  # fmt: skip
     plan.add_argument("--gpus", type=int, default=1, metavar="N",
                       help="also estimate the time on N GPUs with the Ray executor")  # fmt: skip
 
@@ -186,7 +187,11 @@ def cmd_plan(args: argparse.Namespace) -> None:
         f"{spec.title} — profile {args.profile}, {plural(args.seeds, 'seed')}, data: {shape.summary}"
     )
     plan, done = Plan(), 0
-    for cell in plan_cells(configs, store).cells:
+    cells = plan_cells(configs, store).cells
+    for cell in cells if args.verify else ():  # asked to verify: set damage aside now
+        if cell.problem is not None:
+            store.load(cell.config)
+    for cell in cells:
         config, record = cell.config, cell.record
         done += record is not None
         if record:

@@ -18,6 +18,7 @@ Records are strict JSON: a non-finite number is stored as ``null`` and listed un
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import io
 import json
@@ -285,6 +286,19 @@ def _remove_empty_tree(top: Path) -> None:
             os.rmdir(folder)
 
 
+# a storage that refuses writes: every cell after this one would fail the same way
+STORAGE_ERRNOS = frozenset({errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM})
+
+
+def storage_error(exc: OSError, what: str | None = None) -> UserError:
+    """One line for a write the storage refused (disk full, folder turned read-only)."""
+    what = what or (str(exc.filename) if exc.filename is not None else "to the runs folder")
+    return UserError(
+        f"cannot write {what} ({exc.strerror or exc}); cells finished before it are saved: "
+        "free space or fix the folder's permissions, then rerun the same command"
+    )
+
+
 @contextmanager
 def writing(what: str) -> Iterator[None]:
     """Turn a failed write (disk full, folder turned read-only) into one line naming
@@ -292,10 +306,7 @@ def writing(what: str) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        raise UserError(
-            f"cannot write {what} ({exc.strerror or exc}); cells finished before it are saved: "
-            "free space or fix the folder's permissions, then rerun the same command"
-        ) from None
+        raise storage_error(exc, what) from None
 
 
 def warn(line: str) -> None:
