@@ -9,10 +9,10 @@ import os
 import pytest
 
 from harness.store.records import RunStore, file_digest
-from tests.faults.helpers import cli
+from tests.faults.helpers import ROOT, cli
 
 SMOKE = ("--profile", "smoke")
-GOLDEN_RECORD = "tests/golden/runs/table1/smoke/mnist.baseline-seed0-8392408e21c9.json"
+GOLDEN_RECORD = ROOT / "tests/golden/runs/table1/smoke/mnist.baseline-seed0-8392408e21c9.json"
 
 
 def _first_cell(runs):
@@ -69,7 +69,7 @@ def test_garbled_weights_of_the_same_size_are_found_by_verify(runs_copy, capsys)
 
 def test_garbled_cache_line_beside_an_intact_record(tmp_path):
     store = RunStore(tmp_path / "runs")
-    record = json.loads(open(GOLDEN_RECORD).read())
+    record = json.loads(GOLDEN_RECORD.read_text())
     cache = store.path(record["config"]).with_suffix(".images.jsonl")
     cache.parent.mkdir(parents=True)
     cache.write_text('{"image": "a", "psnr": 30.0}\n{"image": "b", "psnr": 31.0}\n')
@@ -111,7 +111,7 @@ def test_a_model_reused_by_another_table_is_hashed_first(tmp_path, capsys):
 
 
 def test_an_index_entry_pointing_outside_the_runs_folder_is_damage(tmp_path, capsys):
-    store, weights, history = _shared(tmp_path)
+    store = _shared(tmp_path)[0]
     outside = tmp_path / "elsewhere.pt"
     outside.write_bytes(b"w")
     for target in ("../elsewhere.pt", str(outside)):
