@@ -271,6 +271,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     # with Ray the cells run on the cluster's devices: "auto" is decided there
     device = resolve_device(args.device) if args.executor == "local" else args.device
+    check_folder(args.data_root, "--data-root")
     store = RunStore(args.runs_dir)
     store.check_writable()
     if is_main():
