@@ -663,14 +663,21 @@ class RunStore:
             return None
 
     def load_weights(self, record: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """The weights a record names, through torch's weights-only loader."""
+        """The weights a record names, through torch's weights-only loader, once they
+        match the SHA-256 the record holds (a damaged cell is quarantined, to be redone)."""
         config = record["config"]
         if not record.get("weights"):
             raise UserError(
                 f"the {config['variant']} seed {config['seed']} record in {self.root} has no "
                 f"saved weights (made before weights were saved); rerun {config['table']} with --force"
             )
-        return load_tensors(self.path(config).parent / Path(record["weights"]).name)
+        path = self.path(config).parent / Path(record["weights"]).name
+        want = record.get("files", {}).get(path.name)
+        problem = digest_problem(path, want, verify=True) if want else None
+        if problem is not None:  # hashed before another table's figure uses them
+            self.quarantine(self.path(config), problem, (path,))
+            raise UserError(f"{path} is damaged ({problem}); rerun {config['table']} to redo it")
+        return load_tensors(path)
 
     def adopt_weights(self, config: dict[str, Any], source: Path) -> Path:
         """Give a cell the weights another cell saved (a hard link, else a copy)."""

@@ -7,7 +7,9 @@ import json
 import os
 
 import pytest
+import torch
 
+from harness.core.errors import UserError
 from harness.store.records import RunStore, file_digest
 from tests.faults.helpers import ROOT, cli
 
@@ -124,3 +126,20 @@ def test_an_index_entry_pointing_outside_the_runs_folder_is_damage(tmp_path, cap
     entry.write_text(json.dumps({"weights": "table4/smoke/link.pt", "history": "x"}))
     assert store.shared_training("k") is None and "inside" in capsys.readouterr().err
     assert outside.exists()  # never touched
+
+
+def test_weights_read_for_a_figure_are_hashed_first(tmp_path, capsys):
+    store = RunStore(tmp_path / "runs")
+    record = json.loads(GOLDEN_RECORD.read_text())
+    state = {"w": torch.arange(4.0)}
+    store.save_weights(record["config"], state)
+    store.save({**record, "weights": store.path(record["config"]).with_suffix(".pt").name})
+    saved = store.load(record["config"])
+    assert torch.equal(store.load_weights(saved)["w"], state["w"])
+    weights = store.path(record["config"]).with_suffix(".pt")
+    data = bytearray(weights.read_bytes())
+    data[-30] ^= 1  # one bit, same size
+    _replace(weights, bytes(data))
+    with pytest.raises(UserError, match="does not match the SHA-256"):
+        store.load_weights(saved)
+    assert not weights.exists() and "moved to" in capsys.readouterr().err
