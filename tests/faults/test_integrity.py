@@ -41,7 +41,6 @@ def _run(runs, capsys):
     return out, [line for line in err.splitlines() if line.startswith("warning:")]
 
 
-@pytest.mark.slow
 def test_weights_cut_short_are_found_by_plan_and_redone_by_run(runs_copy, capsys):
     record, weights = _first_cell(runs_copy)
     assert json.loads(record.read_text())["files"] == {weights.name: file_digest(weights)}
@@ -56,7 +55,6 @@ def test_weights_cut_short_are_found_by_plan_and_redone_by_run(runs_copy, capsys
     assert "7 of 7 cells done" in _plan(runs_copy, capsys)[0]
 
 
-@pytest.mark.slow
 def test_garbled_weights_of_the_same_size_are_found_by_verify(runs_copy, capsys):
     record, weights = _first_cell(runs_copy)
     _replace(weights, os.urandom(weights.stat().st_size))

@@ -207,7 +207,6 @@ def _refuse_writes_under(monkeypatch, root, error, once):
     monkeypatch.setattr(builtins, "open", io_open)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("error", [errno.EROFS, errno.ENOSPC])
 def test_runs_dir_turns_read_only_or_full_after_a_cell(runs_copy, capsys, monkeypatch, error):
     untouched = _remove_cells(runs_copy, 3)
