@@ -26,15 +26,17 @@ import statistics
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-with warnings.catch_warnings():  # fvcore's import still touches torch.jit.script
-    warnings.simplefilter("ignore", FutureWarning)
-    from fvcore.nn import FlopCountAnalysis
-    from fvcore.nn.jit_handles import get_shape
+from harness.core.lazy import lazy
+
+if TYPE_CHECKING:
+    from fvcore.nn import FlopCountAnalysis, jit_handles
+else:  # fvcore (and iopath, tabulate) are imported when FLOPs are first counted
+    jit_handles = lazy("fvcore.nn.jit_handles")
 
 # Ops that only move or reinterpret data (floor_divide appears as shape arithmetic
 # when a traced module splits its channel axis); everything else must have a handle.
@@ -50,7 +52,7 @@ _DATA_MOVEMENT_OPS = frozenset(
 
 
 def _numel(value: Any) -> int:
-    return math.prod(get_shape(value))
+    return math.prod(jit_handles.get_shape(value))
 
 
 def _reduction_comparisons(inputs: list[Any], outputs: list[Any]) -> int:
@@ -63,7 +65,7 @@ def _elementwise(inputs: list[Any], outputs: list[Any]) -> int:
 
 
 def _topk_comparisons(inputs: list[Any], outputs: list[Any]) -> int:
-    shape = get_shape(inputs[0])
+    shape = jit_handles.get_shape(inputs[0])
     dim = inputs[2].toIValue() if len(inputs) > 2 else -1
     length = shape[dim]
     return math.prod(shape) // length * length * max(1, math.ceil(math.log2(length)))
@@ -90,17 +92,20 @@ _EXTRA_HANDLES = {
 }
 
 
-class StrictFlopCount(FlopCountAnalysis):
+def strict_flop_count(model: nn.Module, inputs: Any) -> FlopCountAnalysis:
     """fvcore's analysis with every compute op either counted or reported as unsupported."""
+    with warnings.catch_warnings():  # fvcore's import still touches torch.jit.script
+        warnings.simplefilter("ignore", FutureWarning)
+        from fvcore.nn import FlopCountAnalysis
 
-    def __init__(self, model: nn.Module, inputs: Any) -> None:
-        super().__init__(model, inputs)
-        # fvcore silently skips a fixed list of ops (aten::max and aten::relu among
-        # them); keep skipping only those that move data.
-        self._ignored_ops = set(_DATA_MOVEMENT_OPS)
-        self.set_op_handle(**_EXTRA_HANDLES)
-        self.unsupported_ops_warnings(False)
-        self.uncalled_modules_warnings(False)
+    analysis = FlopCountAnalysis(model, inputs)
+    # fvcore silently skips a fixed list of ops (aten::max and aten::relu among
+    # them); keep skipping only those that move data.
+    analysis._ignored_ops = set(_DATA_MOVEMENT_OPS)
+    analysis.set_op_handle(**_EXTRA_HANDLES)
+    analysis.unsupported_ops_warnings(False)
+    analysis.uncalled_modules_warnings(False)
+    return analysis
 
 
 def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
@@ -110,7 +115,7 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     try:
         param = next(model.parameters())
         example = torch.zeros((1, *input_shape), dtype=param.dtype, device=param.device)
-        analysis = StrictFlopCount(model, example)
+        analysis = strict_flop_count(model, example)
         total = analysis.total()
         unsupported = analysis.unsupported_ops()
     finally:
