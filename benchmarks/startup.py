@@ -8,6 +8,7 @@ of the pairwise ratios, with its IQR/median and bench's ``noisy`` flag.
 
     python benchmarks/startup.py                 # 7 rounds
     python benchmarks/startup.py --rounds 15 --json
+    python benchmarks/startup.py --root ../main     # another clone's CLI (before/after)
 
 ``report`` renders Table 1 from the golden records in tests/golden/runs (Markdown with
 its plot, into a temporary folder), so it includes drawing the figure.
@@ -32,7 +33,7 @@ BASELINE = ("-c", "import torch")
 GOAL = 1.3
 
 
-def commands(out: Path) -> dict[str, tuple[str, ...]]:
+def commands(out: Path, root: Path) -> dict[str, tuple[str, ...]]:
     """The timed commands (arguments after the interpreter), by name."""
     harness = ("-m", "harness")
     return {
@@ -53,26 +54,26 @@ def commands(out: Path) -> dict[str, tuple[str, ...]]:
     }
 
 
-def _seconds(args: tuple[str, ...]) -> float:
-    """Wall time of one fresh interpreter running ``args``; exits if it fails."""
+def _seconds(args: tuple[str, ...], root: Path) -> float:
+    """Wall time of one fresh interpreter running ``args`` in ``root``; exits if it fails."""
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    done = subprocess.run([sys.executable, *args], cwd=root, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(root)})  # fmt: skip
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         sys.exit(f"python {' '.join(args)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
     return seconds
 
 
-def measure(rounds: int) -> dict[str, object]:
+def measure(rounds: int, root: Path = ROOT) -> dict[str, object]:
     """Per command: its median time, the baseline's, and the median pairwise ratio."""
     load_before = os.getloadavg()
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, args in commands(Path(tmp)).items():
-            _seconds(args)  # warm the file cache for both sides
-            _seconds(BASELINE)
-            pairs = [(_seconds(BASELINE), _seconds(args)) for _ in range(rounds)]
+        for name, args in commands(Path(tmp), root).items():
+            _seconds(args, root)  # warm the file cache for both sides
+            _seconds(BASELINE, root)
+            pairs = [(_seconds(BASELINE, root), _seconds(args, root)) for _ in range(rounds)]
             ratio = Estimate.of([command / torch for torch, command in pairs])
             results[name] = {
                 "seconds": Estimate.of([c for _, c in pairs]).median,
@@ -80,7 +81,7 @@ def measure(rounds: int) -> dict[str, object]:
                 "ratio": ratio.median, "iqr_over_median": ratio.spread,
                 "noisy": ratio.noisy, "rounds": ratio.n,
             }  # fmt: skip
-    return {"load_average_before": load_before, "load_average_after": os.getloadavg(),
+    return {"root": str(root), "load_average_before": load_before, "load_average_after": os.getloadavg(),
             "cpus": os.cpu_count(), "goal": GOAL, "noisy_above": NOISY, "commands": results}  # fmt: skip
 
 
@@ -88,13 +89,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7, help="pairs per command (default 7)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--root", type=Path, default=ROOT,
+                        help="the clone whose CLI is timed (default: this one)")  # fmt: skip
     args = parser.parse_args()
-    result = measure(args.rounds)
+    result = measure(args.rounds, args.root.resolve())
     if args.json:
         print(json.dumps(result, indent=2))
         return
     load = ", ".join(f"{x:.1f}" for x in result["load_average_before"])
-    print(f"load average before: {load}; after: "
+    print(f"{result['root']}: load average before: {load}; after: "
           f"{', '.join(f'{x:.1f}' for x in result['load_average_after'])}; {result['cpus']} CPUs")  # fmt: skip
     print("| command | s | import torch s | ratio | IQR/median | |")
     print("|---|---:|---:|---:|---:|---|")
