@@ -19,6 +19,7 @@ the values themselves, which is cheaper.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import Tensor
@@ -33,7 +34,7 @@ KEY_DTYPES = {
 }
 
 # A chunk of pixels is packed, sorted and unpacked in two buffers of this many bytes
-# together per thread, small enough to stay in a core's L2 cache (1 MB on the AMD EPYC
+# together, small enough to stay in a core's L2 cache (1 MB on the AMD EPYC
 # it was tuned on: 1 MB chunks took 0.55-0.7x the time of 16 MB ones with int64 keys at
 # 32 and 256 channels, benchmarks/NOTES.md).
 _CHUNK_BYTES = 1 << 20
@@ -107,7 +108,7 @@ def _chunks(n: int, hw: int, step: int) -> Iterator[tuple[slice, slice]]:
             yield slice(image, image + per), slice(0, hw)
 
 
-Fill = Callable[[Tensor, Tensor], None]
+Fill = Callable[[Tensor, Tensor, dict[str, Tensor]], None]
 Emit = Callable[[Tensor, slice, slice], None]
 
 
@@ -116,27 +117,48 @@ def _select(
 ) -> None:
     """Top k of every pixel of ``planes`` (C, N, H*W), one cache-sized chunk at a time.
 
-    ``fill(chunk, buffer)`` writes a chunk's (C, n, p) planes into a ``dtype`` buffer of
-    that shape; ``emit(top, images, pixels)`` receives the chunk's first k rows (k, n, p).
+    ``fill(chunk, buffer, scratch)`` writes a chunk's (C, n, p) planes into a ``dtype``
+    buffer of that shape (``scratch``: a dict the caller may keep temporaries in, one per
+    thread); ``emit(top, images, pixels)`` receives the chunk's first k rows (k, n, p).
+
+    On a CPU with several torch threads, chunks are shared out among as many Python
+    threads, each running torch single-threaded on its own buffers (torch releases the
+    GIL inside an op). Letting each small op split across OpenMP threads instead made a
+    call wait at every op's barrier for a descheduled thread: on a busy machine 10-20x
+    slower than one thread (benchmarks/NOTES.md).
     """
     c, n, hw = planes.shape
     if c & (c - 1):
         raise ValueError(f"the bitonic network needs a power-of-two channel count, got {c}")
     itemsize = torch.empty((), dtype=dtype).element_size()
-    step = max(1, _CHUNK_BYTES * torch.get_num_threads() // (2 * c * itemsize))
-    buffer = torch.empty((c, min(step, n * hw)), dtype=dtype, device=planes.device)
-    spare = torch.empty_like(buffer)
-    plans: dict[int, tuple[list[Op], Tensor]] = {}
-    for images, pixels in _chunks(n, hw, step):
-        chunk = planes[:, images, pixels]
-        size = chunk.shape[1] * chunk.shape[2]
-        if size not in plans:  # every chunk but the last has the first one's size
-            plans[size] = _stages(buffer[:, :size], spare[:, :size], k, descending)
-        ops, top = plans[size]
-        fill(chunk, buffer[:, :size].view(chunk.shape))
-        for fn, a, b, out in ops:
-            fn(a, b, out=out)
-        emit(top.view(k, *chunk.shape[1:]), images, pixels)
+    step = max(1, _CHUNK_BYTES // (2 * c * itemsize))
+    chunks = list(_chunks(n, hw, step))
+    threads = min(torch.get_num_threads(), len(chunks)) if planes.device.type == "cpu" else 1
+
+    def work(first: int) -> None:
+        if threads > 1:
+            torch.set_num_threads(1)  # this thread's OpenMP setting only
+        buffer = torch.empty((c, min(step, n * hw)), dtype=dtype, device=planes.device)
+        spare = torch.empty_like(buffer)
+        plans: dict[int, tuple[list[Op], Tensor]] = {}
+        scratch: dict[str, Tensor] = {}
+        for images, pixels in chunks[first::threads]:
+            chunk = planes[:, images, pixels]
+            size = chunk.shape[1] * chunk.shape[2]
+            if size not in plans:  # every chunk but the last has the first one's size
+                plans[size] = _stages(buffer[:, :size], spare[:, :size], k, descending)
+            ops, top = plans[size]
+            fill(chunk, buffer[:, :size].view(chunk.shape), scratch)
+            for fn, a, b, out in ops:
+                fn(a, b, out=out)
+            emit(top.view(k, *chunk.shape[1:]), images, pixels)
+
+    if threads == 1:
+        work(0)
+        return
+    with ThreadPoolExecutor(threads) as pool:
+        for done in [pool.submit(work, first) for first in range(threads)]:
+            done.result()
 
 
 def topk_values(x: Tensor, k: int, largest: bool) -> Tensor:
@@ -153,7 +175,7 @@ def topk_values(x: Tensor, k: int, largest: bool) -> Tensor:
         rows[images, :, pixels] = top.transpose(0, 1)
 
     planes = x.detach().transpose(0, 1).flatten(2)
-    _select(planes, k, largest, x.dtype, lambda chunk, buf: buf.copy_(chunk), emit)
+    _select(planes, k, largest, x.dtype, lambda chunk, buf, _: buf.copy_(chunk), emit)
     return out
 
 
@@ -173,10 +195,9 @@ def _topk_index(x: Tensor, k: int, largest: bool) -> Tensor:
     magnitude = torch.iinfo(int_dtype).max
     channel = torch.arange(c, dtype=key_dtype, device=x.device).view(c, 1, 1)
     scale = -(1 << width) if largest else 1 << width
-    scratch: dict[str, Tensor] = {}
 
-    def fill(chunk: Tensor, keys: Tensor) -> None:
-        if scratch.get("bits") is None or scratch["bits"].shape != chunk.shape:
+    def fill(chunk: Tensor, keys: Tensor, scratch: dict[str, Tensor]) -> None:
+        if "bits" not in scratch or scratch["bits"].shape != chunk.shape:
             scratch["bits"] = torch.empty(chunk.shape, dtype=int_dtype, device=x.device)
             scratch["sign"] = torch.empty_like(scratch["bits"])
         bits, sign = scratch["bits"], scratch["sign"]
