@@ -24,6 +24,7 @@ Conventions, stated once and shown in the reports:
 
 from __future__ import annotations
 
+import importlib
 import math
 import statistics
 import sys
@@ -47,7 +48,9 @@ def _fvcore() -> tuple[ModuleType, ModuleType]:
     with iopath and tabulate they would slow every command's start (issue 29)."""
     with warnings.catch_warnings():  # fvcore's import still touches torch.jit.script
         warnings.simplefilter("ignore", FutureWarning)
-        from fvcore.nn import flop_count, jit_handles
+        # the module, not the function of that name that fvcore.nn exports
+        flop_count = importlib.import_module("fvcore.nn.flop_count")
+        from fvcore.nn import jit_handles
     return flop_count, jit_handles
 
 
