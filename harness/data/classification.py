@@ -31,14 +31,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from harness.core.errors import UserError
-from harness.data import cifar
+from harness.core.lazy import lazy
 from harness.store.records import check_writable_dir, removing_new_dirs
+
+if TYPE_CHECKING:
+    from harness.data import cifar
+else:  # it subclasses torchvision's CIFAR10, and importing torchvision takes seconds
+    cifar = lazy("harness.data.cifar")
 
 
 @dataclass(frozen=True)

@@ -16,14 +16,20 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from torchvision.transforms.v2 import functional as TF
 
 from harness.core.errors import UserError
+from harness.core.lazy import lazy
+
+if TYPE_CHECKING:
+    from torchvision.transforms.v2 import functional as TF
+else:  # importing torchvision takes seconds (it loads torch._dynamo): only when resizing
+    TF = lazy("torchvision.transforms.v2.functional")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
