@@ -18,7 +18,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 LEVEL = 0.95  # confidence of every interval
 ALPHA = 0.05  # significance level of the marks in reports
@@ -66,6 +65,8 @@ def interval(values: Sequence[float]) -> Interval:
     std = float(x.std(ddof=1))
     if std == 0:  # identical values: scipy would give NaN bounds
         return Interval(mean, 0.0, mean, mean, n)
+    from scipy import stats  # seconds to import: not at the CLI's start
+
     low, high = stats.t.interval(LEVEL, n - 1, loc=mean, scale=std / math.sqrt(n))
     return Interval(mean, std, float(low), float(high), n)
 
@@ -90,6 +91,8 @@ def paired(row: SeedValues, base: SeedValues, higher_is_better: bool = True) -> 
     if len(shared) >= 2:
         with warnings.catch_warnings():  # identical differences: scipy warns, p is 0 or NaN
             warnings.simplefilter("ignore", RuntimeWarning)
+            from scipy import stats  # seconds to import: not at the CLI's start
+
             p = float(stats.ttest_rel(x, y).pvalue)
     wins = (x > y) if higher_is_better else (x < y)
     return Paired(delta, p, float(wins.mean()) if len(shared) else math.nan)
@@ -141,6 +144,8 @@ def best_of_2_gain(values: SeedValues, higher_is_better: bool) -> float:
 def paired_t_power(effect: float, n: int, alpha: float = ALPHA) -> float:
     """Power of a two-sided paired t-test of ``n`` pairs at effect size d_z (noncentral t
     with n - 1 degrees of freedom and noncentrality d_z sqrt(n))."""
+    from scipy import stats  # seconds to import: not at the CLI's start
+
     df, nc = n - 1, effect * math.sqrt(n)
     crit = stats.t.ppf(1 - alpha / 2, df)
     # the lower tail as the upper tail of -nc: scipy's nct.cdf gives NaN far out in the tail

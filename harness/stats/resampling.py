@@ -30,11 +30,17 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import stats
 
+from harness.core.lazy import lazy
 from harness.stats.intervals import LEVEL, finite_array, seeds_needed
+
+if TYPE_CHECKING:
+    from scipy import stats
+else:
+    stats = lazy("scipy.stats")  # seconds to import: not at the CLI's start
 
 RESAMPLES = 9999  # bootstrap resamples; permutation tests are exact up to 2^13 sign patterns
 MIN_BOOTSTRAP = 3  # with 2 values a bootstrap mean takes 3 values: no interval
