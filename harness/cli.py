@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_parser(sub)
     add_doctor_parser(sub)
     _add_table_parsers(sub)
+    sub.choices["plan"].add_argument("--seeds-for-claims", action="store_true",
+                                     help="price the seeds that would decide the table's "
+                                     "inconclusive claims (from the records' paired spread; "
+                                     "replaces --seeds)")  # fmt: skip
     _add_report_parsers(sub)
     return parser
 
@@ -113,9 +117,6 @@ def _add_table_parsers(sub: Any) -> None:
                       "for run to redo")  # fmt: skip
     plan.add_argument("--gpus", type=int, default=1, metavar="N",
                       help="also estimate the time on N GPUs with the Ray executor")  # fmt: skip
-    plan.add_argument("--seeds-for-claims", action="store_true",
-                      help="price the seeds that would decide the table's inconclusive claims "
-                      "(from the records' paired spread; replaces --seeds)")  # fmt: skip
 
     run = sub.add_parser("run", help="run the missing cells of tables and write their reports")
     run.add_argument(
