@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import signal
 import sys
 import threading
@@ -26,11 +27,13 @@ from harness.render.report import (
     plural,
     write_report,
 )
+from harness.render.results import add_export_parser, cmd_export
 from harness.run.executors import EXECUTORS, make_executor
 from harness.run.planning import describe_holder, plan_cells
 from harness.run.runner import check_workers, run_table
 from harness.stats.intervals import SELECT_RULES
 from harness.store.records import RunStore, check_writable_dir, load_tensors
+from harness.store.tracking import TRACKERS, Tracking
 from harness.tables.cells import table_cells
 from harness.tables.costs import ASSUMED_THROUGHPUT, Plan, duration, is_classical, training_shape
 from harness.tables.paper import PROFILES, TABLES, TableSpec, get_table
@@ -61,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="tables, variants and profiles")
     add_bench_parser(sub)
     add_doctor_parser(sub)
+    add_export_parser(sub)
 
     plan = sub.add_parser("plan", help="cells of a table, which are done, rough cost")
     plan.add_argument("table")
@@ -103,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "per GPU cell)")  # fmt: skip
     run.add_argument("--retries", type=int, default=2, metavar="N",
                      help="ray: rerun a cell whose worker died up to N times (default 2)")  # fmt: skip
+    run.add_argument("--track", choices=TRACKERS,
+                     help="also log each finished cell to TensorBoard (under the runs folder) "
+                     "or MLflow ($MLFLOW_TRACKING_URI, else ./mlruns); needs .[track]")  # fmt: skip
 
     report = sub.add_parser("report", help="render tables from run records")
     report.add_argument("tables", nargs="+", metavar="TABLE")
@@ -239,6 +246,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"{', '.join(args.tables)} has none, so it would do nothing"
         )
     _check_inputs(args, specs)
+    tracking = Tracking(args.track, args.runs_dir) if args.track and is_main() else None
     executor = make_executor(
         args.executor, address=args.address, gpus_per_cell=args.gpus_per_cell,
         cpus_per_cell=args.cpus_per_cell, retries=args.retries,
@@ -257,7 +265,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 data_root=args.data_root, download=not args.no_download, force=args.force,
                 started=started, runtime=Runtime(amp=args.amp, compile=args.compile),
                 test_dir=args.test_dir, denoiser_weights=args.denoiser_weights,
-                workers=args.workers, executor=executor,
+                workers=args.workers, executor=executor, track=tracking, command=args.command_line,
             )  # fmt: skip
             failed += summary.failed
             if not is_main():  # under torchrun only rank 0 writes reports
@@ -266,6 +274,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(summary.line(spec.name, args.profile), flush=True)
     finally:
         executor.shutdown()
+        if tracking is not None:
+            tracking.close()
     return 1 if failed else 0
 
 
@@ -345,6 +355,7 @@ COMMANDS = {
     "claims": cmd_claims,
     "bench": cmd_bench,
     "doctor": cmd_doctor,
+    "export": cmd_export,
 }
 
 
@@ -364,6 +375,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = 0
     try:
         args = build_parser().parse_args(argv)
+        # as the records name it: the command that made them
+        args.command_line = shlex.join(["python", "-m", "harness", *(sys.argv[1:] if argv is None else argv)])
         code = COMMANDS[args.command](args) or 0
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
