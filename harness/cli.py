@@ -376,7 +376,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         # as the records name it: the command that made them
-        args.command_line = shlex.join(["python", "-m", "harness", *(sys.argv[1:] if argv is None else argv)])
+        args.command_line = shlex.join(
+            ["python", "-m", "harness", *(sys.argv[1:] if argv is None else argv)]
+        )
         code = COMMANDS[args.command](args) or 0
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -56,7 +56,10 @@ def test_tensorboard_export_reads_back_as_the_records(runs: Path) -> None:
     from tensorboard.plugins.hparams import plugin_data_pb2
 
     for _ in range(2):  # a second export replaces each cell's run instead of adding to it
-        assert main(["export", "tensorboard", TABLE, "--profile", "smoke", "--runs-dir", str(runs)]) == 0
+        assert (
+            main(["export", "tensorboard", TABLE, "--profile", "smoke", "--runs-dir", str(runs)])
+            == 0
+        )
     for record in _records(runs):
         c = record["config"]
         folder = runs / "_tensorboard" / TABLE / "smoke" / c["variant"] / f"seed{c['seed']}"
@@ -68,7 +71,9 @@ def test_tensorboard_export_reads_back_as_the_records(runs: Path) -> None:
             assert _same(got, _history(record, key)), key
         times = [e.value for e in events.Scalars("epoch_time_s")]
         assert times == pytest.approx(record["epoch_times_s"])
-        assert events.Scalars("final/accuracy")[0].value == pytest.approx(record["metrics"]["accuracy"])
+        assert events.Scalars("final/accuracy")[0].value == pytest.approx(
+            record["metrics"]["accuracy"]
+        )
         content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
         hparams = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
         assert hparams["seed"].number_value == c["seed"]
@@ -121,7 +126,10 @@ def test_run_hook_logs_each_cell_as_it_finishes(installed, tmp_path: Path) -> No
 
 
 def test_an_unreachable_tracker_warns_once_and_the_run_goes_on(
-    installed, tmp_path: Path, monkeypatch, capsys  # noqa: F811
+    installed,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch,
+    capsys,
 ) -> None:
     pytest.importorskip("mlflow")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # the discard port: refused
@@ -138,7 +146,9 @@ def test_an_unreachable_tracker_warns_once_and_the_run_goes_on(
     assert len(warnings) == 1, warnings
 
 
-def test_a_missing_extra_is_one_line_and_exit_2_before_training(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_a_missing_extra_is_one_line_and_exit_2_before_training(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
     real = importlib.util.find_spec
     monkeypatch.setattr(tracking.importlib.util, "find_spec",
                         lambda name, *a: None if name == "mlflow" else real(name, *a))  # fmt: skip

@@ -56,7 +56,11 @@ def _code(env: dict[str, Any]) -> str | None:
     if commit is None:
         return None
     dirty = env.get("git_dirty")
-    state = {True: "with uncommitted changes", False: "clean", None: f"uncommitted changes: {NOT_RECORDED}"}
+    state = {
+        True: "with uncommitted changes",
+        False: "clean",
+        None: f"uncommitted changes: {NOT_RECORDED}",
+    }
     return f"{commit[:12]} ({state[dirty]})"
 
 
@@ -103,8 +107,11 @@ def reproducibility_items(report: Report) -> list[tuple[str, str]]:
         ("Seeds", ", ".join(map(str, p["seeds"]))),
         ("Runs behind each number (n)", runs),
         ("Error bars", _error_bars(m)),
-        ("Compute", f"{p['compute_hours']:.3g} {p['compute_unit']} (the sum of the records' "
-                    "wall times, data loading and testing included)"),  # fmt: skip
+        (
+            "Compute",
+            f"{p['compute_hours']:.3g} {p['compute_unit']} (the sum of the records' "
+            "wall times, data loading and testing included)",
+        ),
     ]
 
 

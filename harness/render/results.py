@@ -74,7 +74,9 @@ def add_export_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("tracker", choices=TRACKERS)
     p.add_argument("tables", nargs="+", metavar="TABLE")
     p.add_argument("--profile", help="default: the profile of each table's newest record")
-    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="run records (default runs/)")
+    p.add_argument(
+        "--runs-dir", type=Path, default=Path("runs"), help="run records (default runs/)"
+    )
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -75,9 +75,7 @@ def final_metrics(record: dict[str, Any], metrics: Iterable[str]) -> dict[str, f
     """``final/<name>``: the record's value of each metric its task declares."""
     declared = set(metrics)
     return {
-        f"final/{k}": float(v)
-        for k, v in record["metrics"].items()
-        if k in declared and _number(v)
+        f"final/{k}": float(v) for k, v in record["metrics"].items() if k in declared and _number(v)
     }
 
 
@@ -120,7 +118,9 @@ class TensorBoardWriter:
             for tag, step, value in scalars(record):
                 writer.add_scalar(tag, value, step)
             # run_name ".": the hparams go into the cell's own run, not a new one
-            writer.add_hparams(hyperparameters(record), final_metrics(record, metrics), run_name=".")
+            writer.add_hparams(
+                hyperparameters(record), final_metrics(record, metrics), run_name="."
+            )
 
     def close(self) -> None:
         """Each cell's writer is closed when it is written."""
