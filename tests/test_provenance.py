@@ -15,7 +15,7 @@ from torchvision.datasets import CIFAR10
 
 from harness import cli
 from harness.core.errors import UserError
-from harness.data import cifar, fingerprint
+from harness.data import cifar, fingerprint, images
 from harness.data.classification import load_classification
 from harness.data.imagenet import open_folders
 from harness.render.report import build_report, render_json, render_latex, render_markdown
@@ -122,3 +122,17 @@ def test_image_folders_get_a_cheap_fingerprint(tmp_path: Path) -> None:
     (folder / "extra.txt").write_text("x")
     after = fingerprint.fingerprint(folder)
     assert after["value"] != before["value"] and after["files"] == 13
+
+
+def test_denoising_test_images_are_hashed(tmp_path: Path) -> None:
+    """--test-dir files by their bytes; the bundled photographs by their pixels."""
+    from PIL import Image
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    Image.new("RGB", (16, 16), (10, 20, 30)).save(folder / "a.png")
+    [entry] = images.test_sources("test_dir", Path(), folder)
+    assert entry["value"] == hashlib.sha256((folder / "a.png").read_bytes()).hexdigest()
+    photos = images.demo_sources("test")
+    assert [e["path"] for e in photos] == [f"bundled photograph {n}" for n in images.DEMO_TEST]
+    assert {e["kind"] for e in photos} == {fingerprint.PIXELS}

@@ -6,6 +6,8 @@ Three kinds of entry, each saying how it was obtained:
   as it opened it (nothing is re-read: the check just passed);
 - ``sha256``: a hash of a file's contents (embedded demo data, generated fixtures,
   files torchvision reads unchecked), computed once per file per process;
+- ``sha256 of the decoded pixels``: for photographs that come from other packages
+  (scikit-image, scikit-learn) rather than from files of ours;
 - ``fingerprint``: for image folders too large to hash per run (ImageNet): the number of
   files, their total size and a sha256 of their sorted relative names and sizes; the
   contents are not read, so an edit that keeps a file's size goes unnoticed.
@@ -22,6 +24,7 @@ from typing import Any
 
 MD5_TORCHVISION = "md5, checked by torchvision"
 SHA256 = "sha256"
+PIXELS = "sha256 of the decoded pixels"
 FINGERPRINT = "fingerprint (file count, bytes, sha256 of sorted names and sizes; contents not read)"
 
 
@@ -53,6 +56,11 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def of_pixels(label: str, pixels: bytes) -> dict[str, Any]:
+    """An entry for an image that is not a file of ours (``label`` says what it is)."""
+    return {"path": label, "kind": PIXELS, "value": hashlib.sha256(pixels).hexdigest()}
 
 
 def fingerprint(folder: Path | str) -> dict[str, Any]:

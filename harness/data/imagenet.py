@@ -155,11 +155,15 @@ def open_folders(name: str, data_root: Path) -> FolderData:
     return FolderData(
         _Indexed(train), test, len(train.classes), spec.crop, spec.workers,
         f"{len(train):,} train / {len(test):,} val images in {len(train.classes)} classes from "
-        f"{root} (ImageFolder), {spec.crop}px crops{top}", _sources(spec, root),
+        f"{root} (ImageFolder), {spec.crop}px crops{top}", folder_sources(spec, root),
     )  # fmt: skip
 
 
-def _sources(spec: FolderSet, root: Path) -> tuple[dict[str, Any], ...]:
+def folder_sources(
+    spec: FolderSet, root: Path, parts: tuple[str, ...] = ("train", "val")
+) -> tuple[dict[str, Any], ...]:
+    """The generated fixture's files hashed; a real set's folders fingerprinted."""
     if spec.folder == FIXTURE_FOLDER:
-        return tuple(fingerprint.hashed(sorted(p for p in root.rglob("*") if p.is_file())))
-    return tuple(fingerprint.fingerprint(root / part) for part in ("train", "val"))
+        files = sorted(p for part in parts for p in (root / part).rglob("*") if p.is_file())
+        return tuple(fingerprint.hashed(files))
+    return tuple(fingerprint.fingerprint(root / part) for part in parts)
