@@ -338,7 +338,7 @@ def cmd_figures(args: argparse.Namespace) -> None:
         device = resolve_device("auto")
         for name, profile in profiles.items():
             run_table(get_table(name), profile=profile, seeds=1, device=device, store=store,
-                      data_root=Path(args.data_root), log=print)  # fmt: skip
+                      data_root=Path(args.data_root), log=print, command=args.command_line)  # fmt: skip
 
     make_figures(
         args.names, store=store, profile=args.profile, out_dir=args.out,

@@ -186,36 +186,41 @@ class Tracking:
 
     def __init__(self, kind: str, runs_dir: Path) -> None:
         check_installed(kind)
-        self.kind, self.logged, self.failed = kind, 0, False
+        self.kind, self.logged = kind, 0
         self.writer: TensorBoardWriter | MLflowWriter | None = None
-        self._guard(lambda: setattr(self, "writer", _writer(kind, runs_dir)))
+        self.where = "its tracking URI" if kind == "mlflow" else str(runs_dir)
+        try:
+            self.writer = TensorBoardWriter(runs_dir) if kind == "tensorboard" else MLflowWriter()
+        except Exception as exc:  # a tracker's failure is never the run's
+            self._fail(exc)
+        else:
+            self.where = self.writer.where
 
     @property
-    def where(self) -> str:
-        return self.writer.where if self.writer is not None else "nowhere"
+    def failed(self) -> bool:
+        return self.writer is None
 
     def log(self, record: dict[str, Any], metrics: Sequence[str]) -> None:
-        if self.writer is not None and not self.failed:
-            writer = self.writer
-            if self._guard(lambda: writer.log_cell(record, metrics)):
-                self.logged += 1
+        if self.writer is None:
+            return
+        try:
+            self.writer.log_cell(record, metrics)
+        except Exception as exc:
+            self._fail(exc)
+        else:
+            self.logged += 1
 
     def close(self) -> None:
-        if self.writer is not None and not self.failed:
-            self._guard(self.writer.close)
-
-    def _guard(self, action: Any) -> bool:
+        if self.writer is None:
+            return
         try:
-            action()
-        except Exception as exc:  # a tracker's failure is never the run's
-            self.failed = True
-            line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            warn(f"--track {self.kind} failed ({type(exc).__name__}: {line[:300]}); "
-                 "nothing more is sent to it this run, the records are unaffected "
-                 "(`python -m harness export` can send them later)")  # fmt: skip
-            return False
-        return True
+            self.writer.close()
+        except Exception as exc:
+            self._fail(exc)
 
-
-def _writer(kind: str, runs_dir: Path) -> TensorBoardWriter | MLflowWriter:
-    return TensorBoardWriter(runs_dir) if kind == "tensorboard" else MLflowWriter()
+    def _fail(self, exc: Exception) -> None:
+        self.writer = None
+        line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        warn(f"--track {self.kind} failed ({type(exc).__name__}: {line[:300]}); "
+             "nothing more is sent to it this run, the records are unaffected "
+             "(`python -m harness export` can send them later)")  # fmt: skip
