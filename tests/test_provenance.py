@@ -125,14 +125,20 @@ def test_image_folders_get_a_cheap_fingerprint(tmp_path: Path) -> None:
 
 
 def test_denoising_test_images_are_hashed(tmp_path: Path) -> None:
-    """--test-dir files by their bytes; the bundled photographs by their pixels."""
+    """A --test-dir as one hash of its files' hashes; the bundled photographs by their pixels."""
     from PIL import Image
 
     folder = tmp_path / "mine"
     folder.mkdir()
     Image.new("RGB", (16, 16), (10, 20, 30)).save(folder / "a.png")
+    Image.new("RGB", (16, 16), (40, 50, 60)).save(folder / "b.png")
     [entry] = images.test_sources("test_dir", Path(), folder)
-    assert entry["value"] == hashlib.sha256((folder / "a.png").read_bytes()).hexdigest()
+    each = [
+        f"{folder / n}\0{hashlib.sha256((folder / n).read_bytes()).hexdigest()}\n"
+        for n in ("a.png", "b.png")
+    ]
+    assert entry["value"] == hashlib.sha256("".join(each).encode()).hexdigest()
+    assert entry["files"] == 2 and entry["kind"] == fingerprint.SET
     photos = images.demo_sources("test")
     assert [e["path"] for e in photos] == [f"bundled photograph {n}" for n in images.DEMO_TEST]
     assert {e["kind"] for e in photos} == {fingerprint.PIXELS}

@@ -6,6 +6,8 @@ Three kinds of entry, each saying how it was obtained:
   as it opened it (nothing is re-read: the check just passed);
 - ``sha256``: a hash of a file's contents (embedded demo data, generated fixtures,
   files torchvision reads unchecked), computed once per file per process;
+- ``sha256 of the files' sha256s``: one entry for a folder of test images (hundreds of
+  files), each file hashed as above, the hashes taken in order of path;
 - ``sha256 of the decoded pixels``: for photographs that come from other packages
   (scikit-image, scikit-learn) rather than from files of ours;
 - ``fingerprint``: for image folders too large to hash per run (ImageNet): the number of
@@ -25,6 +27,7 @@ from typing import Any
 MD5_TORCHVISION = "md5, checked by torchvision"
 SHA256 = "sha256"
 PIXELS = "sha256 of the decoded pixels"
+SET = "sha256 of the files' sha256s, in order of path"
 FINGERPRINT = "fingerprint (file count, bytes, sha256 of sorted names and sizes; contents not read)"
 
 
@@ -56,6 +59,14 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def hashed_set(label: str, paths: Iterable[Path | str]) -> dict[str, Any]:
+    """One entry for many files: a hash of their hashes (``label`` names the set)."""
+    entries = sorted(hashed(paths), key=lambda e: e["path"])
+    digest = hashlib.sha256("".join(f"{e['path']}\0{e['value']}\n" for e in entries).encode())
+    return {"path": label, "kind": SET, "value": digest.hexdigest(), "files": len(entries),
+            "bytes": sum(e["bytes"] for e in entries)}  # fmt: skip
 
 
 def of_pixels(label: str, pixels: bytes) -> dict[str, Any]:

@@ -249,8 +249,10 @@ def demo_sources(split: str) -> tuple[dict[str, Any], ...]:
 
 
 def test_sources(name: str, root: Path, test_dir: Path | None = None) -> list[dict[str, Any]]:
-    """The files of a named test set or of a --test-dir, hashed."""
-    return fingerprint.hashed(path for path, _ in test_files(name, root, test_dir))
+    """The files of a named test set or of a --test-dir, hashed as one set."""
+    files = test_files(name, root, test_dir)
+    label = str(test_dir) if test_dir is not None else f"{name} under {root}"
+    return [fingerprint.hashed_set(label, (path for path, _ in files))]
 
 
 def random_patches(images: list[Tensor], count: int, size: int, seed: int) -> Tensor:
