@@ -4,7 +4,7 @@ Both sides train ``vgg16.baseline`` with the paper's optimiser (SGD, momentum 0.
 lr 0.1, weight decay 5e-4) on the same CIFAR-10-shaped images, one after the other
 in one process on one device:
 
-* fast: the harness's training path (``harness.tasks.classification.engine.train_steps``): uint8 images
+* fast: the harness's training path (``ClassifierSteps`` and ``harness.train.loop.train_step``): uint8 images
   resident on the device, random crop and flip on the device per batch, per-channel
   normalisation, channels_last, optionally bf16 autocast and torch.compile.
 * plain: torchvision's CIFAR10 dataset class (over the same images written in its
@@ -24,6 +24,7 @@ content does not change the cost, so the images are random. Writes
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -31,6 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -46,8 +48,8 @@ from harness.data.classification import ClassificationData
 from harness.store.records import environment
 from harness.tables.paper import TABLES
 from harness.tasks.classification.augment import InputPipeline
-from harness.tasks.classification.engine import draw_epoch, train_steps
-from harness.train.loop import make_optimizer
+from harness.tasks.classification.engine import ClassifierSteps
+from harness.train.loop import make_optimizer, train_step
 from harness.train.measure import synchronize
 from registry import create_model
 
@@ -76,11 +78,13 @@ def fast_path(
     net = torch.compile(model) if runtime.compile else model
     optimizer = make_optimizer(model, PROTOCOL)
     inputs = InputPipeline(data, PROTOCOL, channels_last=runtime.channels_last)
-    epoch = draw_epoch(inputs, len(data.train_x), torch.Generator().manual_seed(0), device)
     autocast = runtime.autocast(device)
+    protocol = replace(PROTOCOL, batch_size=args.batch_size)
+    steps = ClassifierSteps(model, net, data, protocol, inputs, 0, autocast)
+    batches = itertools.chain.from_iterable(steps.epoch(e) for e in itertools.count())
 
-    def step(i: int) -> None:
-        train_steps(net, optimizer, inputs, data, epoch, range(i, i + 1), args.batch_size, autocast)
+    def step(_: int) -> None:
+        train_step(net, optimizer, steps, next(batches), autocast)
 
     return timed(step, args.warmup, args.steps, device)
 

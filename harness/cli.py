@@ -12,22 +12,27 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.core.errors import UserError
+from harness.core.errors import UserError, unknown
+from harness.core.plugins import load_plugins
 from harness.core.runtime import AMP_MODES, Runtime, resolve_device
 from harness.core.task import get_task
 from harness.data.images import check_images, test_files
 from harness.render.figures import FIGURES_DIR, figure_names, make_figures, write_table_plot
 from harness.render.report import (
     RENDERERS,
+    Report,
     build_report,
     default_profile,
     json_safe,
     no_records_line,
     nothing_ran,
     plural,
+    profiles_with_records,
+    report_dir,
     write_report,
 )
 from harness.render.results import add_export_parser, cmd_export
+from harness.render.site import write_site
 from harness.run.executors import EXECUTORS, make_executor
 from harness.run.planning import describe_holder, plan_cells
 from harness.run.runner import check_workers, run_table
@@ -55,6 +60,13 @@ def _add_common(p: argparse.ArgumentParser, *, profile_default: str | None = "pa
     p.add_argument(
         "--runs-dir", type=Path, default=Path("runs"), help="run records (default runs/)"
     )
+    p.add_argument("--plugins", type=_modules, default=(), metavar="MOD[,MOD]",
+                   help="import these modules (or .py files) first, e.g. your own reductions; "
+                   "they run code, and are named before they are imported")  # fmt: skip
+
+
+def _modules(text: str) -> tuple[str, ...]:
+    return tuple(m.strip() for m in text.split(",") if m.strip())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--track", choices=TRACKERS,
                      help="also log each finished cell to TensorBoard (under the runs folder) "
                      "or MLflow ($MLFLOW_TRACKING_URI, else ./mlruns); needs .[track]")  # fmt: skip
+    run.add_argument("--site", action="store_true",
+                     help="also write the HTML site of the tables run into OUT/site/")  # fmt: skip
 
     report = sub.add_parser("report", help="render tables from run records")
     report.add_argument("tables", nargs="+", metavar="TABLE")
@@ -127,6 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
     claims.add_argument("tables", nargs="*", metavar="TABLE", help="default: every table")
     _add_common(claims, profile_default=None)
     claims.add_argument("--format", choices=("text", "json"), default="text")
+
+    site = sub.add_parser("site", help="a static HTML site of the reports (opens from disk)")
+    site.add_argument("tables", nargs="*", metavar="TABLE",
+                      help="default: every table with records under --runs-dir")  # fmt: skip
+    _add_common(site, profile_default=None)
+    site.add_argument("--out", type=Path, default=Path("reports/site"),
+                      help="folder of the site; its entry page is OUT/index.html "
+                      "(default reports/site)")  # fmt: skip
 
     figures = sub.add_parser("figures", help="draw the paper's figures and the tables' plots")
     figures.add_argument("names", nargs="*", metavar="FIGURE",
@@ -257,7 +279,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     store.check_writable()
     if is_main():
         check_writable_dir(args.out, "--out")
-    failed, started = 0, time.time()
+    failed, started, reports = 0, time.time(), []
     try:
         for spec in specs:
             summary = run_table(
@@ -270,20 +292,34 @@ def cmd_run(args: argparse.Namespace) -> int:
             failed += summary.failed
             if not is_main():  # under torchrun only rank 0 writes reports
                 continue
-            _write_run_report(spec, args, store)
+            reports.append(_write_run_report(spec, args, store))
             print(summary.line(spec.name, args.profile), flush=True)
     finally:
         executor.shutdown()
         if tracking is not None:
             tracking.close()
+    if args.site and reports:
+        _print_site(write_site(reports, store, args.out / "site"))
     return 1 if failed else 0
 
 
-def _write_run_report(spec: TableSpec, args: argparse.Namespace, store: RunStore) -> None:
+def _write_run_report(spec: TableSpec, args: argparse.Namespace, store: RunStore) -> Report:
     report = build_report(spec, args.profile, store, test_dir=args.test_dir)
+    existed = _existing(report_dir(args.out, report.profile))
     plot = write_table_plot(report, args.out)  # before the Markdown, which links it
-    for path in [*plot, *write_report(report, args.out, ("md", "tex", "csv"))]:
-        print(f"wrote {path}")
+    _print_written([*plot, *write_report(report, args.out, ("md", "tex", "csv"))], existed)
+    return report
+
+
+def _existing(folder: Path) -> set[Path]:
+    """The files a report may replace: its profile's folder and the plots in it."""
+    return {p for p in [*folder.glob("*"), *folder.glob(f"{FIGURES_DIR}/*")] if p.is_file()}
+
+
+def _print_written(paths: list[Path], existed: set[Path]) -> None:
+    """``wrote`` a new file, ``replaced`` one that was there before."""
+    for path in paths:
+        print(f"{'replaced' if path in existed else 'wrote'} {path}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -305,9 +341,44 @@ def cmd_report(args: argparse.Namespace) -> None:
             continue
         formats = (args.format,) if args.format else ("md", "tex", "csv")
         out = args.out or Path("reports")
+        existed = _existing(report_dir(out, report.profile))
         plot = write_table_plot(report, out) if "md" in formats else []
-        for path in [*plot, *write_report(report, out, formats)]:
-            print(f"wrote {path}")
+        _print_written([*plot, *write_report(report, out, formats)], existed)
+
+
+def cmd_site(args: argparse.Namespace) -> None:
+    """The HTML site of the named tables (default: those with records), each on the
+    profile asked for or its newest records' profile."""
+    store = RunStore(args.runs_dir)
+    if args.profile is not None and args.profile not in PROFILES:
+        raise UserError(unknown("profile", args.profile, PROFILES))
+    specs = [get_table(name) for name in args.tables]
+    if not specs:
+        specs = [s for s in TABLES.values() if _has_records(s, store, args.profile)]
+        if not specs:
+            where = f" of profile {args.profile}" if args.profile else ""
+            raise UserError(
+                f"no records{where} under {args.runs_dir}; run a table first "
+                "(`python -m harness run table1 --profile demo`), or name the tables"
+            )
+    for spec in specs:
+        if args.profile is not None:
+            spec.protocol(args.profile)
+    check_writable_dir(args.out, "--out")
+    reports = [build_report(s, args.profile or default_profile(s, store), store) for s in specs]
+    for report in reports:
+        if nothing_ran(report):
+            print(no_records_line(report, store), file=sys.stderr)
+    _print_site(write_site(reports, store, args.out))
+
+
+def _has_records(spec: TableSpec, store: RunStore, profile: str | None) -> bool:
+    found = profiles_with_records(spec, store)
+    return bool(found) if profile is None else profile in found
+
+
+def _print_site(index: Path) -> None:
+    print(f"wrote {index}; open it in a browser: {index.resolve().as_uri()}")
 
 
 def cmd_claims(args: argparse.Namespace) -> None:
@@ -321,12 +392,17 @@ def cmd_claims(args: argparse.Namespace) -> None:
         report = build_report(spec, args.profile or default_profile(spec, store), store)
         found += [(spec.name, report.profile, check) for check in report.checks]
     if args.format == "json":
-        rows = [{"table": t, "profile": p, **c.as_dict()} for t, p, c in found]
+        rows = [
+            {"table": t, "profile": p, **c.as_dict(), "to_decide": c.to_decide(t, p)}
+            for t, p, c in found
+        ]
         sys.stdout.write(json.dumps(json_safe(rows), indent=1) + "\n")
         return
     for table, profile, check in found:
         print(f"{table} [{profile}] {check.verdict_text()}: {check.claim.text} — "
               f"{check.measurement()}")  # fmt: skip
+        if decide := check.to_decide(table, profile):
+            print(f"  to decide it: {decide}")
 
 
 def cmd_figures(args: argparse.Namespace) -> None:
@@ -353,6 +429,7 @@ COMMANDS = {
     "report": cmd_report,
     "figures": cmd_figures,
     "claims": cmd_claims,
+    "site": cmd_site,
     "bench": cmd_bench,
     "doctor": cmd_doctor,
     "export": cmd_export,
@@ -379,6 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.command_line = shlex.join(
             ["python", "-m", "harness", *(sys.argv[1:] if argv is None else argv)]
         )
+        load_plugins(getattr(args, "plugins", ()))  # and installed entry points: before any work
         code = COMMANDS[args.command](args) or 0
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -5,12 +5,19 @@ A *variant* is data: an architecture, the keyword arguments that configure it an
 metadata (what it is, which row of which paper table it reproduces and the numbers
 the paper prints there). Variants are declared with :func:`register_variant`;
 names follow ``arch.tag`` and are matched with fnmatch patterns.
+
+Installed packages add variants and reduction kinds without editing this package:
+a module they declare as an entry point of group ``harness.variants`` or
+``harness.reductions`` is imported (so its decorators run) the first time a name is
+listed or looked up and not found.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import importlib.metadata
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -25,6 +32,7 @@ __all__ = [
     "create_model",
     "list_archs",
     "list_variants",
+    "load_entry_points",
     "printed_value",
     "register_arch",
     "register_variant",
@@ -35,6 +43,39 @@ Builder = Callable[..., nn.Module]
 
 _ARCHS: dict[str, Builder] = {}
 _VARIANTS: dict[str, VariantInfo] = {}
+
+ENTRY_POINT_GROUPS = ("harness.reductions", "harness.variants")
+_IMPORTED: set[str] = set()  # entry point values imported, or being imported, here
+_SCANNED: list[tuple[str, ...]] = []  # the sys.path entry points were last looked up on
+
+
+def load_entry_points(announce: Callable[[list[str]], None] | None = None) -> list[str]:
+    """Import the modules installed packages declare under :data:`ENTRY_POINT_GROUPS`,
+    each once per process, and return the newly imported ones. The installed packages
+    are looked up again only when ``sys.path`` has changed. ``announce`` is called with
+    the modules before they are imported. ImportError names the entry point that fails
+    (its cause is the module's own error) and it is tried again at the next call."""
+    if _SCANNED and _SCANNED[-1] == tuple(sys.path):
+        return []
+    _SCANNED[:] = [tuple(sys.path)]
+    installed = importlib.metadata.entry_points()  # one look at the installed packages
+    found = [e for group in ENTRY_POINT_GROUPS for e in installed.select(group=group)]
+    entries = list({e.value: e for e in found if e.value not in _IMPORTED}.values())
+    if entries and announce is not None:
+        announce([e.value for e in entries])
+    for entry in entries:
+        _IMPORTED.add(entry.value)
+        try:
+            entry.load()
+        except Exception as exc:
+            _IMPORTED.discard(entry.value)
+            _SCANNED.clear()
+            raise ImportError(
+                f"entry point {entry.name} = {entry.value} ({entry.group}) failed to import: "
+                f"{type(exc).__name__}: {exc}",
+                name=entry.value,
+            ) from exc
+    return [e.value for e in entries]
 
 
 @dataclass(frozen=True)
@@ -130,31 +171,37 @@ def register_variant(
 
 def list_variants(pattern: str = "*") -> list[str]:
     """Registered variant names matching an fnmatch ``pattern``, sorted."""
+    load_entry_points()
     return sorted(n for n in _VARIANTS if fnmatch.fnmatchcase(n, pattern))
 
 
 def list_archs() -> list[str]:
+    load_entry_points()
     return sorted(_ARCHS)
 
 
 def variant_info(name: str) -> VariantInfo:
+    if name not in _VARIANTS:
+        load_entry_points()
     try:
         return _VARIANTS[name]
     except KeyError:
-        raise ValueError(_unknown("variant", name, _VARIANTS)) from None
+        raise ValueError(unknown_name("variant", name, _VARIANTS)) from None
 
 
 def create_model(name: str, **overrides: Any) -> nn.Module:
     """Build a variant (or a bare architecture) by name; ``overrides`` win over its kwargs."""
+    if name not in _VARIANTS and name not in _ARCHS:
+        load_entry_points()
     if name in _VARIANTS:
         info = _VARIANTS[name]
         return _ARCHS[info.arch](**{**info.kwargs, **overrides})
     if name in _ARCHS:
         return _ARCHS[name](**overrides)
-    raise ValueError(_unknown("variant or architecture", name, {**_VARIANTS, **_ARCHS}))
+    raise ValueError(unknown_name("variant or architecture", name, {**_VARIANTS, **_ARCHS}))
 
 
-def _unknown(what: str, name: str, known: Mapping[str, Any]) -> str:
+def unknown_name(what: str, name: str, known: Mapping[str, Any]) -> str:
     close = difflib.get_close_matches(name, known, n=3)
     hint = (
         f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(sorted(known))}"

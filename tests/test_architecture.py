@@ -113,11 +113,6 @@ LONG_FUNCTIONS = {
     "run/cell.py:_execute",
     "run/runner.py:run_table",
     "tables/paper.py:_vgg_table",
-    "tasks/classification/engine.py:train_classifier",
-    "tasks/denoising/engine.py:train_denoiser",
-    "tasks/denoising/engine.py:evaluate_denoiser",
-    "tasks/denoising/engine.py:run_denoise_cell",
-    "tasks/folders/engine.py:run_folder_cell",
 }
 
 

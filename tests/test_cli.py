@@ -200,11 +200,16 @@ def test_plan_and_list(smoke, capsys):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["run", "table9"], "unknown table 'table9'; choose one of: table1"),
+        (
+            ["run", "table9"],
+            "unknown table 'table9'; did you mean 'table8'? (choose one of: table1",
+        ),
+        (["report", "tabel1"], "unknown table 'tabel1'; did you mean 'table1'?"),
+        (["plan", "table1", "--profile", "smok"], "unknown profile 'smok'; did you mean 'smoke'?"),
         (["run", "table6", "--workers", "0"], "--workers must be 1 to"),
         (
             ["run", "table1", "--profile", "fast"],
-            "unknown profile 'fast'; choose one of: paper, demo, smoke",
+            "unknown profile 'fast' (choose one of: paper, demo, smoke)",
         ),
         (["run", "table1", "--seeds", "0"], "--seeds must be 1 to"),
         (["run", "table1", "--seeds", "two"], "invalid int value"),

@@ -89,7 +89,10 @@ def test_record_without_history_is_one_line(records_only, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["figures", "fig3"], "unknown figure 'fig3'; choose from: fig1, fig2, fig4"),
+        (
+            ["figures", "fig3"],
+            "unknown figure 'fig3'; did you mean 'fig6'? (choose one of: fig1, fig2, fig4",
+        ),
         (["figures", "fig4", "--profile", "fast"], "unknown profile 'fast'"),
         (["figures", "fig4"], "no paper record of mnist.baseline"),
     ],

@@ -88,7 +88,7 @@ def test_plan_run_report_claims_figures(installed, tmp_path: Path) -> None:
     assert wide["mse"] < 0.1  # a 32-unit MLP fits a noisy line (noise variance 0.01)
     assert wide["params"] == 32 + 32 + 32 + 1
     text = render_markdown(report)
-    assert "MSE (squared units)" in text and "mse: mean squared error" in text
+    assert "Units: MSE: squared units" in text and "mse: mean squared error" in text
     assert report.frame["mse_delta"].notna().any()  # paired against the baseline, 2 seeds
     assert [c.verdict for c in report.checks] != []
     assert table_plot(report) is not None

@@ -29,16 +29,16 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import FancyBboxPatch, Patch, Rectangle
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from harness.core.errors import UserError
+from harness.core.errors import UserError, unknown
 from harness.data.classification import load_classification
 from harness.render.plotstyle import (
     DOUBLE_COLUMN_IN,
     HIGHLIGHT,
-    KIND_LABELS,
     MAP_CMAP,
     PALETTE,
     SINGLE_COLUMN_IN,
     colour,
+    kind_label,
     marker,
     new_figure,
     reduction_of,
@@ -492,7 +492,7 @@ def _kind_legend(frame: pd.DataFrame) -> list[Patch]:
     kinds: dict[str, str] = {}
     for variant in frame["variant"]:
         reduction = reduction_of(variant) if variant else None
-        name = KIND_LABELS[reduction.kind] if reduction else "other method"
+        name = kind_label(reduction.kind) if reduction else "other method"
         kinds.setdefault(name, colour(variant))
     return [Patch(color=c, label=k) for k, c in kinds.items()]
 
@@ -662,9 +662,9 @@ def make_figures(
     """
     for name in names:
         if name not in PAPER_FIGURES and name not in TABLES:
-            raise UserError(f"unknown figure {name!r}; choose from: {', '.join(figure_names())}")
+            raise UserError(unknown("figure", name, figure_names()))
     if profile is not None and profile not in PROFILES:
-        raise UserError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
+        raise UserError(unknown("profile", profile, PROFILES))
     wanted = list(names) or figure_names()
     specs = {n: TABLE1 if n in PAPER_FIGURES else get_table(n) for n in wanted}
     sources = {

@@ -98,7 +98,7 @@ def reduction_of(variant: str) -> Reduction | None:
 
 def colour(variant: str) -> str:
     reduction = reduction_of(variant)
-    return KIND_COLOURS[reduction.kind] if reduction else OTHER_COLOUR
+    return KIND_COLOURS.get(reduction.kind, OTHER_COLOUR) if reduction else OTHER_COLOUR
 
 
 def marker(variant: str) -> str:
@@ -111,7 +111,12 @@ def short_label(variant: str) -> str:
     reduction = reduction_of(variant)
     if reduction is None or reduction.kind == "none":
         return variant.split(".")[-1] if reduction is None else KIND_LABELS["none"]
-    return f"{KIND_LABELS[reduction.kind]}, s={reduction.stride}"
+    return f"{kind_label(reduction.kind)}, s={reduction.stride}"
+
+
+def kind_label(kind: str) -> str:
+    """A reduction kind's legend label; a plugin's kind is shown by its name."""
+    return KIND_LABELS.get(kind, kind)
 
 
 def new_figure(width: float, height: float, *, constrained: bool = True) -> Figure:

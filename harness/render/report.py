@@ -53,7 +53,7 @@ def column(name: str) -> Column:
     raise KeyError(f"no task declares the column {name!r}")
 
 
-def _conventions(spec: TableSpec) -> list[str]:
+def conventions(spec: TableSpec) -> list[str]:
     """The conventions lines (the task's) that describe columns this table has."""
     have = {base_name(c) for c in spec.columns}
     lines = [line for line, names in get_task(spec.task).conventions if have & set(names)]
@@ -88,7 +88,9 @@ class Report:
         default_factory=dict
     )
     checks: list[Check] = field(default_factory=list)
-    records: list[dict[str, Any]] = field(default_factory=list)  # the ones behind the numbers
+    records: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # the records shown, newest per cell
 
 
 def default_profile(spec: TableSpec, store: RunStore) -> str:
@@ -104,16 +106,22 @@ def _seed_values(records: list[dict[str, Any]], col: str) -> dict[int, float]:
     if found is not None and found.level is not None:
         metric, sigma = found.metric.name, found.level
         records = [r for r in records if r["config"].get("sigma") == sigma]
-        values = {r["config"]["seed"]: r["metrics"].get(metric, math.nan) for r in records}
+        values = {r["config"]["seed"]: _number(r["metrics"].get(metric)) for r in records}
     else:
         per_seed: dict[int, list[float]] = {}
         for r in records:
-            per_seed.setdefault(r["config"]["seed"], []).append(r["metrics"].get(col, math.nan))
+            per_seed.setdefault(r["config"]["seed"], []).append(_number(r["metrics"].get(col)))
         values = {seed: sum(v) / len(v) for seed, v in per_seed.items()}
     return values
 
 
-def _test_set_label(name: str) -> str:
+def _number(value: float | None) -> float:
+    """A measurement; NaN where it is missing or unknown (None: FLOPs of a model with an op
+    that has no FLOP handle), which the report shows as unknown."""
+    return math.nan if value is None else value
+
+
+def test_set_label(name: str) -> str:
     return TEST_SETS[name].label if name in TEST_SETS else name
 
 
@@ -158,8 +166,8 @@ def build_report(
             for col in spec.columns:
                 if paper and col in paper.values:
                     row[f"paper_{col}"] = paper.number(col)
-            if not mine:  # nothing run: what the architecture alone says
-                row |= architecture(spec, profile, variant)
+            if not mine:  # nothing run: what the architecture alone says (None: unknown)
+                row |= {k: _number(v) for k, v in architecture(spec, profile, variant).items()}
             row |= _time_spread(mine, spec.columns)
             seeds = {r["config"]["seed"] for r in mine}
             row["n_seeds"] = len(seeds)
@@ -391,32 +399,79 @@ def _execution(record: dict[str, Any]) -> str:
     return Runtime(**{k: v for k, v in settings.items() if k != "__type__"}).label
 
 
-def _display(report: Report, pm: str) -> pd.DataFrame:
-    """Strings for humans: mean (± std), paper values beside, units in headers."""
+def printed_columns(report: Report) -> list[str]:
+    """The columns of the main table: those the paper prints for this table (all of them
+    when it prints none, as for a table of our own)."""
+    printed = [c for c in report.spec.columns if f"paper_{c}" in report.frame]
+    return printed or list(report.spec.columns)
+
+
+def _row_labels(report: Report) -> pd.DataFrame:
     f = report.frame
     out = pd.DataFrame({"Row": [
         label if variant else f"{label} (quoted, not measured)"
         for label, variant in zip(f["row"], f["variant"], strict=True)
     ]})  # fmt: skip
     if "test_set" in f:
-        out.insert(0, "Test set", f["test_set"].map(_test_set_label))
-    for col in report.spec.columns:
-        c = column(col)
-        head = f"{c.header} ({c.unit})"
+        out.insert(0, "Test set", f["test_set"].map(test_set_label))
+    return out
 
-        def show(v: float, fmt: str = c.fmt) -> str:
-            return "–" if pd.isna(v) else fmt.format(v)
 
-        out[head] = _stat_cells(report, col, show, pm)
-        if f"{col}_iqr" in f:
-            out[head] = [
-                cell + ("" if pd.isna(q) else f" (IQR {show(q)})")
-                for cell, q in zip(out[head], f[f"{col}_iqr"], strict=True)
-            ]
+def _shown(col: str) -> Any:
+    """A column's value as text, "–" when missing."""
+    fmt = column(col).fmt
+    return lambda v: "–" if pd.isna(v) else fmt.format(v)
+
+
+def _display(report: Report, pm: str) -> pd.DataFrame:
+    """The main table: ours (± the interval's half-width) beside the paper's value, for the
+    columns the paper prints; units are in :func:`units_line`."""
+    f, out = report.frame, _row_labels(report)
+    for col in printed_columns(report):
+        header = column(col).header
+        out[header] = _stat_cells(report, col, _shown(col), pm)
         if f"paper_{col}" in f:
-            out[f"{c.header}, paper"] = f[f"paper_{col}"].map(show)
+            out[header + PAPER_SUFFIX] = f[f"paper_{col}"].map(_shown(col))
     out["Seeds"] = f["n_seeds"].astype(str)
     return out
+
+
+PAPER_SUFFIX = ", paper"  # the paper's value beside ours: headed "paper" where shown
+
+
+def _short_headers(display: pd.DataFrame) -> list[str]:
+    """Headers for Markdown: each paper column is just "paper", right of ours."""
+    return ["paper" if c.endswith(PAPER_SUFFIX) else c for c in display.columns]
+
+
+def _paired_headers(display: pd.DataFrame) -> pd.MultiIndex:
+    """Headers for LaTeX: a metric spans its "ours" and "paper" columns."""
+    names = set(display.columns)
+    return pd.MultiIndex.from_tuples([
+        (c.removesuffix(PAPER_SUFFIX), "paper") if c.endswith(PAPER_SUFFIX)
+        else (c, "ours") if c + PAPER_SUFFIX in names else (c, "")
+        for c in display.columns
+    ])  # fmt: skip
+
+
+def _costs_display(report: Report, pm: str) -> pd.DataFrame | None:
+    """The second table: the columns the paper does not print (exact costs) and the
+    spread (IQR) behind each time; None when there are none."""
+    f, out = report.frame, _row_labels(report)
+    printed = printed_columns(report)
+    for col in report.spec.columns:
+        header = column(col).header
+        if col not in printed:
+            out[header] = _stat_cells(report, col, _shown(col), pm)
+        if f"{col}_iqr" in f:
+            out[f"{header}, IQR"] = f[f"{col}_iqr"].map(_shown(col))
+    return None if out.shape[1] == _row_labels(report).shape[1] else out
+
+
+def units_line(report: Report, columns: Iterable[str]) -> str:
+    """The units of the columns a table shows, in one line (the headers stay short)."""
+    units = dict.fromkeys(f"{column(c).metric.header}: {column(c).unit}" for c in columns)
+    return "Units: " + "; ".join(units) + "."
 
 
 def _stat_cells(report: Report, col: str, show: Any, pm: str) -> list[str]:
@@ -514,7 +569,7 @@ def _nothing_ran_line(report: Report) -> str:
     )
 
 
-def _header_lines(report: Report) -> list[str]:
+def header_lines(report: Report) -> list[str]:
     m, p = report.meta, report.meta["protocol"]
     lines = []
     if nothing_ran(report):
@@ -542,7 +597,7 @@ def _header_lines(report: Report) -> list[str]:
         )
     if m.get("paper_block"):
         lines.append(
-            f"Paper values beside ours: the paper's {_test_set_label(m['paper_block'])} "
+            f"Paper values beside ours: the paper's {test_set_label(m['paper_block'])} "
             "rows (ours are on a different test set)."
         )
     if m.get("timing"):
@@ -564,18 +619,25 @@ def _header_lines(report: Report) -> list[str]:
 def render_markdown(report: Report) -> str:
     parts = [f"# {title(report)}", ""]
     banner = nothing_ran(report) + (report.profile in _PROFILE_BANNER)
-    for i, line in enumerate(_header_lines(report)):
+    for i, line in enumerate(header_lines(report)):
         parts += [f"> {line}", ""] if i < banner else [f"- {line}"]
-    parts += ["", _display(report, "±").to_markdown(index=False, disable_numparse=True), ""]
+    display = _display(report, "±")
+    main = display.to_markdown(index=False, headers=_short_headers(display), disable_numparse=True)
+    parts += ["", main, ""]
+    parts += [units_line(report, printed_columns(report)), PAPER_SOURCE, ""]
     if report.meta.get("figure"):  # set by harness.render.figures.write_table_plot
         parts += [f"![{report.spec.title}]({report.meta['figure']})", ""]
-    parts += [
-        "Paper values are as printed in Pei et al. (2020); ours come from the run records.",
-        "",
-    ]
-    conventions = _conventions(report.spec)
-    if conventions:
-        parts += ["Conventions:", *[f"- {c}" for c in conventions]]
+    costs = _costs_display(report, "±")
+    if costs is not None:
+        shown = [c for c in report.spec.columns if c not in printed_columns(report)]
+        parts += [
+            f"## {COSTS_TITLE}", "", COSTS_LEGEND, "",
+            costs.to_markdown(index=False, disable_numparse=True), "",
+            *([units_line(report, shown), ""] if shown else []),
+        ]  # fmt: skip
+    lines = conventions(report.spec)
+    if lines:
+        parts += ["Conventions:", *[f"- {c}" for c in lines]]
     if report.spec.notes:
         parts += ["", "Notes:", *[f"- {n}" for n in report.spec.notes]]
     parts += _baseline_markdown(report)
@@ -584,20 +646,29 @@ def render_markdown(report: Report) -> str:
     return "\n".join(parts) + "\n"
 
 
+PAPER_SOURCE = "Paper values are as printed in Pei et al. (2020); ours come from the run records."
+COSTS_TITLE = "Beyond the paper's table"
+COSTS_LEGEND = (
+    "Columns the paper does not print (exact costs, other measures), and the spread (IQR) "
+    "of each time over the epochs or passes behind it."
+)
+
+
 def _signed(fmt: str, x: float) -> str:
     return ("+" if x >= 0 else "") + fmt.format(x)
 
 
-def _baseline_markdown(report: Report) -> list[str]:
+def baseline_frame(report: Report) -> pd.DataFrame | None:
     """Each row against the baseline on the columns that improve upward (accuracy, PSNR,
-    SSIM): mean paired difference, Holm-adjusted p, share of seeds better."""
+    SSIM): mean paired difference, Holm-adjusted p, share of seeds better. None without a
+    baseline or 2 seeds."""
     f, cols = report.frame, [c for c in report.spec.columns if higher_is_better(c)]
     if not report.meta["baseline"] or report.meta["max_seeds"] < 2 or not cols:
-        return []
+        return None
     measured = f[f["variant"].astype(bool) & (f["variant"] != report.meta["baseline"])]
     table = pd.DataFrame({"Row": measured["row"]})
     if "test_set" in f:
-        table.insert(0, "Test set", measured["test_set"].map(_test_set_label))
+        table.insert(0, "Test set", measured["test_set"].map(test_set_label))
     for col in cols:
         c = column(col)
         table[f"{c.header}: Δ, p, wins"] = [
@@ -605,11 +676,22 @@ def _baseline_markdown(report: Report) -> list[str]:
             else f"{_signed(c.fmt, d)}, p = {p:.3g}{' ' + SIGNIFICANT if p < ALPHA else ''}, {w:.0%}"
             for d, p, w in zip(measured[f"{col}_delta"], measured[f"{col}_p"], measured[f"{col}_win_rate"], strict=True)
         ]  # fmt: skip
+    return table
+
+
+BASELINE_LEGEND = (
+    "Δ: mean over shared seeds of (row - baseline); p: paired t-test, Holm-adjusted across "
+    f"the rows of the column; {SIGNIFICANT}: p < {ALPHA}; wins: share of seeds on which the "
+    "row is better."
+)
+
+
+def _baseline_markdown(report: Report) -> list[str]:
+    table = baseline_frame(report)
+    if table is None:
+        return []
     return [
-        "", "## Against the baseline", "",
-        "Δ: mean over shared seeds of (row - baseline); p: paired t-test, Holm-adjusted across "
-        f"the rows of the column; {SIGNIFICANT}: p < {ALPHA}; wins: share of seeds on which the "
-        "row is better.", "",
+        "", "## Against the baseline", "", BASELINE_LEGEND, "",
         table.to_markdown(index=False, disable_numparse=True),
     ]  # fmt: skip
 
@@ -648,30 +730,52 @@ def _claims_markdown(report: Report) -> list[str]:
 
 
 def render_latex(report: Report) -> str:
+    """The results, then the costs and the claims, each a table whose caption is only its
+    title; what the header says (demo banner, data, protocol) is a note below the table."""
     display = _display(report, "±")
-    caption = f"{title(report)}. " + " ".join(_header_lines(report))
-    styler = display.style.hide(axis="index").format(escape="latex")
+    display.columns = _paired_headers(display)
+    note = [*header_lines(report), units_line(report, printed_columns(report)), PAPER_SOURCE]
+    out = _latex_table(display, title(report), f"tab:{report.spec.name}", note,
+                       _column_format(display))  # fmt: skip
+    costs = _costs_display(report, "±")
+    if costs is not None:
+        shown = [c for c in report.spec.columns if c not in printed_columns(report)]
+        out += _latex_table(
+            costs, f"{report.spec.title}: {COSTS_TITLE.lower()}", f"tab:{report.spec.name}-costs",
+            [COSTS_LEGEND, *([units_line(report, shown)] if shown else [])], _column_format(costs),
+        )  # fmt: skip
+    if report.checks:
+        out += _latex_table(
+            claims_frame(report), f"{report.spec.title}: the paper's claims checked",
+            f"tab:{report.spec.name}-claims", [CLAIMS_LEGEND], "p{4cm}p{4cm}p{4cm}p{3cm}",
+        )  # fmt: skip
+    return out + reproducibility_latex(report, _latex_text)
+
+
+def _column_format(display: pd.DataFrame) -> str:
+    """Labels (row, test set) left-aligned, numbers right-aligned."""
+    labels = len({"Test set", "Row"} & set(display.columns.get_level_values(0)))
+    return "l" * labels + "r" * (display.shape[1] - labels)
+
+
+def _latex_table(
+    frame: pd.DataFrame, caption: str, label: str, note: list[str], column_format: str
+) -> str:
+    """One LaTeX table: ``caption`` above, ``note`` in small type below the rules."""
+    styler = frame.style.hide(axis="index").format(escape="latex")
     styler = styler.format_index(escape="latex", axis=1)
-    caption = caption.replace("**", "").replace("`", "")
     table = styler.to_latex(
-        hrules=True, caption=_latex_text(caption), label=f"tab:{report.spec.name}",
-        column_format="l" + "r" * (display.shape[1] - 1), position_float="centering",
+        hrules=True, caption=_latex_text(caption), label=label, column_format=column_format,
+        position_float="centering", multicol_align="c",
     )  # fmt: skip
-    return table + _claims_latex(report) + reproducibility_latex(report, _latex_text)
-
-
-def _claims_latex(report: Report) -> str:
-    """The Claims section as a second table, after the results."""
-    if not report.checks:
-        return ""
-    styler = claims_frame(report).style.hide(axis="index").format(escape="latex")
-    styler = styler.format_index(escape="latex", axis=1)
-    caption = f"{report.spec.title}: the paper's claims checked. {CLAIMS_LEGEND}"
-    return styler.to_latex(
-        hrules=True, caption=_latex_text(caption.replace("`", "")),
-        label=f"tab:{report.spec.name}-claims", column_format="p{4cm}p{4cm}p{4cm}p{3cm}",
-        position_float="centering",
-    )  # fmt: skip
+    if not note:
+        return table
+    text = " ".join(note).replace("**", "").replace("`", "")
+    end = "\\end{table}\n"
+    return (
+        table.removesuffix(end)
+        + f"\\par\\smallskip{{\\footnotesize {_latex_text(text)}\\par}}\n{end}"
+    )
 
 
 _LATEX_SPECIAL = str.maketrans(

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from harness.core.errors import UserError
+from harness.core.plugins import PluginError, load_plugins
 from harness.core.protocol import Protocol
 from harness.core.runtime import resolve_device
 from harness.core.task import CellContext, RunOptions, get_task
@@ -86,17 +87,28 @@ def execute_cell(
     caller holds it (an unregistered variation of one); else the registered table."""
     store = RunStore(options.runs_dir)
     try:
+        load_plugins(config.get("plugins", ()))  # the modules the cell's model needs, here
+    except PluginError as exc:  # this process cannot build the model; other cells go on
+        host = socket.gethostname()
+        line = f"plugin {exc.module!r} failed to import on host {host}: {exc.reason}"
+        return _failed(store, config, exc, line)
+    try:
         return _execute(config, options, store, index, spec or get_table(config["table"]))
     except (UserError, KeyboardInterrupt):
         raise
     except Exception as exc:  # one cell's failure, not the run's
-        where = error_path(store, config)
-        text = "".join(traceback.format_exception(exc))
-        stamp = f"{datetime.now(UTC).isoformat()} {socket.gethostname()} pid {os.getpid()}"
-        with contextlib.suppress(OSError):  # a failing disk must not hide the cell's error
-            atomic_write_text(where, f"{stamp}\n{text}")
         line = (str(exc).strip().splitlines() or [""])[0]
-        return Outcome(config, FAILED, f"{type(exc).__name__}: {line}", str(where))
+        return _failed(store, config, exc, f"{type(exc).__name__}: {line}")
+
+
+def _failed(store: RunStore, config: dict[str, Any], exc: Exception, line: str) -> Outcome:
+    """A failed cell: its traceback beside where its record would be, and one line."""
+    where = error_path(store, config)
+    text = "".join(traceback.format_exception(exc))
+    stamp = f"{datetime.now(UTC).isoformat()} {socket.gethostname()} pid {os.getpid()}"
+    with contextlib.suppress(OSError):  # a failing disk must not hide the cell's error
+        atomic_write_text(where, f"{stamp}\n{text}")
+    return Outcome(config, FAILED, line, str(where))
 
 
 def _execute(

@@ -17,7 +17,7 @@ def lease_path(store: RunStore, config: dict[str, Any]) -> Path:
 
 def error_path(store: RunStore, config: dict[str, Any]) -> Path:
     """Where a failed cell's error and traceback are kept until it succeeds."""
-    return store.path(config).with_suffix(".error.txt")
+    return store.error_path(config)
 
 
 @dataclass

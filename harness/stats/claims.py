@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
-from harness.stats.intervals import Interval, finite, interval
+from harness.stats.intervals import LEVEL, Interval, finite, interval
 
 KINDS = ("greater", "ratio", "gain", "best")
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
@@ -93,6 +94,30 @@ class Check:
         shown = "; ".join(f"{p.label}: {_number(p.estimate, ratio)}" for p in self.parts)
         return f"{shown} (n = {self.n})"
 
+    def to_decide(self, table: str, profile: str) -> str:
+        """What would decide a claim that is not decided: the records it lacks, evidence
+        from the paper profile, or the seeds per row that would narrow its intervals
+        enough (if the spread stays as measured). Empty for a decided claim."""
+        run = f"python -m harness run {table}"
+        if self.verdict == NOT_RUN:
+            return f"records for every row it names: `{run} --profile {profile}`"
+        if self.on_the_numbers != INCONCLUSIVE and self.verdict != NOT_EVIDENCE:
+            return ""
+        seeds = seeds_to_decide(self) if self.on_the_numbers == INCONCLUSIVE else self.n
+        if self.verdict == NOT_EVIDENCE:
+            return f"the paper profile (demo and smoke numbers are not evidence): `{run} --profile paper --seeds {max(seeds or 2, 2)}`"
+        if self.n < 2:
+            return f"2 or more seeds per row: `{run} --profile {profile} --seeds 2`"
+        if seeds is None:
+            return (
+                f"the estimate sits at the claim's threshold (n = {self.n}): more seeds are "
+                "unlikely to decide it"
+            )
+        return (
+            f"about {seeds} seeds per row (now {self.n}), if the spread stays as measured: "
+            f"`{run} --profile {profile} --seeds {seeds}`"
+        )
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "claim": self.claim.text,
@@ -112,6 +137,37 @@ class Check:
             ],
             "measurement": self.measurement(),
         }  # fmt: skip
+
+
+MAX_SEEDS = 50  # beyond this, "more seeds" is no advice
+_QUANTILE = (1 + LEVEL) / 2  # of Student t, for an interval's half-width
+
+
+def seeds_to_decide(check: Check) -> int | None:
+    """The fewest seeds per row at which every undecided part's 95% interval would clear
+    the claim's threshold, if the mean and spread stayed as measured (None: more than
+    MAX_SEEDS, or fewer than 2 seeds to measure a spread from)."""
+    claim, needed = check.claim, 2
+    ratio = claim.kind == "ratio"
+    edges = [e for e in (claim.low, claim.high) if math.isfinite(e) and (e > 0 or not ratio)]
+    for part in (p for p in check.parts if p.verdict == INCONCLUSIVE):
+        x = part.estimate
+        if x.n < 2 or not edges:
+            return None
+        scale = math.log if ratio else float
+        centre = (scale(x.low) + scale(x.high)) / 2
+        half = (scale(x.high) - scale(x.low)) / 2
+        distance = min(abs(centre - scale(e)) for e in edges)
+        spread = half * math.sqrt(x.n) / stats.t.ppf(_QUANTILE, x.n - 1)
+        n = next(
+            (m for m in range(x.n, MAX_SEEDS + 1)
+             if stats.t.ppf(_QUANTILE, m - 1) * spread / math.sqrt(m) < distance),
+            None,
+        )  # fmt: skip
+        if n is None:
+            return None
+        needed = max(needed, n)
+    return needed
 
 
 def _number(x: Interval, ratio: bool) -> str:

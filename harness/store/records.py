@@ -414,6 +414,10 @@ class RunStore:
         name = f"{config['variant']}-seed{config['seed']}-{config_hash(config)}.json"
         return self.root / config["table"] / config["profile"] / name
 
+    def error_path(self, config: dict[str, Any]) -> Path:
+        """Where a failed cell's error and traceback are kept until it succeeds."""
+        return self.path(config).with_suffix(".error.txt")
+
     def quarantine(self, path: Path, reason: str) -> Path | None:
         return quarantine(path, reason, self.root)
 

@@ -18,7 +18,7 @@ from harness.core.protocol import Protocol
 from harness.core.task import TrainingShape, get_task
 from harness.store.records import RunStore
 from harness.tables.paper import TableSpec
-from harness.train.measure import count_flops, count_params, paper_convention
+from harness.train.measure import count_params, flops_or_unknown, paper_convention
 from registry import create_model, variant_info
 from registry.models.classical import ClassicalDenoiser, MissingDependency
 
@@ -90,6 +90,8 @@ class Plan:
             if reused:
                 return "to run (test only: reuses a model trained by this or another table)"
         flops = architecture(spec, config["profile"], variant, all_columns=True).get("flops", 0)
+        if flops is None:
+            return "to run (cost unknown: an op has no FLOP handle)"
         cost = 2 * 3 * flops * shape.n_train * protocol.epochs  # forward + backward, MAC = 2
         self.train_flops += cost
         self.cell_flops.append(cost)
@@ -136,7 +138,7 @@ def measure_model(
         return {}
     return {
         "params": count_params(model),
-        "flops": count_flops(model, input_shape),
+        "flops": flops_or_unknown(model, input_shape),  # None: an op without a FLOP handle
         **paper_convention(model, rule),
     }
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
-from harness.core.errors import UserError
+from harness.core.errors import UserError, unknown
 from harness.core.protocol import Protocol
 from harness.stats.claims import Claim
 from harness.tables.paper_claims import CLAIMS
@@ -61,7 +61,7 @@ class TableSpec:
 
     def protocol(self, profile: str) -> Protocol:
         if profile not in PROFILES:
-            raise UserError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
+            raise UserError(unknown("profile", profile, PROFILES))
         if profile not in self.protocols:
             raise UserError(
                 f"{self.name} has no {profile!r} profile; choose one of: {', '.join(self.protocols)}"
@@ -613,5 +613,5 @@ def get_table(name: str) -> TableSpec:
     """The spec of a table, or a UserError naming the valid choices."""
     spec = TABLES.get(name)
     if spec is None:
-        raise UserError(f"unknown table {name!r}; choose one of: {', '.join(TABLES)}")
+        raise UserError(unknown("table", name, TABLES))
     return spec

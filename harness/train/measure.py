@@ -11,40 +11,55 @@ Conventions, stated once and shown in the reports:
   weights without biases (Table 1), ``2x_conv_weights`` 2 x the conv kernel weights,
   no biases and no BN (the denoiser, Table 5: 70,994,880 -> 67.71 and 1.42e8).
 * ``flops``: the true forward cost of one image, counted by fvcore where one
-  multiply-add counts as one (MACs), plus the elementwise ops below (MACs +
-  elementwise ops). Ops fvcore does not count are given handles
-  here: each comparison in max/min reductions counts one, as does each output element
-  of ReLU, tanh, add, sub, mul and div; top-k counts
-  C*ceil(log2 C) comparisons per pixel (a comparison sort over C channels). Any op
-  left without a handle raises instead of being counted as zero.
+  multiply-add counts as one (MACs), plus the other arithmetic, one per operation:
+  each comparison of a max/min reduction or pool (n - 1 per window of n), each output
+  element of an elementwise op (activations, add, sub, mul, div, ...), n - 1 additions
+  per sum of n and n per mean or average pool of n (the adds and the divide, as fvcore
+  counts ``adaptive_avg_pool2d``), 3 per element of a softmax (an exp, an add to the sum,
+  a divide); top-k counts C*ceil(log2 C) comparisons per pixel (a comparison sort over C
+  channels). Ops that only move data (view, cat, stack, ...) count zero. An op without
+  a handle is never counted as zero: the count is unknown (None) and one line names the
+  op and the fix (:func:`register_flop_handle`, or ``flops=`` on a registered reduction).
 """
 
 from __future__ import annotations
 
 import math
 import statistics
+import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
+from registry import list_reductions, reduction_kind
+
 with warnings.catch_warnings():  # fvcore's import still touches torch.jit.script
     warnings.simplefilter("ignore", FutureWarning)
     from fvcore.nn import FlopCountAnalysis
+    from fvcore.nn.flop_count import _DEFAULT_SUPPORTED_OPS
     from fvcore.nn.jit_handles import get_shape
 
-# Ops that only move or reinterpret data (floor_divide appears as shape arithmetic
-# when a traced module splits its channel axis); everything else must have a handle.
+# fvcore's signature: the traced op's input and output values -> its count
+FlopHandle = Callable[[list[Any], list[Any]], int]
+
+# Ops that only move, copy or reinterpret data (floor_divide appears as shape arithmetic
+# when a traced module splits its channel axis): counted as zero; cat and stack copy.
 _DATA_MOVEMENT_OPS = frozenset(
     "aten::" + op
     for op in (
         "view", "reshape", "flatten", "unflatten", "size", "contiguous", "permute",
         "transpose", "t", "to", "detach", "select", "slice", "expand", "squeeze",
         "unsqueeze", "cat", "Int", "ScalarImplicit", "numel", "dropout", "clone",
-        "floor_divide",
+        "floor_divide", "stack", "chunk", "split", "split_with_sizes", "unbind", "narrow",
+        "repeat", "flip", "roll", "constant_pad_nd", "pad", "pixel_shuffle",
+        "pixel_unshuffle", "channel_shuffle", "type_as", "expand_as", "view_as",
+        "reshape_as", "zeros_like", "ones_like", "zeros", "ones", "full", "arange",
+        "alias", "copy_", "index_select", "gather", "movedim", "swapaxes", "_unsafe_view",
+        "feature_dropout", "alpha_dropout",
     )
 )  # fmt: skip
 
@@ -53,13 +68,38 @@ def _numel(value: Any) -> int:
     return math.prod(get_shape(value))
 
 
+def _is_tensor(value: Any) -> bool:
+    return get_shape(value) is not None
+
+
 def _reduction_comparisons(inputs: list[Any], outputs: list[Any]) -> int:
-    """Max/min over a window: every input element beyond the first in each window."""
+    """Max/min over a window: every input element beyond the first in each window
+    (the elementwise max/min of two tensors: one comparison per output element)."""
+    if len(inputs) > 1 and _is_tensor(inputs[1]):
+        return _numel(outputs[0])
     return _numel(inputs[0]) - _numel(outputs[0])
+
+
+def _sum_additions(inputs: list[Any], outputs: list[Any]) -> int:
+    return _numel(inputs[0]) - _numel(outputs[0])
+
+
+def _input_elements(inputs: list[Any], outputs: list[Any]) -> int:
+    """A mean of n: n - 1 additions and one divide per output, n per output in all."""
+    return _numel(inputs[0])
+
+
+def _avg_pool(inputs: list[Any], outputs: list[Any]) -> int:
+    """Each output averages one kernel window: its size, adds and divide together."""
+    return _numel(outputs[0]) * math.prod(inputs[1].toIValue())
 
 
 def _elementwise(inputs: list[Any], outputs: list[Any]) -> int:
     return _numel(outputs[0])
+
+
+def _softmax(inputs: list[Any], outputs: list[Any]) -> int:
+    return 3 * _numel(outputs[0])
 
 
 def _topk_comparisons(inputs: list[Any], outputs: list[Any]) -> int:
@@ -69,25 +109,84 @@ def _topk_comparisons(inputs: list[Any], outputs: list[Any]) -> int:
     return math.prod(shape) // length * length * max(1, math.ceil(math.log2(length)))
 
 
-_EXTRA_HANDLES = {
-    "aten::max": _reduction_comparisons,
-    "aten::min": _reduction_comparisons,
-    "aten::amax": _reduction_comparisons,
-    "aten::amin": _reduction_comparisons,
-    "aten::max_pool2d": _reduction_comparisons,
+# ops counted as comparisons (max/min and their pools) and as one op per output element
+_COMPARISON_OPS = tuple(
+    "aten::" + op
+    for op in (
+        "max", "min", "amax", "amin", "argmax", "argmin", "max_pool1d", "max_pool2d",
+        "max_pool3d", "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d",
+    )
+)  # fmt: skip
+_ELEMENTWISE_OPS = tuple(
+    f"aten::{op}{inplace}"
+    for op in (
+        "relu", "relu6", "leaky_relu", "elu", "selu", "celu", "gelu", "silu", "mish",
+        "sigmoid", "tanh", "hardtanh", "hardswish", "hardsigmoid", "softplus", "prelu",
+        "add", "sub", "rsub", "mul", "div", "neg", "abs", "exp", "log", "sqrt", "rsqrt",
+        "pow", "square", "reciprocal", "clamp", "clamp_min", "clamp_max", "maximum",
+        "minimum", "where", "masked_fill", "eq", "ne", "lt", "le", "gt", "ge",
+    )
+    for inplace in ("", "_")
+)  # fmt: skip
+_DEFAULT_HANDLES: Mapping[str, FlopHandle] = {
+    **dict.fromkeys(_COMPARISON_OPS, _reduction_comparisons),
     "aten::topk": _topk_comparisons,
     # top-k pooling traces as a stable sort: sort.stable(self, stable, dim, descending)
     # has dim third, as topk(self, k, dim, ...) does, and costs the same comparisons
     "aten::sort": _topk_comparisons,
-    "aten::relu": _elementwise,
-    "aten::relu_": _elementwise,
-    "aten::add": _elementwise,
-    "aten::add_": _elementwise,
-    "aten::sub": _elementwise,
-    "aten::mul": _elementwise,
-    "aten::div": _elementwise,
-    "aten::tanh": _elementwise,
+    "aten::sum": _sum_additions,
+    "aten::mean": _input_elements,
+    "aten::cumsum": _input_elements,
+    "aten::adaptive_avg_pool1d": _input_elements,
+    "aten::adaptive_avg_pool3d": _input_elements,
+    **dict.fromkeys(("aten::avg_pool1d", "aten::avg_pool2d", "aten::avg_pool3d"), _avg_pool),
+    "aten::softmax": _softmax,
+    "aten::log_softmax": _softmax,
+    **dict.fromkeys(_ELEMENTWISE_OPS, _elementwise),
 }
+_REGISTERED: dict[str, FlopHandle] = {}
+
+
+def register_flop_handle(op_name: str, handle: FlopHandle) -> None:
+    """Count the traced op ``op_name`` (``"aten::erf"``, or ``"prim::PythonOp.MyFn"`` for
+    an autograd Function) with ``handle(inputs, outputs) -> int``, fvcore's signature
+    (``fvcore.nn.jit_handles.get_shape`` reads a value's shape). Counts follow the module
+    docstring's convention. An op that already has a handle is refused, so the built-in
+    models' counts cannot change."""
+    if "::" not in op_name or not callable(handle):
+        raise ValueError(
+            f"register_flop_handle needs an op name such as 'aten::erf' and a callable "
+            f"(inputs, outputs) -> int, got {op_name!r} and {handle!r}"
+        )
+    if op_name in _DEFAULT_SUPPORTED_OPS or op_name in _DEFAULT_HANDLES or op_name in _REGISTERED:
+        raise ValueError(f"{op_name} already has a FLOP handle")
+    _REGISTERED[op_name] = handle
+
+
+def flop_handles() -> dict[str, FlopHandle]:
+    """The handles a count adds to fvcore's: the defaults above, those registered with
+    :func:`register_flop_handle`, then registered reductions' ``flops`` for ops that still
+    have none (an op's handle applies wherever it appears in a model)."""
+    handles = {**_DEFAULT_HANDLES, **_REGISTERED}
+    for kind in list_reductions():
+        for op, handle in reduction_kind(kind).flops.items():
+            if op not in _DEFAULT_SUPPORTED_OPS:
+                handles.setdefault(op, handle)
+    return handles
+
+
+class UncountedOps(RuntimeError):
+    """A model traces to ops that no handle counts; ``ops`` maps each to its calls."""
+
+    def __init__(self, ops: Mapping[str, int]) -> None:
+        self.ops = dict(ops)
+        names = ", ".join(f"{op} ({n} call{'s' * (n != 1)})" for op, n in self.ops.items())
+        first = next(iter(self.ops))
+        super().__init__(
+            f"no FLOP handle for {names}; flops are unknown: count it with "
+            f'harness.train.measure.register_flop_handle("{first}", fn) or '
+            f'register_reduction(..., flops={{"{first}": fn}})'
+        )
 
 
 class StrictFlopCount(FlopCountAnalysis):
@@ -98,13 +197,14 @@ class StrictFlopCount(FlopCountAnalysis):
         # fvcore silently skips a fixed list of ops (aten::max and aten::relu among
         # them); keep skipping only those that move data.
         self._ignored_ops = set(_DATA_MOVEMENT_OPS)
-        self.set_op_handle(**_EXTRA_HANDLES)
+        self.set_op_handle(**flop_handles())
         self.unsupported_ops_warnings(False)
         self.uncalled_modules_warnings(False)
 
 
 def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """True forward FLOPs (MACs) for one input of ``input_shape`` (no batch dim)."""
+    """True forward FLOPs (MACs) for one input of ``input_shape`` (no batch dim); raises
+    :class:`UncountedOps` rather than counting an op without a handle as zero."""
     was_training = model.training
     model.eval()
     try:
@@ -116,11 +216,24 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     finally:
         model.train(was_training)
     if unsupported:
-        raise RuntimeError(
-            f"fvcore has no FLOP handle for {dict(unsupported)}; add one in harness/train/measure.py "
-            "rather than counting it as zero"
-        )
+        raise UncountedOps(unsupported)
     return int(total)
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def flops_or_unknown(
+    model: nn.Module, input_shape: tuple[int, ...], say: Callable[[str], None] = _stderr
+) -> int | None:
+    """:func:`count_flops`, or None (unknown) and one line saying which op and the fix:
+    a model whose cost cannot be counted still trains and is reported."""
+    try:
+        return count_flops(model, input_shape)
+    except UncountedOps as exc:
+        say(f"{type(model).__name__}: {exc}")
+        return None
 
 
 def count_params(model: nn.Module) -> int:

@@ -1,4 +1,4 @@
-"""The classification training loop: data resident on the device, timed per epoch.
+"""Classification on device-resident data, trained by the shared loop (``train/loop.py``).
 
 The whole dataset sits on the device as uint8 and batches are cut from it by index,
 so no DataLoader or host-to-device copy sits inside the timed region; augmentation
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from functools import partial
 from typing import TYPE_CHECKING
@@ -21,13 +21,12 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
-from harness.core.runtime import Runtime, diverged
+from harness.core.runtime import Runtime
 from harness.data.classification import ClassificationData
 from harness.tasks.classification.augment import InputPipeline, as_input
-from harness.train.loop import TrainResult, eval_steps, lr_for_epoch, make_optimizer
-from harness.train.measure import Stopwatch, median_time
+from harness.train.loop import Steps, TrainResult, fit, make_optimizer
+from harness.train.measure import median_time
 
 if TYPE_CHECKING:
     from harness.tasks.classification.protocol import ClassificationProtocol
@@ -73,32 +72,6 @@ def hidden_stats(model: nn.Module, batch: Tensor, prepare: Prepare = as_input) -
     return {"hidden_mean": act.mean().item(), "hidden_var": act.var().item()}
 
 
-def train_steps(
-    net: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    inputs: InputPipeline,
-    data: ClassificationData,
-    epoch: tuple[Tensor, Tensor | None],
-    steps: range,
-    batch_size: int,
-    autocast: AbstractContextManager,
-) -> list[Tensor]:
-    """Run ``steps`` of an epoch given as (sample order, augmentation draws); their losses."""
-    order, draws = epoch
-    losses = []
-    for i in steps:
-        part = slice(i * batch_size, (i + 1) * batch_size)
-        idx = order[part]
-        x = inputs.train(data.train_x[idx], None if draws is None else draws[part])
-        with autocast:
-            loss = F.cross_entropy(net(x), data.train_y[idx])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.detach())
-    return losses
-
-
 def draw_epoch(
     inputs: InputPipeline, n: int, generator: torch.Generator, device: torch.device
 ) -> tuple[Tensor, Tensor | None]:
@@ -106,6 +79,48 @@ def draw_epoch(
     order = torch.randperm(n, generator=generator).to(device)
     draws = inputs.draw(n, generator)
     return order, None if draws is None else draws.to(device)
+
+
+class ClassifierSteps(Steps):
+    """Batches cut by index from device-resident uint8 images, augmented on the device;
+    test accuracy and the hidden layer's statistics at each evaluation point."""
+
+    def __init__(
+        self, model: nn.Module, net: nn.Module, data: ClassificationData,
+        protocol: ClassificationProtocol, inputs: InputPipeline, seed: int,
+        autocast: AbstractContextManager,
+    ) -> None:  # fmt: skip
+        """``net`` is ``model`` as it runs (compiled or not); hooks go on ``model``."""
+        self.data, self.inputs, self.batch_size = data, inputs, protocol.batch_size
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+        self.steps_per_epoch = math.ceil(len(data.train_x) / protocol.batch_size)
+        self.test = partial(
+            evaluate, net, data.test_x, data.test_y, protocol.test_batch_size, inputs
+        )
+        self.model, self.autocast = model, autocast
+
+    def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        order, draws = draw_epoch(
+            self.inputs, len(self.data.train_x), self.generator, self.data.train_x.device
+        )
+        return self._batches(order, draws)
+
+    def _batches(self, order: Tensor, draws: Tensor | None) -> Iterator[tuple[Tensor, Tensor]]:
+        for i in range(self.steps_per_epoch):
+            part = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            idx = order[part]
+            draw = None if draws is None else draws[part]
+            yield self.inputs.train(self.data.train_x[idx], draw), self.data.train_y[idx]
+
+    def loss(self, net: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
+        x, y = batch
+        return F.cross_entropy(net(x), y)
+
+    def probe(self) -> dict[str, float]:
+        with self.autocast:
+            accuracy = self.test()
+        stats = hidden_stats(self.model, self.data.test_x[:_STATS_BATCH], self.inputs)
+        return {"test_accuracy": accuracy, **stats}
 
 
 def train_classifier(
@@ -119,66 +134,19 @@ def train_classifier(
     runtime: Runtime = Runtime(),
 ) -> TrainResult:
     """Train ``model`` on ``data`` (already on ``device``) and test it; see module doc."""
-    result = TrainResult()
     inputs = InputPipeline(data, protocol, channels_last=runtime.channels_last)
     if runtime.channels_last:
         model.to(memory_format=torch.channels_last)
     net = torch.compile(model) if runtime.compile else model
-    optimizer = make_optimizer(model, protocol)
     autocast = runtime.autocast(device)
-    test = partial(evaluate, net, data.test_x, data.test_y, protocol.test_batch_size, inputs)
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    n = len(data.train_x)
-    steps_per_epoch = math.ceil(n / protocol.batch_size)
-    eval_at = eval_steps(steps_per_epoch, protocol.eval_points_per_epoch)
-    stats_batch = data.test_x[:_STATS_BATCH]
-    model.train()
-    bar = tqdm(
-        total=protocol.epochs * steps_per_epoch, desc=desc, leave=False, unit="step", disable=None
-    )
-    for epoch in range(protocol.epochs):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_for_epoch(protocol, epoch)
-        epoch_draws = draw_epoch(inputs, n, gen, data.train_x.device)
-        watch = Stopwatch(device)
-        step = 0
-        while step < steps_per_epoch:
-            stop = min(s for s in eval_at if s > step)
-            with watch:
-                losses = train_steps(
-                    net, optimizer, inputs, data, epoch_draws, range(step, stop),
-                    protocol.batch_size, autocast,
-                )  # fmt: skip
-                step = stop
-            bar.update(len(losses))
-            mean_loss = torch.stack(losses).float().mean().item()
-            with autocast:
-                accuracy = test()
-            if diverged(mean_loss):
-                result.diverged = True
-            result.history.append(
-                {
-                    "epoch": epoch + step / steps_per_epoch,
-                    "step": epoch * steps_per_epoch + step,
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "train_loss": mean_loss,
-                    "test_accuracy": accuracy,
-                    **hidden_stats(model, stats_batch, inputs),
-                }
-            )  # fmt: skip
-            bar.set_postfix(
-                loss=f"{mean_loss:.3f}", acc=f"{result.history[-1]['test_accuracy']:.4f}"
-            )
-            if result.diverged:
-                break
-        result.epoch_times_s.append(watch.elapsed)
-        if result.diverged:
-            break
-    bar.close()
-
+    steps = ClassifierSteps(model, net, data, protocol, inputs, seed, autocast)
+    optimizer = make_optimizer(model, protocol)
+    result = fit(net, optimizer, steps, protocol, device=device, autocast=autocast, desc=desc)
     with autocast:
-        test_time, result.test_times_s = median_time(test, device, repeats=protocol.test_repeats)
-        accuracy = test()
+        test_time, result.test_times_s = median_time(
+            steps.test, device, repeats=protocol.test_repeats
+        )
+        accuracy = steps.test()
     result.metrics = {
         "accuracy": accuracy,
         "train_time_s": statistics.median(result.epoch_times_s),

@@ -31,7 +31,6 @@ from tqdm.auto import tqdm
 
 from harness.core import lifeline
 from harness.core.errors import UserError
-from harness.core.runtime import diverged
 from harness.data.classification import load_classification
 from harness.data.fingerprint import fingerprint as folder_fingerprint
 from harness.data.images import (
@@ -61,12 +60,44 @@ from harness.store.records import (
     read_json,
     writing,
 )
-from harness.train.loop import TrainResult, eval_steps, lr_for_epoch, make_optimizer
+from harness.train.loop import Steps, TrainResult, fit, make_optimizer
 from harness.train.measure import Stopwatch
 from registry.models.classical import ClassicalDenoiser
 
 if TYPE_CHECKING:
     from harness.tasks.denoising.protocol import DenoiseProtocol
+
+
+class DenoiserSteps(Steps):
+    """Batches of clean uint8 images with fresh Gaussian noise drawn on the device (seeded,
+    so runs repeat on the CPU); the loss is the MSE between predicted and true noise."""
+
+    def __init__(
+        self, train_x: Tensor, protocol: DenoiseProtocol, sigma: float, seed: int,
+        device: torch.device,
+    ) -> None:  # fmt: skip
+        self.train_x, self.protocol, self.sigma, self.device = train_x, protocol, sigma, device
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+        self.noise_generator = torch.Generator(device=device).manual_seed(seed)
+        self.steps_per_epoch = math.ceil(len(train_x) / protocol.batch_size)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        return self._batches(torch.randperm(len(self.train_x), generator=self.generator))
+
+    def _batches(self, order: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
+        size = self.protocol.batch_size
+        for step in range(self.steps_per_epoch):
+            idx = order[step * size : (step + 1) * size].to(self.device)
+            clean = self.train_x[idx].float().div_(255)
+            noise = torch.randn(clean.shape, generator=self.noise_generator, device=self.device)
+            levels = _noise_levels(
+                self.protocol, self.sigma, len(idx), self.noise_generator, self.device
+            )
+            yield clean + noise.mul_(levels / 255), noise
+
+    def loss(self, net: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
+        noisy, noise = batch
+        return F.mse_loss(net.noise(noisy), noise)
 
 
 def train_denoiser(
@@ -81,48 +112,8 @@ def train_denoiser(
 ) -> TrainResult:
     """Train ``model`` (which has a ``noise`` method) on uint8 images already on ``device``,
     at noise level ``sigma``, or at levels drawn per image from ``protocol.train_sigmas``."""
-    result = TrainResult()
-    optimizer = make_optimizer(model, protocol)
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    noise_gen = torch.Generator(device=device).manual_seed(seed)
-    n = len(train_x)
-    steps = math.ceil(n / protocol.batch_size)
-    points = eval_steps(steps, protocol.eval_points_per_epoch)
-    model.train()
-    bar = tqdm(total=protocol.epochs * steps, desc=desc, leave=False, unit="step", disable=None)
-    for epoch in range(protocol.epochs):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_for_epoch(protocol, epoch)
-        order = torch.randperm(n, generator=gen)
-        watch, losses = Stopwatch(device), []
-        for step in range(steps):
-            idx = order[step * protocol.batch_size : (step + 1) * protocol.batch_size].to(device)
-            clean = train_x[idx].float().div_(255)
-            noise = torch.randn(clean.shape, generator=noise_gen, device=device)
-            noise.mul_(_noise_levels(protocol, sigma, len(idx), noise_gen, device) / 255)
-            with watch:
-                loss = F.mse_loss(model.noise(clean + noise), noise)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-            losses.append(loss.detach())
-            bar.update()
-            if step + 1 in points:
-                mean = torch.stack(losses).mean().item()
-                losses.clear()
-                result.history.append(
-                    {"epoch": epoch + (step + 1) / steps, "step": epoch * steps + step + 1,
-                     "lr": optimizer.param_groups[0]["lr"], "train_loss": mean}
-                )  # fmt: skip
-                bar.set_postfix(loss=f"{mean:.3g}")
-                if diverged(mean):
-                    result.diverged = True
-                    break
-        result.epoch_times_s.append(watch.elapsed)
-        if result.diverged:
-            break
-    bar.close()
-    return result
+    steps = DenoiserSteps(train_x, protocol, sigma, seed, device)
+    return fit(model, make_optimizer(model, protocol), steps, protocol, device=device, desc=desc)
 
 
 def _noise_levels(
@@ -265,7 +256,7 @@ def evaluate_denoiser(
     batch_size: int = 1,
     pool: WorkerPool | None = None,
     desc: str = "",
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Mean PSNR/SSIM of the estimates and of the noisy inputs, and the method's time.
 
     Networks run batched on ``device``; classical methods image by image on the CPU,
@@ -299,6 +290,11 @@ def evaluate_denoiser(
         done.append(entry)
         bar.update()
     bar.close()
+    return _summary(done, notes)
+
+
+def _summary(done: list[dict[str, Any]], notes: set[str]) -> dict[str, Any]:
+    """Means over the evaluated images, the summed method time, and the images' notes."""
     if not done:
         raise ValueError("no test images were evaluated")
     times = [e.get("time_s", math.nan) for e in done]  # caches written before times were kept
@@ -592,42 +588,15 @@ def run_denoise_cell(
     again here; without it, a reused model's times (another table's run) are dropped.
     """
     record_path = store.path(config)
-    trained = record_path.with_suffix(".train.json")
     cache = ImageResultCache(record_path.with_suffix(".images.jsonl"))
     sigma, seed = config["sigma"], config["seed"]
-    weights: Path | None = record_path.with_suffix(".pt")
-    key = training_key(config, protocol, data.train_description)
-    notes = []
-    claim = None
-    if isinstance(model, ClassicalDenoiser):
-        result, weights = TrainResult(), None
-    elif (resumed := _resume_training(model, store, config)) is not None:
-        result = resumed
-    elif (claim := _claim_training(store, key, device, trained_since)) is None and (
-        shared := _reuse_training(model, store, key, trained_since)
-    ) is not None:
-        source, result = shared
-        weights = store.adopt_weights(config, source)
-        with writing(f"the training result {trained}"):
-            atomic_write_text(trained, dumps_strict(asdict(result)))
-        origin = source.relative_to(store.root)
-        notes.append(f"weights trained by {origin.parts[0]} and reused: {origin}")
-        if not retime:
-            result.epoch_times_s = []  # measured in another table's run
-    else:
-        try:
-            result = train_denoiser(
-                model, data.train_x, protocol, sigma=sigma, seed=seed, device=device, desc=desc
-            )
-            store.save_weights(config, model.state_dict())
-            with writing(f"the training result {trained}"):
-                atomic_write_text(trained, dumps_strict(asdict(result)))
-            store.share_training(key, record_path.with_suffix(".pt"), trained)
-        finally:
-            if claim is not None:
-                claim.release()
-        retime = False  # timed as it trained
-    if retime and weights is not None:
+    result, weights, notes, origin = _obtain_training(
+        model, data, protocol, config, store=store, device=device, desc=desc,
+        trained_since=trained_since,
+    )  # fmt: skip
+    if origin == "reused" and not retime:
+        result.epoch_times_s = []  # measured in another table's run
+    if retime and origin in ("resumed", "reused"):
         result.epoch_times_s, how = retime_training(
             model, data.train_x, protocol, sigma, seed, device
         )
@@ -644,3 +613,41 @@ def run_denoise_cell(
     if result.epoch_times_s:
         result.metrics["train_time_s"] = statistics.median(result.epoch_times_s)
     return result, weights
+
+
+def _obtain_training(
+    model: nn.Module, data: DenoiseData, protocol: DenoiseProtocol, config: dict[str, Any], *,
+    store: RunStore, device: torch.device, desc: str, trained_since: float | None,
+) -> tuple[TrainResult, Path | None, list[str], str]:  # fmt: skip
+    """``model`` trained: resumed from this cell's files, reused from the identical model
+    another cell trained, or trained here (under a lease, so never twice at once). Returns
+    the training result, the weights file, notes, and where the training came from:
+    ``trained``, ``resumed``, ``reused`` or ``classical`` (nothing to train)."""
+    record_path = store.path(config)
+    trained = record_path.with_suffix(".train.json")
+    weights: Path | None = record_path.with_suffix(".pt")
+    key = training_key(config, protocol, data.train_description)
+    if isinstance(model, ClassicalDenoiser):
+        return TrainResult(), None, [], "classical"
+    if (resumed := _resume_training(model, store, config)) is not None:
+        return resumed, weights, [], "resumed"
+    claim = _claim_training(store, key, device, trained_since)
+    if claim is None and (shared := _reuse_training(model, store, key, trained_since)) is not None:
+        source, result = shared
+        weights = store.adopt_weights(config, source)
+        with writing(f"the training result {trained}"):
+            atomic_write_text(trained, dumps_strict(asdict(result)))
+        origin = source.relative_to(store.root)
+        note = f"weights trained by {origin.parts[0]} and reused: {origin}"
+        return result, weights, [note], "reused"
+    try:
+        result = train_denoiser(model, data.train_x, protocol, sigma=config["sigma"],
+                                seed=config["seed"], device=device, desc=desc)  # fmt: skip
+        store.save_weights(config, model.state_dict())
+        with writing(f"the training result {trained}"):
+            atomic_write_text(trained, dumps_strict(asdict(result)))
+        store.share_training(key, weights, trained)
+    finally:
+        if claim is not None:
+            claim.release()
+    return result, weights, [], "trained"

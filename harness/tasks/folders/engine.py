@@ -13,6 +13,7 @@ include data loading (unlike the GPU-resident tables), measured on rank 0.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +22,15 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
-from tqdm.auto import tqdm
 
 from harness.core.protocol import Protocol
-from harness.core.runtime import Runtime, diverged
+from harness.core.runtime import Runtime
 from harness.data.imagenet import TOP_K, FolderData
 from harness.store.records import RunStore
 from harness.train import distributed
 from harness.train.checkpoint import load_checkpoint, restore_rng, save_checkpoint
-from harness.train.loop import TrainResult, lr_for_epoch, make_optimizer
-from harness.train.measure import Stopwatch, median_time
+from harness.train.loop import Steps, TrainResult, fit, make_optimizer
+from harness.train.measure import median_time
 
 
 def _loader(data: Dataset, batch: int, device: torch.device, workers: int, **kw: Any) -> DataLoader:
@@ -65,42 +65,56 @@ def evaluate_topk(
     return distributed.all_sum(counts).cpu()
 
 
-def _epoch(
-    net: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, n: int,
-    device: torch.device, runtime: Runtime, bar: tqdm,
-) -> tuple[Tensor, Tensor]:  # fmt: skip
-    """One epoch of this rank's share: (loss sum, batches) and how often each sample was seen."""
-    seen = torch.zeros(n, dtype=torch.int32)
-    total = torch.zeros(2, device=device)
-    for x, y, idx in loader:
-        with runtime.autocast(device):
-            loss = F.cross_entropy(net(_to(x, device, runtime)), y.to(device, non_blocking=True))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total += torch.stack([loss.detach().float(), torch.ones((), device=device)])
-        seen[idx] += 1
-        bar.update()
-    return total, seen
+class FolderSteps(Steps):
+    """This rank's share of each epoch from a DataLoader (worker processes decode and
+    augment); one evaluation point per epoch, whose entry sums the loss over ranks and
+    says how the epoch was split between them."""
 
+    eval_points = 1
 
-def _epoch_record(
-    epoch: int, lr: float, total: Tensor, seen: Tensor, here: distributed.World,
-    device: torch.device,
-) -> dict[str, Any]:  # fmt: skip
-    """History entry: mean loss over all ranks and how the epoch was split between them."""
-    per_rank = torch.zeros(here.size, dtype=torch.int64, device=device)
-    per_rank[here.rank] = int(seen.sum())
-    seen_all = distributed.all_sum(seen.to(device)).cpu()
-    loss_sum, batches = distributed.all_sum(total).tolist()
-    return {
-        "epoch": epoch + 1,
-        "lr": lr,
-        "train_loss": loss_sum / max(batches, 1),
-        "rank_samples": distributed.all_sum(per_rank).tolist(),
-        "samples_seen_twice": int((seen_all > 1).sum()),
-        "samples_unseen": int((seen_all == 0).sum()),
-    }
+    def __init__(
+        self, data: FolderData, loader: DataLoader, sampler: DistributedSampler, seed: int,
+        device: torch.device, runtime: Runtime,
+    ) -> None:  # fmt: skip
+        self.loader, self.sampler, self.seed = loader, sampler, seed
+        self.device, self.runtime = device, runtime
+        self.steps_per_epoch = len(loader)
+        self.seen = torch.zeros(len(data.train), dtype=torch.int32)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        self.sampler.set_epoch(epoch)
+        # DataLoader augmentation draws from the global RNG (worker seeds too), which building
+        # the model advanced by an amount that depends on the row: reseed so that seed s gives
+        # every row the same draws (paired comparisons), and a resumed run the same as before
+        torch.manual_seed(self.seed * 100_003 + epoch)
+        self.seen.zero_()
+        return self._batches()
+
+    def _batches(self) -> Iterator[tuple[Tensor, Tensor]]:
+        for x, y, idx in self.loader:
+            self.seen[idx] += 1
+            yield _to(x, self.device, self.runtime), y.to(self.device, non_blocking=True)
+
+    def loss(self, net: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
+        x, y = batch
+        return F.cross_entropy(net(x), y)
+
+    def summary(self, entry: dict[str, Any], losses: list[Tensor]) -> dict[str, Any]:
+        here = distributed.world()
+        loss_sum = torch.stack(losses).float().sum()
+        total = torch.stack([loss_sum, loss_sum.new_tensor(float(len(losses)))])
+        loss_sum, batches = distributed.all_sum(total).tolist()
+        per_rank = torch.zeros(here.size, dtype=torch.int64, device=self.device)
+        per_rank[here.rank] = int(self.seen.sum())
+        seen_all = distributed.all_sum(self.seen.to(self.device)).cpu()
+        return {
+            **entry,
+            "epoch": round(entry["epoch"]),
+            "train_loss": loss_sum / max(batches, 1),
+            "rank_samples": distributed.all_sum(per_rank).tolist(),
+            "samples_seen_twice": int((seen_all > 1).sum()),
+            "samples_unseen": int((seen_all == 0).sum()),
+        }
 
 
 def run_folder_cell(
@@ -124,53 +138,20 @@ def run_folder_cell(
         data.train, num_replicas=here.size, rank=here.rank, seed=config["seed"]
     )
     train = _loader(data.train, protocol.batch_size, device, data.workers, sampler=sampler)
-    shard = Subset(data.test, range(here.rank, len(data.test), here.size))
-    test = _loader(shard, protocol.test_batch_size, device, data.workers)
-    result, start = TrainResult(), 0
-    state = load_checkpoint(checkpoint, model, optimizer)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        restore_rng(state["rng"])
-        start, result.history, result.epoch_times_s = (
-            state["epoch"],
-            state["history"],
-            state["epoch_times_s"],
-        )
-    bar = tqdm(total=(protocol.epochs - start) * len(train), desc=desc, leave=False, unit="step",
-               disable=None if here.is_main else True)  # fmt: skip
-    model.train()
-    for epoch in range(start, protocol.epochs):
-        lr = lr_for_epoch(protocol, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        sampler.set_epoch(epoch)
-        # DataLoader augmentation draws from the global RNG (worker seeds too), which building
-        # the model advanced by an amount that depends on the row: reseed so that seed s gives
-        # every row the same draws (paired comparisons), and a resumed run the same as before
-        torch.manual_seed(config["seed"] * 100_003 + epoch)
-        with Stopwatch(device) as watch:
-            total, seen = _epoch(net, optimizer, train, len(data.train), device, runtime, bar)
-        result.history.append(_epoch_record(epoch, lr, total, seen, here, device))
-        result.epoch_times_s.append(watch.elapsed)
-        result.diverged = diverged(result.history[-1]["train_loss"])
+    steps = FolderSteps(data, train, sampler, config["seed"], device, runtime)
+    result, start = _resume(checkpoint, model, optimizer)
+
+    def after_epoch(epoch: int, result: TrainResult) -> None:
         if here.is_main:
             save_checkpoint(checkpoint, epoch=epoch + 1, model=model, optimizer=optimizer,
                             history=result.history, epoch_times_s=result.epoch_times_s)  # fmt: skip
         distributed.barrier()
-        if result.diverged:
-            break
-    bar.close()
-    k = min(TOP_K, data.classes)
-    counts: list[Tensor] = []
-    test_time, result.test_times_s = median_time(
-        lambda: counts.append(evaluate_topk(model, test, k, device, runtime)), device,
-        repeats=protocol.test_repeats, warmup=0,
-    )  # fmt: skip
-    top1, topk, images = counts[-1].tolist()
+
+    fit(net, optimizer, steps, protocol, device=device, autocast=runtime.autocast(device),
+        desc=desc, result=result, start=start, after_epoch=after_epoch, show=here.is_main)  # fmt: skip
+    accuracy, test_time, result.test_times_s = _test(model, data, protocol, device, runtime)
     result.metrics = {
-        "top1": top1 / images,
-        "top5": topk / images,
+        **accuracy,
         "train_time_s": statistics.median(result.epoch_times_s),
         "test_time_s": test_time,
     }
@@ -180,3 +161,36 @@ def run_folder_cell(
             weights = store.save_weights(config, model.state_dict())
         checkpoint.unlink(missing_ok=True)  # the record follows; its weights are the .pt
     return result, weights
+
+
+def _resume(
+    checkpoint: Path, model: nn.Module, optimizer: torch.optim.Optimizer
+) -> tuple[TrainResult, int]:
+    """The result so far and the next epoch, from the cell's checkpoint when it has one."""
+    result, state = TrainResult(), load_checkpoint(checkpoint, model, optimizer)
+    if state is None:
+        return result, 0
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    restore_rng(state["rng"])
+    result.history, result.epoch_times_s = state["history"], state["epoch_times_s"]
+    return result, state["epoch"]
+
+
+def _test(
+    model: nn.Module, data: FolderData, protocol: Protocol, device: torch.device,
+    runtime: Runtime,
+) -> tuple[dict[str, float], float, list[float]]:  # fmt: skip
+    """Top-1 and top-k accuracy over the validation images (each rank tests its shard),
+    the median test time and the time of each pass."""
+    here = distributed.world()
+    shard = Subset(data.test, range(here.rank, len(data.test), here.size))
+    test = _loader(shard, protocol.test_batch_size, device, data.workers)
+    k = min(TOP_K, data.classes)
+    counts: list[Tensor] = []
+    test_time, times = median_time(
+        lambda: counts.append(evaluate_topk(model, test, k, device, runtime)), device,
+        repeats=protocol.test_repeats, warmup=0,
+    )  # fmt: skip
+    top1, topk, images = counts[-1].tolist()
+    return {"top1": top1 / images, "top5": topk / images}, test_time, times
