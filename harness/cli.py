@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from harness.core.errors import UserError, unknown
 from harness.core.plugins import load_plugins
@@ -33,15 +34,18 @@ from harness.render.report import (
 )
 from harness.render.results import add_export_parser, cmd_export
 from harness.render.site import write_site
-from harness.run.executors import EXECUTORS, make_executor
+from harness.run.executors import LocalExecutor, RayExecutor
+from harness.run.jobs import describe_job, last_log_line
 from harness.run.planning import describe_holder, plan_cells
-from harness.run.runner import check_workers, run_table
+from harness.run.runner import EXECUTORS, check_workers, follow_table, make_executor, run_table
+from harness.run.slurm import SlurmExecutor
 from harness.stats.intervals import SELECT_RULES
-from harness.store.records import RunStore, check_writable_dir, load_tensors
+from harness.store.records import RunStore, check_writable_dir, load_tensors, write_output
 from harness.store.tracking import TRACKERS, Tracking
 from harness.tables.cells import table_cells
 from harness.tables.costs import ASSUMED_THROUGHPUT, Plan, duration, is_classical, training_shape
 from harness.tables.paper import PROFILES, TABLES, TableSpec, get_table
+from harness.tables.study import MAX_CELLS, ablation, compile_study, get_spec, is_study, study_text
 from harness.tools.bench import add_bench_parser, cmd_bench
 from harness.tools.doctor import add_doctor_parser, cmd_doctor
 from harness.train.distributed import is_main
@@ -60,6 +64,8 @@ def _add_common(p: argparse.ArgumentParser, *, profile_default: str | None = "pa
     p.add_argument(
         "--runs-dir", type=Path, default=Path("runs"), help="run records (default runs/)"
     )
+    p.add_argument("--yes", action="store_true",
+                   help=f"studies: accept a grid of more than {MAX_CELLS:,} rows")  # fmt: skip
     p.add_argument("--plugins", type=_modules, default=(), metavar="MOD[,MOD]",
                    help="import these modules (or .py files) first, e.g. your own reductions; "
                    "they run code, and are named before they are imported")  # fmt: skip
@@ -77,18 +83,64 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_parser(sub)
     add_doctor_parser(sub)
     add_export_parser(sub)
+    _add_table_parsers(sub)
+    _add_report_parsers(sub)
+    return parser
+
+
+def _add_table_parsers(sub: Any) -> None:
+    """``plan``, ``run`` and ``ablate``."""
 
     plan = sub.add_parser("plan", help="cells of a table, which are done, rough cost")
-    plan.add_argument("table")
+    plan.add_argument("table", help="a paper table or a study file (.toml)")
     _add_common(plan)
-    plan.add_argument("--seeds", type=int, default=1)
+    plan.add_argument("--seeds", type=int, help="seeds per row (default: the study's, else 1)")
     plan.add_argument("--gpus", type=int, default=1, metavar="N",
                       help="also estimate the time on N GPUs with the Ray executor")  # fmt: skip
 
     run = sub.add_parser("run", help="run the missing cells of tables and write their reports")
-    run.add_argument("tables", nargs="+", metavar="TABLE")
+    run.add_argument(
+        "tables", nargs="+", metavar="TABLE", help="paper tables or study files (.toml)"
+    )
     _add_common(run)
-    run.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per row (default 1)")
+    _add_run_options(run)
+    run.add_argument(
+        "--test-dir", type=Path, help="denoising tables: test on this folder of images"
+    )
+    run.add_argument("--denoiser-weights", type=Path, metavar="PATH",
+                     help="adversarial: the denoiser's .pt from a denoising run")  # fmt: skip
+    run.add_argument("--workers", type=int, default=1, metavar="N",
+                     help="denoising: evaluate classical methods on N images at once, one "
+                     "process each (default 1)")  # fmt: skip
+
+    ablate = sub.add_parser("ablate", help="run a grid of reductions of one network and write "
+                            "its study file beside its report")  # fmt: skip
+    ablate.add_argument("arch", help="vgg16 or mnist")
+    ablate.add_argument("--at", type=_int_list, default=[], metavar="X,Y",
+                        help="positions of the reduction (vgg16: blocks 1..5; mnist has one)")  # fmt: skip
+    ablate.add_argument("--method", type=_str_list, required=True, metavar="M,N",
+                        help="reduction methods, e.g. fp_max,topk,conv1x1")  # fmt: skip
+    ablate.add_argument("--stride", type=_int_list, required=True, metavar="S,T",
+                        help="strides (channels in / channels out), e.g. 2,4")  # fmt: skip
+    ablate.add_argument("--name", help="the study's name (default: from the grid)")
+    _add_common(ablate, profile_default="smoke")
+    _add_run_options(ablate)
+    ablate.set_defaults(test_dir=None, denoiser_weights=None, workers=1)
+
+    wait = sub.add_parser("wait", help="follow a table's SLURM jobs; write its reports at the end")
+    wait.add_argument("tables", nargs="+", metavar="TABLE")
+    _add_common(wait)
+    wait.add_argument(
+        "--out", type=Path, default=Path("reports"), help="reports (default reports/)"
+    )
+    wait.add_argument("--test-dir", type=Path, help="denoising tables: the --test-dir of the run")
+
+
+def _add_run_options(run: argparse.ArgumentParser) -> None:
+    """What ``run`` and ``ablate`` share: seeds, device, data, executor."""
+    run.add_argument(
+        "--seeds", type=int, help="seeds 0..N-1 per row (default: the study's, else 1)"
+    )
     run.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
     run.add_argument(
         "--data-root", type=Path, default=Path("data"), help="datasets (default data/)"
@@ -99,14 +151,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--amp", choices=AMP_MODES, default="off",
                      help="bf16: train and test under bfloat16 autocast (default off)")  # fmt: skip
     run.add_argument("--compile", action="store_true", help="torch.compile each model")
-    run.add_argument(
-        "--test-dir", type=Path, help="denoising tables: test on this folder of images"
-    )
-    run.add_argument("--denoiser-weights", type=Path, metavar="PATH",
-                     help="adversarial: the denoiser's .pt from a denoising run")  # fmt: skip
-    run.add_argument("--workers", type=int, default=1, metavar="N",
-                     help="denoising: evaluate classical methods on N images at once, one "
-                     "process each (default 1)")  # fmt: skip
     run.add_argument("--executor", choices=EXECUTORS, default="local",
                      help="local: cells one after another here (default); ray: one Ray task "
                      "per cell, on a local Ray instance or the cluster at --address")  # fmt: skip
@@ -117,14 +161,32 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cpus-per-cell", type=float, metavar="N",
                      help="ray: CPUs (and torch threads) per cell (default 1 on the CPU, 4 "
                      "per GPU cell)")  # fmt: skip
-    run.add_argument("--retries", type=int, default=2, metavar="N",
-                     help="ray: rerun a cell whose worker died up to N times (default 2)")  # fmt: skip
+    run.add_argument("--retries", type=int, metavar="N",
+                     help="ray: rerun a cell whose worker died up to N times (default 2); "
+                     "slurm: resubmit a failed or killed cell up to N times (default 0)")  # fmt: skip
     run.add_argument("--track", choices=TRACKERS,
                      help="also log each finished cell to TensorBoard (under the runs folder) "
                      "or MLflow ($MLFLOW_TRACKING_URI, else ./mlruns); needs .[track]")  # fmt: skip
     run.add_argument("--site", action="store_true",
                      help="also write the HTML site of the tables run into OUT/site/")  # fmt: skip
+    _add_slurm_options(run)
 
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected integers separated by commas, got {text!r}"
+        ) from None
+
+
+def _str_list(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _add_report_parsers(sub: Any) -> None:
+    """``report``, ``claims`` and ``figures``: read records, never train (figures --run aside)."""
     report = sub.add_parser("report", help="render tables from run records")
     report.add_argument("tables", nargs="+", metavar="TABLE")
     _add_common(report, profile_default=None)
@@ -133,9 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--out", type=Path, help="folder for the files (default reports/)")
     report.add_argument("--test-dir", type=Path, help="denoising tables: the --test-dir of the run")
-    report.add_argument("--select", choices=SELECT_RULES, default="mean",
-                        help="one number per row from its seeds: mean (default), best-of-2 (the "
-                        "paper's rule: the better of the first two seeds) or median")  # fmt: skip
+    report.add_argument("--select", choices=SELECT_RULES,
+                        help="one number per row from its seeds: mean (default; a study may "
+                        "name another), best-of-2 (the paper's rule: the better of the first two "
+                        "seeds) or median")  # fmt: skip
 
     claims = sub.add_parser("claims", help="the paper's claims and their verdicts on the records")
     claims.add_argument("tables", nargs="*", metavar="TABLE", help="default: every table")
@@ -162,7 +225,24 @@ def build_parser() -> argparse.ArgumentParser:
     figures.add_argument(
         "--run", action="store_true", help="first run the missing cells the figures need (one seed)"
     )
-    return parser
+
+
+def _add_slurm_options(run: argparse.ArgumentParser) -> None:
+    """``--executor slurm``'s options (each is an sbatch option; see the README)."""
+    group = run.add_argument_group("slurm (--executor slurm; submitit-local takes --time-limit)")
+    group.add_argument("--partition", help="sbatch --partition for every cell")
+    group.add_argument("--account", help="sbatch --account (whom the hours are charged to)")
+    group.add_argument("--qos", help="sbatch --qos (quality of service)")
+    group.add_argument("--max-parallel", type=int, metavar="N",
+                       help="at most N cells running at once (the job array's %%N)")  # fmt: skip
+    group.add_argument("--slurm-arg", action="append", metavar="KEY=VALUE", dest="slurm_args",
+                       help="any other sbatch option, e.g. constraint=a100 (repeatable)")  # fmt: skip
+    group.add_argument("--time-limit", type=int, metavar="MIN",
+                       help="each cell's time limit in minutes (default: plan's estimate for "
+                       "the cell, times 3, at least 15)")  # fmt: skip
+    group.add_argument("--detach", action="store_true",
+                       help="submit and return; `python -m harness wait TABLE` follows the "
+                       "jobs and writes the reports")  # fmt: skip
 
 
 def cmd_list(_: argparse.Namespace) -> None:
@@ -183,7 +263,8 @@ def cmd_list(_: argparse.Namespace) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
-    spec = get_table(args.table)
+    spec = get_spec(args.table, yes=args.yes)
+    args.seeds = _seeds(args, spec)
     if not 1 <= args.gpus <= 4096:
         raise UserError(f"--gpus must be 1 to 4096, got {args.gpus}")
     spec.protocol(args.profile)  # an unknown profile is refused before anything is read
@@ -200,12 +281,18 @@ def cmd_plan(args: argparse.Namespace) -> None:
         if record:
             state = f"done ({record['wall_s']:.0f} s)"
         elif cell.holder is not None:
-            state = f"running ({describe_holder(cell.holder)})"
+            job = f"; {describe_job(cell.job, cell.job_state)}" if cell.job else ""
+            state = f"running ({describe_holder(cell.holder)}{job})"
+        elif cell.job is not None and cell.job_state is not None:
+            state = f"{cell.label} ({describe_job(cell.job, cell.job_state)})"
         else:
             state = plan.price(spec, config, store, shape)
             if cell.problem:
                 state = f"stale, to rerun ({cell.problem}): {state}"
-            if cell.failed is not None:
+            elif cell.job_died and cell.job is not None:
+                state = (f"stale, to rerun ({describe_job(cell.job, None)} ended without a "
+                         f"record; its log's last line: {last_log_line(cell.job)}): {state}")  # fmt: skip
+            if cell.failed is not None and not cell.job_died:
                 state += f"; failed last time (see {cell.failed})"
         sigma = f" sigma {config['sigma']}" if "sigma" in config else ""
         block = f" [{config['test_set']}]" if "test_set" in config else ""
@@ -253,12 +340,31 @@ def _check_inputs(args: argparse.Namespace, specs: list) -> None:
         check_images(files, side)
 
 
+def _seeds(args: argparse.Namespace, spec: TableSpec) -> int:
+    """``--seeds`` where given (0 included: it is refused), else the study's (1 for tables)."""
+    return spec.seeds if args.seeds is None else args.seeds
+
+
+def _executor(args: argparse.Namespace) -> LocalExecutor | RayExecutor | SlurmExecutor:
+    """The executor ``run``'s options name, every option checked."""
+    return make_executor(
+        args.executor, address=args.address, gpus_per_cell=args.gpus_per_cell,
+        cpus_per_cell=args.cpus_per_cell, retries=args.retries, partition=args.partition,
+        account=args.account, qos=args.qos, max_parallel=args.max_parallel,
+        slurm_args=args.slurm_args, time_limit=args.time_limit, detach=args.detach,
+    )  # fmt: skip
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    specs = [get_table(name) for name in args.tables]
+    return _run_specs([get_spec(name, yes=args.yes) for name in args.tables], args)
+
+
+def _run_specs(specs: list[TableSpec], args: argparse.Namespace) -> int:
+    """Run paper tables and studies alike: validate all, then cells, then each report."""
     check_workers(args.workers)
     for spec in specs:  # validate everything before any work
         spec.protocol(args.profile)
-        table_cells(spec, args.profile, args.seeds, args.test_dir)
+        table_cells(spec, args.profile, _seeds(args, spec), args.test_dir)
     if args.denoiser_weights and not any(get_task(s.task).accepts_denoiser_weights for s in specs):
         takers = [t.name for t in TABLES.values() if get_task(t.task).accepts_denoiser_weights]
         raise UserError(f"--denoiser-weights applies to the {', '.join(takers)} table only")
@@ -269,10 +375,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     _check_inputs(args, specs)
     tracking = Tracking(args.track, args.runs_dir) if args.track and is_main() else None
-    executor = make_executor(
-        args.executor, address=args.address, gpus_per_cell=args.gpus_per_cell,
-        cpus_per_cell=args.cpus_per_cell, retries=args.retries,
-    )  # fmt: skip
+    executor = _executor(args)
     # with Ray the cells run on the cluster's devices: "auto" is decided there
     device = resolve_device(args.device) if args.executor == "local" else args.device
     store = RunStore(args.runs_dir)
@@ -283,7 +386,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         for spec in specs:
             summary = run_table(
-                spec, profile=args.profile, seeds=args.seeds, device=device, store=store,
+                spec, profile=args.profile, seeds=_seeds(args, spec), device=device, store=store,
                 data_root=args.data_root, download=not args.no_download, force=args.force,
                 started=started, runtime=Runtime(amp=args.amp, compile=args.compile),
                 test_dir=args.test_dir, denoiser_weights=args.denoiser_weights,
@@ -291,6 +394,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             )  # fmt: skip
             failed += summary.failed
             if not is_main():  # under torchrun only rank 0 writes reports
+                continue
+            if summary.submitted:  # detached: the reports are `wait`'s to write
+                print(f"{summary.line(spec.name, args.profile)}; follow them with: python -m "
+                      f"harness wait {spec.name} --profile {args.profile}", flush=True)  # fmt: skip
                 continue
             reports.append(_write_run_report(spec, args, store))
             print(summary.line(spec.name, args.profile), flush=True)
@@ -303,8 +410,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_ablate(args: argparse.Namespace) -> int:
+    """A grid from the command line, run as the study it writes beside its report, so that
+    ``run <out>/<profile>/<name>.toml`` repeats it (finding every cell done)."""
+    study = ablation(args.arch, at=args.at, methods=args.method, strides=args.stride,
+                     seeds=1 if args.seeds is None else args.seeds, name=args.name)  # fmt: skip
+    path = args.out / args.profile / f"{study['name']}.toml"
+    spec = compile_study(study, source=str(path), yes=args.yes)
+    spec.protocol(args.profile)
+    if is_main():
+        check_writable_dir(args.out, "--out")
+        at = f" --at {','.join(map(str, args.at))}" if args.at else ""
+        command = (f"python -m harness ablate {args.arch}{at} --method {','.join(args.method)} "
+                   f"--stride {','.join(map(str, args.stride))} --seeds {study['seeds']}")  # fmt: skip
+        write_output(path, study_text(study, command).encode())
+        print(f"wrote {path}")
+    return _run_specs([spec], args)
+
+
 def _write_run_report(spec: TableSpec, args: argparse.Namespace, store: RunStore) -> Report:
-    report = build_report(spec, args.profile, store, test_dir=args.test_dir)
+    report = build_report(
+        spec, args.profile, store, test_dir=args.test_dir, select_rule=spec.select
+    )
     existed = _existing(report_dir(args.out, report.profile))
     plot = write_table_plot(report, args.out)  # before the Markdown, which links it
     _print_written([*plot, *write_report(report, args.out, ("md", "tex", "csv"))], existed)
@@ -322,8 +449,24 @@ def _print_written(paths: list[Path], existed: set[Path]) -> None:
         print(f"{'replaced' if path in existed else 'wrote'} {path}")
 
 
+def cmd_wait(args: argparse.Namespace) -> int:
+    """Follow each table's submitted cells until the last ends, then write its reports."""
+    specs = [get_spec(name, yes=args.yes) for name in args.tables]
+    for spec in specs:
+        spec.protocol(args.profile)
+    store = RunStore(args.runs_dir)
+    check_writable_dir(args.out, "--out")
+    failed = 0
+    for spec in specs:
+        summary = follow_table(spec, args.profile, store)
+        failed += summary.failed
+        _write_run_report(spec, args, store)
+        print(summary.line(spec.name, args.profile), flush=True)
+    return 1 if failed else 0
+
+
 def cmd_report(args: argparse.Namespace) -> None:
-    specs = [get_table(name) for name in args.tables]
+    specs = [get_spec(name, yes=args.yes) for name in args.tables]
     if args.runs_dir.exists() and not args.runs_dir.is_dir():
         raise UserError(f"--runs-dir {args.runs_dir} is not a directory; pass the runs folder")
     if args.test_dir is not None and not args.test_dir.is_dir():
@@ -333,7 +476,8 @@ def cmd_report(args: argparse.Namespace) -> None:
     store = RunStore(args.runs_dir)
     for spec in specs:
         profile = args.profile or default_profile(spec, store)
-        report = build_report(spec, profile, store, test_dir=args.test_dir, select_rule=args.select)
+        report = build_report(spec, profile, store, test_dir=args.test_dir,
+                              select_rule=args.select or spec.select)  # fmt: skip
         if nothing_ran(report):
             print(no_records_line(report, store), file=sys.stderr)
         if args.format in ("csv", "json") and args.out is None:
@@ -352,7 +496,7 @@ def cmd_site(args: argparse.Namespace) -> None:
     store = RunStore(args.runs_dir)
     if args.profile is not None and args.profile not in PROFILES:
         raise UserError(unknown("profile", args.profile, PROFILES))
-    specs = [get_table(name) for name in args.tables]
+    specs = [get_spec(name, yes=args.yes) for name in args.tables]
     if not specs:
         specs = [s for s in TABLES.values() if _has_records(s, store, args.profile)]
         if not specs:
@@ -383,7 +527,7 @@ def _print_site(index: Path) -> None:
 
 def cmd_claims(args: argparse.Namespace) -> None:
     """One line per claim of each table (or a JSON list), on each table's newest profile."""
-    specs = [get_table(name) for name in args.tables or TABLES]
+    specs = [get_spec(name, yes=args.yes) for name in args.tables or TABLES]
     store = RunStore(args.runs_dir)
     found = []
     for spec in specs:
@@ -407,13 +551,14 @@ def cmd_claims(args: argparse.Namespace) -> None:
 
 def cmd_figures(args: argparse.Namespace) -> None:
     store = RunStore(args.runs_dir)
+    studies = {s.name: s for s in (get_spec(n, yes=args.yes) for n in args.names if is_study(n))}
 
     def run_missing(profiles: dict[str, str]) -> None:
         """``--run``: one seed of each table the figures need, before they are drawn."""
         store.check_writable()
         device = resolve_device("auto")
         for name, profile in profiles.items():
-            run_table(get_table(name), profile=profile, seeds=1, device=device, store=store,
+            run_table(studies.get(name) or get_table(name), profile=profile, seeds=1, device=device, store=store,
                       data_root=Path(args.data_root), log=print, command=args.command_line)  # fmt: skip
 
     make_figures(
@@ -426,6 +571,8 @@ COMMANDS = {
     "list": cmd_list,
     "plan": cmd_plan,
     "run": cmd_run,
+    "ablate": cmd_ablate,
+    "wait": cmd_wait,
     "report": cmd_report,
     "figures": cmd_figures,
     "claims": cmd_claims,

@@ -72,3 +72,11 @@ def test_the_notebook_example_runs(runs: Path, monkeypatch, capsys) -> None:
 def test_an_unknown_table_is_one_line(runs: Path) -> None:
     with pytest.raises(harness.UserError):
         harness.results("table99", runs_dir=runs)
+
+
+def test_a_study_file_is_accepted(tmp_path: Path) -> None:
+    """A study is read as a table is: here one with no records yet (nothing is trained)."""
+    study = ROOT / "examples" / "studies" / "mnist_stride_sweep.toml"
+    cells = harness.results(str(study), runs_dir=tmp_path, profile="smoke")
+    table = harness.summary(str(study), runs_dir=tmp_path, profile="smoke")
+    assert cells.empty and len(table) > 1 and (table["n_seeds"] == 0).all()

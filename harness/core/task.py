@@ -10,7 +10,9 @@ the harness; a module imported as a plugin may call :func:`register_task` instea
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -85,6 +87,9 @@ class Task:
     accepts_test_dir = False  # --test-dir replaces the test set
     accepts_denoiser_weights = False  # --denoiser-weights feeds the task's denoiser
     distributed = False  # may run as several torchrun processes
+    # its training data sits in memory for the whole cell (a batch job asks for it);
+    # False for data streamed from disk
+    holds_data = True
     # what a cell measures, in the order its log line shows them (harness.core.metrics)
     metrics: tuple[Metric, ...] = COSTS
     # the report's conventions lines, each with the metrics it defines, in report order
@@ -184,9 +189,17 @@ def register_task(task: Task) -> Task:
     return task
 
 
+@functools.lru_cache(maxsize=4)
+def _installed(path: tuple[str, ...]) -> tuple[importlib.metadata.EntryPoint, ...]:
+    """The task entry points of the distributions on ``path``: read once per search path
+    (reading every installed distribution's metadata takes about 0.05 s, and reports
+    ask for tasks once per row and column)."""
+    return tuple(importlib.metadata.entry_points(group=ENTRY_POINTS))
+
+
 def tasks() -> Mapping[str, Task]:
     """Every task: those registered in this process and those installed as entry points."""
-    for entry in importlib.metadata.entry_points(group=ENTRY_POINTS):
+    for entry in _installed(tuple(sys.path)):
         if entry.name not in _TASKS:
             task = entry.load()
             if not isinstance(task, Task) or task.name != entry.name:

@@ -31,6 +31,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 
 from harness.core.errors import UserError, unknown
 from harness.data.classification import load_classification
+from harness.render.ablation import ablation_plot
 from harness.render.plotstyle import (
     DOUBLE_COLUMN_IN,
     HIGHLIGHT,
@@ -48,8 +49,11 @@ from harness.render.plotstyle import (
 )
 from harness.render.report import (
     Report,
+    baseline_row,
     build_report,
+    column,
     default_profile,
+    higher_is_better,
     holds_measured_rows,
     nothing_ran,
     plural,
@@ -58,7 +62,8 @@ from harness.render.report import (
 )
 from harness.store.records import RunStore, check_writable_dir
 from harness.tables.cells import cell_config, cell_key
-from harness.tables.paper import PROFILES, TABLE1, TABLES, TableSpec, get_table
+from harness.tables.paper import PROFILES, TABLE1, TABLES, TableSpec
+from harness.tables.study import get_spec, is_study
 from harness.tasks.classification.augment import as_input
 from registry import create_model, feature_pool, topk_pool
 
@@ -587,14 +592,7 @@ def table_plot(report: Report) -> Drawn:
     frame = report.frame
     sigmas = sorted({int(m[1]) for c in frame.columns if (m := _SIGMA.fullmatch(c))})
     panels = _panel_columns(frame, report.spec.columns or list(frame))
-    if sigmas:
-        fig = _psnr_curves(report, sigmas, [c for c in panels if c in TIME_COLUMNS])
-    elif panels:
-        fig = _rows_figure(report, panels)
-    elif "top1_adversarial" in frame:
-        fig = _attack_bars(report)
-    else:
-        raise UserError(f"{report.spec.name} has no columns that a plot is defined for")
+    fig = _study_plot(report) or _table_figure(report, sigmas, panels)
     fig.suptitle(wrap(title(report), fig.get_figwidth()))
     meta = report.meta
     data = f" on {'; '.join(meta['data'])}," if meta.get("data") else ""
@@ -608,7 +606,32 @@ def table_plot(report: Report) -> Drawn:
     paper = "Paper: as printed in Pei et al. (2020)" + (
         ", timed on a GTX 1070 with TensorFlow." if timed else "."
     )
+    if report.spec.source:  # a study: no paper values
+        paper = f"Study file: {report.spec.source}."
     return fig, " ".join(filter(None, [_profile_note(report.profile), ours, paper]))
+
+
+def _table_figure(report: Report, sigmas: Sequence[int], panels: Sequence[str]) -> Figure:
+    """The plot a table's columns call for (a study's too, where it sweeps no axis)."""
+    if sigmas:
+        return _psnr_curves(report, sigmas, [c for c in panels if c in TIME_COLUMNS])
+    if panels:
+        return _rows_figure(report, panels)
+    if "top1_adversarial" in report.frame:
+        return _attack_bars(report)
+    raise UserError(f"{report.spec.name} has no columns that a plot is defined for")
+
+
+def _study_plot(report: Report) -> Figure | None:
+    """A study's ablation plot, where its grid sweeps a position or a stride."""
+    spec = report.spec
+    metric = next((c for c in spec.columns if higher_is_better(c) is not None), None)
+    if not spec.axes or metric is None:
+        return None
+    try:
+        return ablation_plot(report, metric, column(metric), baseline_row(spec))
+    except ValueError:  # nothing swept: the rows figure serves
+        return None
 
 
 def _recorded_table_plot(spec: TableSpec, src: Source) -> Drawn:
@@ -661,12 +684,12 @@ def make_figures(
     with no names they are skipped with a line saying why.
     """
     for name in names:
-        if name not in PAPER_FIGURES and name not in TABLES:
+        if name not in PAPER_FIGURES and name not in TABLES and not is_study(name):
             raise UserError(unknown("figure", name, figure_names()))
     if profile is not None and profile not in PROFILES:
         raise UserError(unknown("profile", profile, PROFILES))
     wanted = list(names) or figure_names()
-    specs = {n: TABLE1 if n in PAPER_FIGURES else get_table(n) for n in wanted}
+    specs = {n: TABLE1 if n in PAPER_FIGURES else get_spec(n) for n in wanted}
     sources = {
         spec.name: Source(store, profile or default_profile(spec, store), Path(data_root))
         for spec in specs.values()
@@ -685,7 +708,8 @@ def make_figures(
         spec = specs[name]
         draw = PAPER_FIGURES.get(name) or partial(_recorded_table_plot, spec)
         try:
-            written = render(partial(draw, sources[spec.name]), folders[spec.name], name)
+            label = name if name in PAPER_FIGURES else spec.name  # a study: its name, not its path
+            written = render(partial(draw, sources[spec.name]), folders[spec.name], label)
         except UserError as exc:
             if names:
                 raise

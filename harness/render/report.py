@@ -147,6 +147,9 @@ def build_report(
     blocks = test_blocks(spec, profile, test_dir)
     rows, used = [], []
     several = False
+    by_key: dict[str, list[dict[str, Any]]] = {}  # records of each row, oldest first
+    for r in sorted(records, key=lambda r: r.get("started_at", "")):
+        by_key.setdefault(r.get("cell_key"), []).append(r)
     measured: dict[tuple[str | None, str], dict[str, dict[int, float]]] = {}
     for block in blocks:
         paper_block = _paper_block(spec, block)
@@ -154,9 +157,8 @@ def build_report(
             config = cell_config(spec, variant, profile, 0, test_dir=test_dir, test_set=block)
             key = cell_key(config)
             newest: dict[tuple, dict[str, Any]] = {}
-            for r in sorted(records, key=lambda r: r.get("started_at", "")):
-                if r.get("cell_key") == key:
-                    newest[(r["config"]["seed"], r["config"].get("sigma"))] = r
+            for r in by_key.get(key, []):
+                newest[(r["config"]["seed"], r["config"].get("sigma"))] = r
             mine = list(newest.values())
             used += mine
             row: dict[str, Any] = {"row": spec.row_label(variant), "variant": variant}
@@ -271,8 +273,9 @@ def seed_statistics(values: dict[str, dict[int, float]], rule: str) -> dict[str,
 
 
 def baseline_row(spec: TableSpec) -> str | None:
-    """The table's baseline variant (``<arch>.baseline``), if it has one."""
-    return next((v for v in spec.rows if v.endswith(".baseline")), None)
+    """The row the others are tested against: a study's reference, else the table's
+    baseline variant (``<arch>.baseline``), if it has one."""
+    return spec.reference or next((v for v in spec.rows if v.endswith(".baseline")), None)
 
 
 def baseline_tests(
@@ -624,7 +627,8 @@ def render_markdown(report: Report) -> str:
     display = _display(report, "±")
     main = display.to_markdown(index=False, headers=_short_headers(display), disable_numparse=True)
     parts += ["", main, ""]
-    parts += [units_line(report, printed_columns(report)), PAPER_SOURCE, ""]
+    source = [] if report.spec.source else [PAPER_SOURCE]  # a study has no paper values
+    parts += [units_line(report, printed_columns(report)), *source, ""]
     if report.meta.get("figure"):  # set by harness.render.figures.write_table_plot
         parts += [f"![{report.spec.title}]({report.meta['figure']})", ""]
     costs = _costs_display(report, "±")

@@ -19,20 +19,26 @@ from harness.core.task import get_task
 from harness.render.report import Report, build_report, default_profile
 from harness.store.records import RunStore
 from harness.store.tracking import TRACKERS, Tracking
-from harness.tables.paper import get_table
+from harness.tables.paper import TableSpec
+from harness.tables.study import get_spec
 
 
-def _report(table: str, runs_dir: Path | str, profile: str | None, **options: Any) -> Report:
+def _spec(table: str) -> TableSpec:
+    """A paper table by name, or a study file's path (read, never run: no size limit)."""
+    return get_spec(str(table), yes=True)
+
+
+def _report(spec: TableSpec, runs_dir: Path | str, profile: str | None, **options: Any) -> Report:
     store = RunStore(runs_dir)
-    spec = get_table(table)
     return build_report(spec, profile or default_profile(spec, store), store, **options)
 
 
 def results(table: str, runs_dir: Path | str = "runs", profile: str | None = None) -> pd.DataFrame:
     """One row per cell: its identity (variant, seed, sigma and test set where the table
     has them), every metric and cost, timings, device, hashes and the record's path.
-    ``profile``: default the profile of the table's newest record."""
-    rows = [_row(r) for r in _report(table, runs_dir, profile).records]
+    ``table``: a paper table's name or a study file's path; ``profile``: default the
+    profile of the table's newest record."""
+    rows = [_row(r) for r in _report(_spec(table), runs_dir, profile).records]
     return pd.DataFrame(rows)
 
 
@@ -66,13 +72,13 @@ def summary(
     """The table as its report computes it: one row per table row, each column's number
     under ``select``, its std and 95% interval, tests against the baseline, the paper's
     values, and ``n_seeds``."""
-    return _report(table, runs_dir, profile, select_rule=select).frame
+    return _report(_spec(table), runs_dir, profile, select_rule=select).frame
 
 
 def add_export_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="send existing run records to TensorBoard or MLflow")
     p.add_argument("tracker", choices=TRACKERS)
-    p.add_argument("tables", nargs="+", metavar="TABLE")
+    p.add_argument("tables", nargs="+", metavar="TABLE", help="a paper table or a study file")
     p.add_argument("--profile", help="default: the profile of each table's newest record")
     p.add_argument(
         "--runs-dir", type=Path, default=Path("runs"), help="run records (default runs/)"
@@ -81,13 +87,13 @@ def add_export_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Each table's records (those its report reads) to one tracker; exit 1 if it failed."""
-    specs = [get_table(name) for name in args.tables]
+    specs = [_spec(name) for name in args.tables]
     if not args.runs_dir.is_dir():
         raise UserError(f"--runs-dir {args.runs_dir} is not a folder of run records")
     tracking = Tracking(args.tracker, args.runs_dir)
     try:
         for spec in specs:
-            report = _report(spec.name, args.runs_dir, args.profile)
+            report = _report(spec, args.runs_dir, args.profile)
             metrics = [m.name for m in get_task(spec.task).metrics]
             before = tracking.logged
             for record in report.records:

@@ -25,19 +25,21 @@ from harness.core.errors import UserError
 from harness.core.plugins import PluginError, load_plugins
 from harness.core.protocol import Protocol
 from harness.core.runtime import resolve_device
-from harness.core.task import CellContext, RunOptions, get_task
+from harness.core.task import CellContext, RunOptions, Task, get_task
 from harness.run.planning import describe_holder, error_path, lease_path
 from harness.store import lease
 from harness.store.records import SCHEMA, RunStore, atomic_write_text, config_hash, environment
 from harness.tables.cells import cell_key
 from harness.tables.costs import measured_columns
 from harness.tables.paper import TableSpec, get_table
+from harness.tables.variants import define_from_config
 from harness.train import distributed
 from registry.models.classical import MissingDependency
 
 # outcomes of one cell
 TRAINED, DONE, HELD, FAILED, UNAVAILABLE = "trained", "done", "held", "failed", "unavailable"
 REFUSED = "refused"  # a UserError where the cell ran: the run stops with it, as it would here
+SUBMITTED = "submitted"  # handed to a batch job (SLURM): its record is the outcome that counts
 
 
 @dataclass
@@ -135,6 +137,7 @@ def _execute(
         block = f" on {config['test_set']}" if "test_set" in config else ""
         sigma = f" sigma {config['sigma']}" if "sigma" in config else ""
         desc = f"{index}{config['variant']}{block}{sigma} seed {config['seed']}"
+        define_from_config(config)  # from its config alone: a worker may never have seen its study
         try:
             model = task.build_model(protocol, config["variant"])
         except MissingDependency as exc:
@@ -184,6 +187,11 @@ def _execute(
             return Outcome(config, TRAINED, "", None, result.metrics)
         path = store.save(record)
         error_path(store, config).unlink(missing_ok=True)
-        logged = [m.name for m in get_task(spec.task).metrics if m.logged]
-        shown = ", ".join(f"{k} {result.metrics[k]:.4g}" for k in logged if k in result.metrics)
+        shown = metrics_line(task, result.metrics)
         return Outcome(config, TRAINED, shown, str(path), dict(result.metrics))
+
+
+def metrics_line(task: Task, metrics: dict[str, Any]) -> str:
+    """A finished cell's log line: the metrics its task logs."""
+    logged = [m.name for m in task.metrics if m.logged]
+    return ", ".join(f"{k} {metrics[k]:.4g}" for k in logged if k in metrics)

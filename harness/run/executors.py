@@ -1,5 +1,7 @@
 """Executors: where cells run. ``local`` runs them one after another in this process;
-``ray`` runs one Ray task per cell on a local Ray instance or a cluster.
+``ray`` runs one Ray task per cell on a local Ray instance or a cluster (the batch
+executors, ``slurm`` and ``submitit-local``, are :mod:`harness.run.slurm`;
+:func:`harness.run.runner.make_executor` picks one).
 
 Both take a list of cell configs and call back with each cell's :class:`Outcome` as it
 finishes. Neither knows what a cell does (:func:`harness.run.cell.execute_cell` does).
@@ -7,18 +9,20 @@ finishes. Neither knows what a cell does (:func:`harness.run.cell.execute_cell` 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from harness.core.errors import UserError
+from harness.core.plugins import PluginError, load_plugins
 from harness.core.task import RunOptions, tasks
 from harness.run.cell import FAILED, REFUSED, Outcome, execute_cell
-from harness.tables.paper import TableSpec
+from harness.tables.paper import TABLES, TableSpec
 
 OnOutcome = Callable[[Outcome], None]
-EXECUTORS = ("local", "ray")
 _RAY_INSTALL = 'pip install -e ".[ray]"'
 
 
@@ -44,12 +48,16 @@ class LocalExecutor:
         """Nothing to stop: the cells ran here."""
 
 
-def _cell_task(config: dict[str, Any], options: RunOptions) -> Outcome:
-    """The body of a Ray task: one cell, then the worker's pools are kept for the next."""
+def _cell_task(config: dict[str, Any], options: RunOptions, spec: TableSpec | None) -> Outcome:
+    """The body of a Ray task: one cell, then the worker's pools are kept for the next.
+    ``spec``: a study's (a worker cannot look it up by name), None for a paper table."""
     from harness.run.cell import execute_cell  # imported in the worker
 
+    if spec is not None and spec.plugins:  # where the study found them, if this host sees it
+        with contextlib.suppress(PluginError):  # else execute_cell fails the cell, naming both
+            load_plugins(spec.plugins, search_paths=[Path(p) for p in spec.plugin_paths])
     try:
-        return execute_cell(config, options)
+        return execute_cell(config, options, spec=spec)
     except UserError as exc:  # a bad option or a full disk: the driver stops with one line
         return Outcome(config, REFUSED, str(exc))
 
@@ -98,7 +106,8 @@ class RayExecutor:
         self, configs: list[dict[str, Any]], options: RunOptions, done: OnOutcome,
         spec: TableSpec | None = None,
     ) -> None:  # fmt: skip
-        """Cells in Ray workers, which find their table by name (``spec`` is not sent)."""
+        """Cells in Ray workers, which find a paper table by name; a study's spec is sent
+        with each cell (its rows' models are defined by the cells' configs)."""
         ray = self._ray()
         resources = self._resources(options)
         if options.device == "auto":  # decide here, where the cluster's GPUs are known
@@ -108,7 +117,8 @@ class RayExecutor:
         # the cell's torch threads are its CPUs, a stated choice (Ray would set 1 silently)
         options = replace(options, threads=max(1, int(resources["num_cpus"])), executor="ray")
         remote = ray.remote(_cell_task).options(max_retries=self.retries, **resources)
-        pending = {remote.remote(config, options): config for config in configs}
+        shipped = None if spec is None or TABLES.get(spec.name) is spec else ray.put(spec)
+        pending = {remote.remote(config, options, shipped): config for config in configs}
         try:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
@@ -133,22 +143,3 @@ class RayExecutor:
 
             ray.shutdown()
             self._started = False
-
-
-def make_executor(
-    name: str, *, address: str | None = None, gpus_per_cell: float = 1.0,
-    cpus_per_cell: float | None = None, retries: int = 2,
-) -> LocalExecutor | RayExecutor:  # fmt: skip
-    if name == "local":
-        if address is not None:
-            raise UserError("--address needs --executor ray")
-        return LocalExecutor()
-    if name == "ray":
-        if not 0 < gpus_per_cell <= 8:
-            raise UserError(f"--gpus-per-cell must be in (0, 8], got {gpus_per_cell}")
-        if cpus_per_cell is not None and cpus_per_cell <= 0:
-            raise UserError(f"--cpus-per-cell must be positive, got {cpus_per_cell}")
-        if not 0 <= retries <= 100:
-            raise UserError(f"--retries must be between 0 and 100, got {retries}")
-        return RayExecutor(address, gpus_per_cell, cpus_per_cell, retries)
-    raise UserError(f"unknown executor {name!r}; choose one of: {', '.join(EXECUTORS)}")

@@ -21,9 +21,11 @@ from tqdm.auto import tqdm
 from harness.core.errors import UserError
 from harness.core.runtime import Runtime
 from harness.core.task import RunOptions, get_task
-from harness.run.cell import DONE, FAILED, TRAINED, UNAVAILABLE, Outcome, preload
+from harness.run.cell import DONE, FAILED, SUBMITTED, TRAINED, UNAVAILABLE, Outcome, preload
 from harness.run.executors import LocalExecutor, RayExecutor
+from harness.run.jobs import LOCAL, SLURM
 from harness.run.planning import describe_holder, lease_path, plan_cells
+from harness.run.slurm import SlurmExecutor, make_batch_executor, wait_for_submitted
 from harness.store import lease
 from harness.store.records import RunStore
 from harness.store.tracking import Tracking
@@ -32,6 +34,7 @@ from harness.tables.paper import TableSpec
 from harness.train import distributed
 
 MAX_WORKERS = 256
+EXECUTORS = ("local", "ray", SLURM, LOCAL)
 WAIT_POLL_S = 2.0
 
 
@@ -53,12 +56,51 @@ class RunSummary:
     skipped: int = 0  # finished before (by this runner or another)
     failed: int = 0
     unavailable: int = 0  # cells whose method needs a package that is not installed
+    submitted: int = 0  # left queued or running in batch jobs (a detached run)
 
     def line(self, table: str, profile: str) -> str:
+        left = f", {self.submitted} in batch jobs" if self.submitted else ""
         return (
             f"{table} [{profile}]: {self.ran} trained, {self.skipped} already done, "
-            f"{self.failed} failed, {self.unavailable} unavailable"
+            f"{self.failed} failed, {self.unavailable} unavailable{left}"
         )
+
+
+def _cell_name(config: dict[str, Any]) -> str:
+    name = f"{config['variant']}" + (f" sigma {config['sigma']}" if "sigma" in config else "")
+    name += f" on {config['test_set']}" if "test_set" in config else ""
+    return name + f" seed {config['seed']}"
+
+
+def _tally(
+    summary: RunSummary, log: Callable[[str], None], waiting: list[dict[str, Any]]
+) -> Callable[[Outcome], None]:
+    """What the runner does with each outcome: count it and log one line (cells held
+    by another runner go to ``waiting``)."""
+
+    def done(outcome: Outcome) -> None:
+        name = _cell_name(outcome.config)
+        if outcome.status == TRAINED:
+            summary.ran += 1
+            log(f"  {name}: {outcome.message} -> {outcome.path}")
+        elif outcome.status == DONE:
+            summary.skipped += 1
+            log(f"  {name}: {outcome.message}")
+        elif outcome.status == FAILED:
+            summary.failed += 1
+            where = f" (traceback: {outcome.path})" if outcome.path else ""
+            log(f"  {name}: FAILED, {outcome.message}{where}")
+        elif outcome.status == UNAVAILABLE:
+            summary.unavailable += 1
+            log(f"  {name}: not run, {outcome.message}")
+        elif outcome.status == SUBMITTED:
+            summary.submitted += 1
+            log(f"  {name}: {outcome.message}")
+        else:
+            waiting.append(outcome.config)
+            log(f"  {name}: held by {outcome.message}; waiting for it")
+
+    return done
 
 
 def run_table(
@@ -76,7 +118,7 @@ def run_table(
     test_dir: Path | None = None,
     denoiser_weights: Path | None = None,
     workers: int = 1,
-    executor: LocalExecutor | RayExecutor | None = None,
+    executor: LocalExecutor | RayExecutor | SlurmExecutor | None = None,
     log: Callable[[str], None] = _say,
     track: Tracking | None = None,
     command: str = "",
@@ -118,40 +160,42 @@ def run_table(
         f"{len(pending)} to run ({held} held by other runners) on {options.device} "
         f"with the {executor.name} executor")  # fmt: skip
 
-    def done(outcome: Outcome) -> None:
-        config = outcome.config
-        name = f"{config['variant']}" + (f" sigma {config['sigma']}" if "sigma" in config else "")
-        name += f" on {config['test_set']}" if "test_set" in config else ""
-        name += f" seed {config['seed']}"
-        if outcome.status == TRAINED:
-            summary.ran += 1
-            log(f"  {name}: {outcome.message} -> {outcome.path}")
-            if track is not None and (record := store.load(config)) is not None:
-                track.log(record | {"_path": outcome.path}, [m.name for m in task.metrics])
-        elif outcome.status == DONE:
-            summary.skipped += 1
-            log(f"  {name}: {outcome.message}")
-        elif outcome.status == FAILED:
-            summary.failed += 1
-            where = f" (traceback: {outcome.path})" if outcome.path else ""
-            log(f"  {name}: FAILED, {outcome.message}{where}")
-        elif outcome.status == UNAVAILABLE:
-            summary.unavailable += 1
-            log(f"  {name}: not run, {outcome.message}")
-        else:
-            waiting.append(config)
-            log(f"  {name}: held by {outcome.message}; waiting for it")
-
     # one bar for the table where the cells' own bars are out of sight (in Ray workers)
     bar = tqdm(total=len(pending), desc=spec.name, unit="cell", leave=False,
                disable=None if isinstance(executor, RayExecutor) else True)  # fmt: skip
+    waiting: list[dict[str, Any]] = []  # cells another runner held in this pass
+    tally = _tally(summary, log, waiting)
+
+    def done(outcome: Outcome) -> None:
+        tally(outcome)
+        bar.update()
+        if (
+            track is not None
+            and outcome.status == TRAINED
+            and (record := store.load(outcome.config)) is not None
+        ):
+            track.log(record | {"_path": outcome.path}, [m.name for m in task.metrics])
+
     while pending:
-        waiting: list[dict[str, Any]] = []
-        executor.run(pending, options, lambda outcome: (done(outcome), bar.update()), spec)
-        pending = _wait_for(waiting, store, log)
+        waiting.clear()
+        executor.run(pending, options, done, spec)
+        pending = _wait_for(list(waiting), store, log)
         bar.update(-len(pending))
         options = replace(options, force=False)  # what another runner finished stays done
     bar.close()
+    if not (isinstance(executor, SlurmExecutor) and executor.detach):
+        summary.submitted = 0  # followed to their end: counted as trained or failed
+    return summary
+
+
+def follow_table(
+    spec: TableSpec, profile: str, store: RunStore, log: Callable[[str], None] = _say
+) -> RunSummary:
+    """``harness wait``: follow the table's cells that batch jobs are running, until each
+    has ended; what they made of them."""
+    summary = RunSummary()
+    following = wait_for_submitted(spec.name, profile, store, _tally(summary, log, []), log)
+    log(f"{spec.name} [{profile}]: followed {following} submitted cells")
     return summary
 
 
@@ -179,3 +223,34 @@ def _wait_for(
 
 def _silent(_: str) -> None:
     """The log of ranks other than 0."""
+
+
+def make_executor(
+    name: str, *, address: str | None = None, gpus_per_cell: float = 1.0,
+    cpus_per_cell: float | None = None, retries: int | None = None, **batch: Any,
+) -> LocalExecutor | RayExecutor | SlurmExecutor:  # fmt: skip
+    """The executor ``name``, its options checked; ``batch``: the options of the batch
+    executors (``--partition`` and the like), refused by the others."""
+    if name in (SLURM, LOCAL):
+        if address is not None:
+            raise UserError("--address needs --executor ray")
+        return make_batch_executor(name, gpus_per_cell=gpus_per_cell, retries=retries or 0,
+                                   cpus_per_cell=cpus_per_cell, **batch)  # fmt: skip
+    for option, value in batch.items():
+        if value:
+            flag = "slurm-arg" if option == "slurm_args" else option.replace("_", "-")
+            raise UserError(f"--{flag} needs --executor slurm")
+    retries = 2 if retries is None else retries
+    if name == "local":
+        if address is not None:
+            raise UserError("--address needs --executor ray")
+        return LocalExecutor()
+    if name == "ray":
+        if not 0 < gpus_per_cell <= 8:
+            raise UserError(f"--gpus-per-cell must be in (0, 8], got {gpus_per_cell}")
+        if cpus_per_cell is not None and cpus_per_cell <= 0:
+            raise UserError(f"--cpus-per-cell must be positive, got {cpus_per_cell}")
+        if not 0 <= retries <= 100:
+            raise UserError(f"--retries must be between 0 and 100, got {retries}")
+        return RayExecutor(address, gpus_per_cell, cpus_per_cell, retries)
+    raise UserError(f"unknown executor {name!r}; choose one of: {', '.join(EXECUTORS)}")

@@ -28,6 +28,8 @@ def cell_config(
         extra["test_dir"] = str(Path(test_dir).resolve())
     if test_set is not None:
         extra["test_set"] = test_set
+    if spec.plugins:  # only when there are some: the paper's configs (and hashes) stay as they were
+        extra["plugins"] = list(spec.plugins)
     return {
         "schema": SCHEMA,
         "table": spec.name,

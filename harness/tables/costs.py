@@ -46,8 +46,10 @@ def architecture(
     return {k: v for k, v in measured.items() if all_columns or k in spec.columns}
 
 
+@functools.cache
 def is_classical(variant: str) -> bool:
-    """A method that is not trained (BM3D, K-SVD, NL-means): it costs CPU time per image."""
+    """A method that is not trained (BM3D, K-SVD, NL-means): it costs CPU time per image.
+    Once per variant and process: it builds the model (a plan prices thousands of cells)."""
     try:
         return isinstance(create_model(variant), ClassicalDenoiser)
     except MissingDependency:  # only classical methods depend on optional packages

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
+from typing import Any
 
 from harness.core.errors import UserError, unknown
 from harness.core.protocol import Protocol
@@ -58,6 +59,16 @@ class TableSpec:
     claims: tuple[Claim, ...] = ()
     # per profile, what a run should show, in one line of the report's header (demos)
     expect: Mapping[str, str] = field(default_factory=dict)
+    # set by studies (harness/tables/study.py); the paper's tables keep the defaults
+    labels: Mapping[str, str] = field(default_factory=dict)  # a row's label, by variant
+    reference: str | None = None  # the row every row is tested against (None: the baseline)
+    seeds: int = 1  # seeds per row when the command line does not say
+    select: str = "mean"  # the report's selection rule when the command line does not say
+    plugins: tuple[str, ...] = ()  # modules imported before any of its models is built
+    plugin_paths: tuple[str, ...] = ()  # folders those modules were found in (for workers)
+    # variant -> its values on the study's grid axes (at, method, stride): the ablation plot's
+    axes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    source: str = ""  # the study file it was read from
 
     def protocol(self, profile: str) -> Protocol:
         if profile not in PROFILES:
@@ -69,7 +80,10 @@ class TableSpec:
         return self.protocols[profile]
 
     def row_label(self, variant: str) -> str:
-        """The paper's label for a row, or the variant's description marked as extra."""
+        """The study's label for a row, the paper's, or the variant's description marked as
+        extra."""
+        if variant in self.labels:
+            return self.labels[variant]
         info = variant_info(variant)
         paper = info.paper_row(self.name)
         return paper.row if paper else f"{info.description} (not in the paper)"

@@ -28,6 +28,7 @@ TOP_CONVENTION = (
 class Folders(Task):
     name = NAME
     distributed = True
+    holds_data = False  # DataLoaders stream the images from disk
     metrics = (TOP1, TOP5, *COSTS)
     conventions = (*COST_CONVENTIONS, (TOP_CONVENTION, ("top1", "top5")))
 

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from tqdm.auto import tqdm
 
 from harness.core.protocol import Protocol
 from harness.core.runtime import Runtime
@@ -140,6 +141,8 @@ def run_folder_cell(
     train = _loader(data.train, protocol.batch_size, device, data.workers, sampler=sampler)
     steps = FolderSteps(data, train, sampler, config["seed"], device, runtime)
     result, start = _resume(checkpoint, model, optimizer)
+    if start and here.is_main:  # in a requeued batch job's log: it resumed, not restarted
+        tqdm.write(f"{desc}: resuming after epoch {start} from {checkpoint}")
 
     def after_epoch(epoch: int, result: TrainResult) -> None:
         if here.is_main:
