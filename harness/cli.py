@@ -40,7 +40,14 @@ from harness.run.planning import describe_holder, plan_cells
 from harness.run.runner import EXECUTORS, check_workers, follow_table, make_executor, run_table
 from harness.run.slurm import SlurmExecutor
 from harness.stats.intervals import SELECT_RULES
-from harness.store.records import RunStore, check_writable_dir, load_tensors, write_output
+from harness.store.records import (
+    RunStore,
+    check_folder,
+    check_writable_dir,
+    load_tensors,
+    removing_new_dirs,
+    write_output,
+)
 from harness.store.tracking import TRACKERS, Tracking
 from harness.tables.cells import table_cells
 from harness.tables.costs import ASSUMED_THROUGHPUT, Plan, duration, is_classical, training_shape
@@ -59,10 +66,17 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message}")
 
 
+def _path(text: str) -> Path:
+    """A path option's value; an empty one is refused (``Path("")`` is the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; pass a folder or file")
+    return Path(text)
+
+
 def _add_common(p: argparse.ArgumentParser, *, profile_default: str | None = "paper") -> None:
     p.add_argument("--profile", default=profile_default, help=f"one of {', '.join(PROFILES)}")
     p.add_argument(
-        "--runs-dir", type=Path, default=Path("runs"), help="run records (default runs/)"
+        "--runs-dir", type=_path, default=Path("runs"), help="run records (default runs/)"
     )
     p.add_argument("--yes", action="store_true",
                    help=f"studies: accept a grid of more than {MAX_CELLS:,} rows")  # fmt: skip
@@ -95,6 +109,10 @@ def _add_table_parsers(sub: Any) -> None:
     plan.add_argument("table", help="a paper table or a study file (.toml)")
     _add_common(plan)
     plan.add_argument("--seeds", type=int, help="seeds per row (default: the study's, else 1)")
+    plan.add_argument("--verify", action="store_true",
+                      help="also compare the SHA-256 of every file behind a finished record "
+                      "(sizes are always compared) and move damaged cells to _quarantine/, "
+                      "for run to redo")  # fmt: skip
     plan.add_argument("--gpus", type=int, default=1, metavar="N",
                       help="also estimate the time on N GPUs with the Ray executor")  # fmt: skip
 
@@ -105,9 +123,9 @@ def _add_table_parsers(sub: Any) -> None:
     _add_common(run)
     _add_run_options(run)
     run.add_argument(
-        "--test-dir", type=Path, help="denoising tables: test on this folder of images"
+        "--test-dir", type=_path, help="denoising tables: test on this folder of images"
     )
-    run.add_argument("--denoiser-weights", type=Path, metavar="PATH",
+    run.add_argument("--denoiser-weights", type=_path, metavar="PATH",
                      help="adversarial: the denoiser's .pt from a denoising run")  # fmt: skip
     run.add_argument("--workers", type=int, default=1, metavar="N",
                      help="denoising: evaluate classical methods on N images at once, one "
@@ -131,9 +149,9 @@ def _add_table_parsers(sub: Any) -> None:
     wait.add_argument("tables", nargs="+", metavar="TABLE")
     _add_common(wait)
     wait.add_argument(
-        "--out", type=Path, default=Path("reports"), help="reports (default reports/)"
+        "--out", type=_path, default=Path("reports"), help="reports (default reports/)"
     )
-    wait.add_argument("--test-dir", type=Path, help="denoising tables: the --test-dir of the run")
+    wait.add_argument("--test-dir", type=_path, help="denoising tables: the --test-dir of the run")
 
 
 def _add_run_options(run: argparse.ArgumentParser) -> None:
@@ -143,9 +161,11 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     )
     run.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
     run.add_argument(
-        "--data-root", type=Path, default=Path("data"), help="datasets (default data/)"
+        "--data-root", type=_path, default=Path("data"), help="datasets (default data/)"
     )
-    run.add_argument("--out", type=Path, default=Path("reports"), help="reports (default reports/)")
+    run.add_argument(
+        "--out", type=_path, default=Path("reports"), help="reports (default reports/)"
+    )
     run.add_argument("--force", action="store_true", help="rerun cells that already have records")
     run.add_argument("--no-download", action="store_true", help="never download missing datasets")
     run.add_argument("--amp", choices=AMP_MODES, default="off",
@@ -193,8 +213,10 @@ def _add_report_parsers(sub: Any) -> None:
     report.add_argument(
         "--format", choices=tuple(RENDERERS), help="one format (default md, tex, csv)"
     )
-    report.add_argument("--out", type=Path, help="folder for the files (default reports/)")
-    report.add_argument("--test-dir", type=Path, help="denoising tables: the --test-dir of the run")
+    report.add_argument("--out", type=_path, help="folder for the files (default reports/)")
+    report.add_argument(
+        "--test-dir", type=_path, help="denoising tables: the --test-dir of the run"
+    )
     report.add_argument("--select", choices=SELECT_RULES,
                         help="one number per row from its seeds: mean (default; a study may "
                         "name another), best-of-2 (the paper's rule: the better of the first two "
@@ -209,7 +231,7 @@ def _add_report_parsers(sub: Any) -> None:
     site.add_argument("tables", nargs="*", metavar="TABLE",
                       help="default: every table with records under --runs-dir")  # fmt: skip
     _add_common(site, profile_default=None)
-    site.add_argument("--out", type=Path, default=Path("reports/site"),
+    site.add_argument("--out", type=_path, default=Path("reports/site"),
                       help="folder of the site; its entry page is OUT/index.html "
                       "(default reports/site)")  # fmt: skip
 
@@ -217,10 +239,10 @@ def _add_report_parsers(sub: Any) -> None:
     figures.add_argument("names", nargs="*", metavar="FIGURE",
                          help=f"any of {', '.join(figure_names())} (default: all that can be drawn)")  # fmt: skip
     _add_common(figures, profile_default=None)
-    figures.add_argument("--out", type=Path,
+    figures.add_argument("--out", type=_path,
                          help=f"folder for the PNG and PDF files (default reports/PROFILE/{FIGURES_DIR}/)")  # fmt: skip
     figures.add_argument(
-        "--data-root", type=Path, default=Path("data"), help="datasets (default data/)"
+        "--data-root", type=_path, default=Path("data"), help="datasets (default data/)"
     )
     figures.add_argument(
         "--run", action="store_true", help="first run the missing cells the figures need (one seed)"
@@ -268,14 +290,19 @@ def cmd_plan(args: argparse.Namespace) -> None:
     if not 1 <= args.gpus <= 4096:
         raise UserError(f"--gpus must be 1 to 4096, got {args.gpus}")
     spec.protocol(args.profile)  # an unknown profile is refused before anything is read
-    store = RunStore(args.runs_dir)
+    check_folder(args.runs_dir, "--runs-dir")
+    store = RunStore(args.runs_dir, verify=args.verify)
     configs = table_cells(spec, args.profile, args.seeds)
     shape = training_shape(spec, args.profile)
     print(
         f"{spec.title} — profile {args.profile}, {plural(args.seeds, 'seed')}, data: {shape.summary}"
     )
     plan, done = Plan(), 0
-    for cell in plan_cells(configs, store).cells:
+    cells = plan_cells(configs, store).cells
+    for cell in cells if args.verify else ():  # asked to verify: set damage aside now
+        if cell.problem is not None:
+            store.load(cell.config)
+    for cell in cells:
         config, record = cell.config, cell.record
         done += record is not None
         if record:
@@ -378,6 +405,7 @@ def _run_specs(specs: list[TableSpec], args: argparse.Namespace) -> int:
     executor = _executor(args)
     # with Ray the cells run on the cluster's devices: "auto" is decided there
     device = resolve_device(args.device) if args.executor == "local" else args.device
+    check_folder(args.data_root, "--data-root")
     store = RunStore(args.runs_dir)
     store.check_writable()
     if is_main():
@@ -467,8 +495,9 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> None:
     specs = [get_spec(name, yes=args.yes) for name in args.tables]
-    if args.runs_dir.exists() and not args.runs_dir.is_dir():
-        raise UserError(f"--runs-dir {args.runs_dir} is not a directory; pass the runs folder")
+    check_folder(args.runs_dir, "--runs-dir")
+    if not (args.format in ("csv", "json") and args.out is None):
+        check_writable_dir(args.out or Path("reports"), "--out")
     if args.test_dir is not None and not args.test_dir.is_dir():
         raise UserError(
             f"--test-dir {args.test_dir} is not a directory (pass the run's --test-dir)"
@@ -528,6 +557,7 @@ def _print_site(index: Path) -> None:
 def cmd_claims(args: argparse.Namespace) -> None:
     """One line per claim of each table (or a JSON list), on each table's newest profile."""
     specs = [get_spec(name, yes=args.yes) for name in args.tables or TABLES]
+    check_folder(args.runs_dir, "--runs-dir")
     store = RunStore(args.runs_dir)
     found = []
     for spec in specs:
@@ -550,6 +580,10 @@ def cmd_claims(args: argparse.Namespace) -> None:
 
 
 def cmd_figures(args: argparse.Namespace) -> None:
+    check_folder(args.runs_dir, "--runs-dir")
+    check_folder(args.data_root, "--data-root")
+    if args.out is not None:
+        check_writable_dir(args.out, "--out")
     store = RunStore(args.runs_dir)
     studies = {s.name: s for s in (get_spec(n, yes=args.yes) for n in args.names if is_study(n))}
 
@@ -583,6 +617,16 @@ COMMANDS = {
 }
 
 
+def _folders(args: argparse.Namespace) -> list[Path]:
+    """The folders a command may make; those still empty when it fails are removed."""
+    found = [getattr(args, k, None) for k in ("runs_dir", "out", "data_root")]
+    runs, profile = getattr(args, "runs_dir", None), getattr(args, "profile", None)
+    if isinstance(runs, Path) and profile:
+        tables = getattr(args, "tables", None) or [getattr(args, "table", None)]
+        found += [runs / t / profile for t in tables if isinstance(t, str)]
+    return [p for p in found if isinstance(p, Path)]
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, unwound as Ctrl-C is (so every cleanup runs) but exiting 128 + 15."""
 
@@ -604,7 +648,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             ["python", "-m", "harness", *(sys.argv[1:] if argv is None else argv)]
         )
         load_plugins(getattr(args, "plugins", ()))  # and installed entry points: before any work
-        code = COMMANDS[args.command](args) or 0
+        with removing_new_dirs(*_folders(args)):
+            code = COMMANDS[args.command](args) or 0
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -19,6 +19,7 @@ the values themselves, which is cheaper.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import Tensor
@@ -33,8 +34,10 @@ KEY_DTYPES = {
 }
 
 # A chunk of pixels is packed, sorted and unpacked in two buffers of this many bytes
-# together, small enough to stay in the caches and to be reused by the allocator.
-_CHUNK_BYTES = 16 << 20
+# together, small enough to stay in a core's L2 cache (1 MB on the AMD EPYC
+# it was tuned on: 1 MB chunks took 0.55-0.7x the time of 16 MB ones with int64 keys at
+# 32 and 256 channels, benchmarks/NOTES.md).
+_CHUNK_BYTES = 1 << 20
 
 
 def _crossed(o: Tensor) -> tuple[Tensor, Tensor]:
@@ -49,15 +52,22 @@ def _crossed(o: Tensor) -> tuple[Tensor, Tensor]:
     return winner, loser
 
 
-def _network(t: Tensor, spare: Tensor, k: int, descending: bool) -> Tensor:
-    """Sort the columns of ``t`` (C, P), C a power of two, and return their first k rows.
+Op = tuple[Callable[..., Tensor], Tensor, Tensor, Tensor]
 
-    Overwrites ``t`` and ``spare`` (same shape, the other ping-pong buffer). Below the
-    top level, blocks alternate direction (the standard bitonic sort); the top-level
-    merge drops the half that cannot reach the top k.
+
+def _stages(t: Tensor, spare: Tensor, k: int, descending: bool) -> tuple[list[Op], Tensor]:
+    """The network that sorts the columns of ``t`` (C, P), C a power of two: its ops, each
+    ``fn(a, b, out=out)`` on views of ``t`` and ``spare``, and the view holding the first
+    k rows once they have run.
+
+    The two buffers are ping-ponged and both overwritten. Below the top level, blocks
+    alternate direction (the standard bitonic sort); the top-level merge drops the half
+    that cannot reach the top k. Built once per buffer shape and replayed for every
+    chunk, so a chunk costs the ops alone, not building their views.
     """
     c, p = t.shape
     first, second = (torch.maximum, torch.minimum) if descending else (torch.minimum, torch.maximum)
+    ops: list[Op] = []
     src, dst = t, spare
     block = 2
     while block < c:
@@ -67,8 +77,8 @@ def _network(t: Tensor, spare: Tensor, k: int, descending: bool) -> Tensor:
             shape = (c // (2 * block), 2, block // (2 * dist), 2, dist, p)
             s = src.view(shape)
             winner, loser = _crossed(dst.view(shape))
-            first(s[:, :, :, 0], s[:, :, :, 1], out=winner)
-            second(s[:, :, :, 0], s[:, :, :, 1], out=loser)
+            ops += [(first, s[:, :, :, 0], s[:, :, :, 1], winner),
+                    (second, s[:, :, :, 0], s[:, :, :, 1], loser)]  # fmt: skip
             src, dst = dst, src
             dist //= 2
         block *= 2
@@ -76,15 +86,14 @@ def _network(t: Tensor, spare: Tensor, k: int, descending: bool) -> Tensor:
     while dist >= 1:
         s = src[:live].view(live // (2 * dist), 2, dist, p)
         if k <= dist:  # only the winning half of the single live block is needed
-            first(s[0, 0], s[0, 1], out=dst[:dist])
+            ops.append((first, s[0, 0], s[0, 1], dst[:dist]))
             live = dist
         else:
             o = dst[:live].view(live // (2 * dist), 2, dist, p)
-            first(s[:, 0], s[:, 1], out=o[:, 0])
-            second(s[:, 0], s[:, 1], out=o[:, 1])
+            ops += [(first, s[:, 0], s[:, 1], o[:, 0]), (second, s[:, 0], s[:, 1], o[:, 1])]
         src, dst = dst, src
         dist //= 2
-    return src[:k]
+    return ops, src[:k]
 
 
 def _chunks(n: int, hw: int, step: int) -> Iterator[tuple[slice, slice]]:
@@ -99,7 +108,7 @@ def _chunks(n: int, hw: int, step: int) -> Iterator[tuple[slice, slice]]:
             yield slice(image, image + per), slice(0, hw)
 
 
-Fill = Callable[[Tensor, Tensor], None]
+Fill = Callable[[Tensor, Tensor, dict[str, Tensor]], None]
 Emit = Callable[[Tensor, slice, slice], None]
 
 
@@ -108,23 +117,48 @@ def _select(
 ) -> None:
     """Top k of every pixel of ``planes`` (C, N, H*W), one cache-sized chunk at a time.
 
-    ``fill(chunk, buffer)`` writes a chunk's (C, n, p) planes into a ``dtype`` buffer of
-    that shape; ``emit(top, images, pixels)`` receives the chunk's first k rows (k, n, p).
+    ``fill(chunk, buffer, scratch)`` writes a chunk's (C, n, p) planes into a ``dtype``
+    buffer of that shape (``scratch``: a dict the caller may keep temporaries in, one per
+    thread); ``emit(top, images, pixels)`` receives the chunk's first k rows (k, n, p).
+
+    On a CPU with several torch threads, chunks are shared out among as many Python
+    threads, each running torch single-threaded on its own buffers (torch releases the
+    GIL inside an op). Letting each small op split across OpenMP threads instead made a
+    call wait at every op's barrier for a descheduled thread: on a busy machine 10-20x
+    slower than one thread (benchmarks/NOTES.md).
     """
     c, n, hw = planes.shape
     if c & (c - 1):
         raise ValueError(f"the bitonic network needs a power-of-two channel count, got {c}")
     itemsize = torch.empty((), dtype=dtype).element_size()
     step = max(1, _CHUNK_BYTES // (2 * c * itemsize))
-    buffer = torch.empty((c, min(step, n * hw)), dtype=dtype, device=planes.device)
-    spare = torch.empty_like(buffer)
-    for images, pixels in _chunks(n, hw, step):
-        chunk = planes[:, images, pixels]
-        size = chunk.shape[1] * chunk.shape[2]
-        sorted_ = buffer[:, :size]
-        fill(chunk, sorted_.view(chunk.shape))
-        top = _network(sorted_, spare[:, :size], k, descending)
-        emit(top.view(k, *chunk.shape[1:]), images, pixels)
+    chunks = list(_chunks(n, hw, step))
+    threads = min(torch.get_num_threads(), len(chunks)) if planes.device.type == "cpu" else 1
+
+    def work(first: int) -> None:
+        if threads > 1:
+            torch.set_num_threads(1)  # this thread's OpenMP setting only
+        buffer = torch.empty((c, min(step, n * hw)), dtype=dtype, device=planes.device)
+        spare = torch.empty_like(buffer)
+        plans: dict[int, tuple[list[Op], Tensor]] = {}
+        scratch: dict[str, Tensor] = {}
+        for images, pixels in chunks[first::threads]:
+            chunk = planes[:, images, pixels]
+            size = chunk.shape[1] * chunk.shape[2]
+            if size not in plans:  # every chunk but the last has the first one's size
+                plans[size] = _stages(buffer[:, :size], spare[:, :size], k, descending)
+            ops, top = plans[size]
+            fill(chunk, buffer[:, :size].view(chunk.shape), scratch)
+            for fn, a, b, out in ops:
+                fn(a, b, out=out)
+            emit(top.view(k, *chunk.shape[1:]), images, pixels)
+
+    if threads == 1:
+        work(0)
+        return
+    with ThreadPoolExecutor(threads) as pool:
+        for done in [pool.submit(work, first) for first in range(threads)]:
+            done.result()
 
 
 def topk_values(x: Tensor, k: int, largest: bool) -> Tensor:
@@ -141,48 +175,48 @@ def topk_values(x: Tensor, k: int, largest: bool) -> Tensor:
         rows[images, :, pixels] = top.transpose(0, 1)
 
     planes = x.detach().transpose(0, 1).flatten(2)
-    _select(planes, k, largest, x.dtype, lambda chunk, buf: buf.copy_(chunk), emit)
+    _select(planes, k, largest, x.dtype, lambda chunk, buf, _: buf.copy_(chunk), emit)
     return out
 
 
-def _topk_and_index(x: Tensor, k: int, largest: bool) -> tuple[Tensor, Tensor]:
-    """Values and channels (int64) of the k largest (smallest) values at each pixel.
+def _topk_index(x: Tensor, k: int, largest: bool) -> Tensor:
+    """Channels (int64, (N, k, H, W)) of the k largest (smallest) values at each pixel,
+    in output order: by value, equal values by channel.
 
-    The network sorts integer keys; each chunk's values are then gathered from the
-    chunk of ``x`` it just read, so they are the input's exact values.
+    The network sorts integer keys that hold each value's order-preserving bits above
+    its channel. Keys are built per chunk in a few passes: ``+ 0.0`` turns -0.0 into
+    +0.0 (they tie, as in the reference), the float bits of negative values get their
+    magnitude bits flipped (a monotone map to int), and one add widens them, shifted
+    by the channel bits (negated for largest), and adds the channel.
     """
     n, c, h, w = x.shape
     int_dtype, key_dtype = KEY_DTYPES[x.dtype]
     width = torch.iinfo(int_dtype).bits
     magnitude = torch.iinfo(int_dtype).max
     channel = torch.arange(c, dtype=key_dtype, device=x.device).view(c, 1, 1)
+    scale = -(1 << width) if largest else 1 << width
 
-    def fill(chunk: Tensor, keys: Tensor) -> None:
-        # Order-preserving integers from the float bits (sign-extended by the copy):
-        # negative floats get their magnitude bits flipped and move up by one, which
-        # keeps their order and makes -0.0 equal +0.0.
-        keys.copy_(chunk)
-        sign = keys >> (width - 1)
-        keys ^= sign & magnitude
-        keys -= sign
-        # Ascending keys: the order (negated for largest) in the high half, the channel
-        # in the low half, so equal values sort by channel.
-        keys *= -(1 << width) if largest else 1 << width
-        keys += channel
+    def fill(chunk: Tensor, keys: Tensor, scratch: dict[str, Tensor]) -> None:
+        if "bits" not in scratch or scratch["bits"].shape != chunk.shape:
+            scratch["bits"] = torch.empty(chunk.shape, dtype=int_dtype, device=x.device)
+            scratch["sign"] = torch.empty_like(scratch["bits"])
+        bits, sign = scratch["bits"], scratch["sign"]
+        torch.add(chunk, 0.0, out=bits.view(x.dtype))
+        torch.bitwise_right_shift(bits, width - 1, out=sign)
+        sign &= magnitude
+        bits ^= sign
+        torch.add(channel, bits, alpha=scale, out=keys)
 
-    values = torch.empty((n, k, h, w), dtype=x.dtype, device=x.device)
     index = torch.empty((n, k, h, w), dtype=torch.int64, device=x.device)
-    floats = x.detach().transpose(0, 1).flatten(2)
+    rows = index.view(n, k, h * w)
+    low = (1 << width) - 1
 
     def emit(top: Tensor, images: slice, pixels: slice) -> None:
-        chunk_index = top & ((1 << width) - 1)
-        index.view(n, k, h * w)[images, :, pixels] = chunk_index.transpose(0, 1)
-        picked = floats[:, images, pixels].gather(0, chunk_index)
-        values.view(n, k, h * w)[images, :, pixels] = picked.transpose(0, 1)
+        rows[images, :, pixels] = (top & low).transpose(0, 1)
 
-    planes = x.detach().view(int_dtype).transpose(0, 1).flatten(2)
+    planes = x.detach().transpose(0, 1).flatten(2)
     _select(planes, k, False, key_dtype, fill, emit)
-    return values, index
+    return index
 
 
 class _SelectChannels(torch.autograd.Function):
@@ -211,5 +245,5 @@ def topk(x: Tensor, k: int, largest: bool) -> Tensor:
     output's gradient goes to the input it came from. Supports the dtypes in
     :data:`KEY_DTYPES`; NaN is not supported.
     """
-    values, index = _topk_and_index(x, k, largest)
-    return _SelectChannels.apply(x, values, index)
+    index = _topk_index(x, k, largest)
+    return _SelectChannels.apply(x, x.detach().gather(1, index), index)

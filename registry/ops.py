@@ -64,7 +64,7 @@ def topk_pool(x: Tensor, k: int, largest: bool = True, impl: str = "auto") -> Te
       (values equal ``torch.topk``'s; ties ranked by channel).
     * ``"bitonic"``: a sorting network of elementwise ops (:mod:`registry.bitonic`);
       on the CPU at the paper's shapes 2.8-6x faster than ``torch.topk`` forward and
-      1.2-1.6x with autograd (benchmarks/NOTES.md). Needs a power-of-two channel
+      1.2-2x with autograd (benchmarks/NOTES.md). Needs a power-of-two channel
       count, a float dtype (float16, bfloat16 or float32 when a gradient is needed)
       and no NaN.
     * ``"auto"``: bitonic where it is supported and pays off (CPU, enough elements,

@@ -49,6 +49,8 @@ def test_quick_bench_prints_the_json_contract_and_saves_it(tmp_path, capsys):
         spread = record["iqr_s"] / record["median_s"]
         assert record["iqr_over_median"] == spread and record["noisy"] == (spread > NOISY)
     assert bench["indicative"] and bench["threads"] == 1
+    load = bench["load_average"]
+    assert len(load["before"]) == len(load["after"]) == 3 and load["cpus"] >= 1
     ratios = bench["op_ratios_topk_over_spatial"]
     assert len(ratios) == len(QUICK_CASES) * len(PASSES)
     assert all(r["ratio"] > 0 and r["rounds"] >= MIN_ROUNDS for r in ratios)
@@ -57,6 +59,7 @@ def test_quick_bench_prints_the_json_contract_and_saves_it(tmp_path, capsys):
     assert json.loads(next(tmp_path.glob("*.json")).read_text())["results"] == results
     markdown = next(tmp_path.glob("*.md")).read_text()
     assert "Top-k / spatial FP" in markdown and "indicative" in markdown.splitlines()[0]
+    assert "Load average before: " in markdown
     assert ("| noisy |" in markdown) == any(r["noisy"] for r in [*results, *ratios])
 
 

@@ -62,9 +62,15 @@ def test_reports_embed_the_table_plot(smoke):
 
 @pytest.fixture
 def records_only(smoke, tmp_path):
-    """A copy of the smoke records without their weights, free to damage."""
+    """A copy of the smoke records without their weights, free to damage (records that
+    list their weights' digests would be stale without them: those lists are dropped, as
+    in records made before they were written)."""
     runs = tmp_path / "runs"
     shutil.copytree(smoke[0], runs, ignore=shutil.ignore_patterns("*.pt"))
+    for path in runs.glob("*/*/*.json"):
+        record = json.loads(path.read_text())
+        if record.pop("files", None) is not None:
+            path.write_text(json.dumps(record))
     return runs
 
 

@@ -158,3 +158,32 @@ def test_opposite_infinities_are_not_mistaken_for_nan():
     x = torch.randn(4, 32, 16, 16)
     x[0, 0, 0, 0], x[1, 1, 1, 1] = float("inf"), -float("inf")  # their sum is NaN
     assert registry.ops._topk_impl(x, "bitonic") == "bitonic"
+
+
+@pytest.mark.parametrize("dtype", GRAD_DTYPES)
+@pytest.mark.parametrize("largest", [True, False])
+def test_values_are_the_inputs_bits_signed_zeros_included(dtype, largest):
+    """-0.0 ties with +0.0 in the ranking, yet each output is the very value of its input."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randint(-1, 2, (3, 16, 4, 4), generator=gen).to(dtype) * 0.0  # signed zeros
+    x[:, ::3] += torch.randn(3, 6, 4, 4, generator=gen).to(dtype)
+    x.requires_grad_()
+    got, want = topk_pool(x, 8, largest, impl="bitonic"), topk_pool(x, 8, largest, "reference")
+    bits = registry.bitonic.KEY_DTYPES[dtype][0]
+    assert torch.equal(got.detach().view(bits), want.detach().view(bits))
+
+
+def test_thread_count_changes_chunks_not_results(monkeypatch):
+    monkeypatch.setattr(registry.bitonic, "_CHUNK_BYTES", 4096)  # 8 pixels per thread
+    x = make_input("relu", (6, 32, 9, 9), torch.float32, seed=11)
+    upstream = torch.randn(6, 16, 9, 9)
+    before = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            results.append(run(x, 16, True, "bitonic", upstream))
+    finally:
+        torch.set_num_threads(before)
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)

@@ -67,8 +67,9 @@ def load_batch(path: Path) -> dict[str, Any]:
             entry = _BatchUnpickler(handle, encoding="latin1").load()
         except pickle.UnpicklingError as exc:
             raise UserError(f"refusing to read {path}: {exc}") from None
-        except (EOFError, ValueError, TypeError, AttributeError) as exc:
-            raise ValueError(f"{path} is not a CIFAR batch ({exc or type(exc).__name__})") from None
+        except Exception as exc:  # a damaged pickle fails in many ways; none runs code
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise ValueError(f"{path} is not a CIFAR batch ({reason})") from None
     if not isinstance(entry, dict):
         raise ValueError(f"{path} is not a CIFAR batch (a {type(entry).__name__})")
     return entry

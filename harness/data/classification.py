@@ -24,19 +24,28 @@ from __future__ import annotations
 
 import gzip
 import importlib.resources
+import math
+import os
+import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from harness.core.errors import UserError
-from harness.data import cifar, fingerprint
-from harness.store.records import check_writable_dir
+from harness.core.lazy import lazy
+from harness.data import fingerprint
+from harness.store.records import check_writable_dir, removing_new_dirs
+
+if TYPE_CHECKING:
+    from harness.data import cifar
+else:  # it subclasses torchvision's CIFAR10, and importing torchvision takes seconds
+    cifar = lazy("harness.data.cifar")
 
 
 @dataclass(frozen=True)
@@ -86,36 +95,74 @@ class DatasetInfo:
     shape: tuple[int, int, int]  # one image, (C, H, W)
 
 
+_MNIST_FILES = {
+    True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
 def _load_mnist(root: Path, download: bool) -> ClassificationData:
     from torchvision.datasets import MNIST
 
     if root.exists() and not root.is_dir():
         raise UserError(f"--data-root {root} is not a directory; pass a folder for datasets")
-    parts, files = [], []
-    for train in (True, False):
-        try:
-            ds = MNIST(str(root), train=train, download=False)
-        except RuntimeError:  # not there yet
-            if not download:
-                raise UserError(_mnist_missing(root, "downloads are disabled")) from None
-            check_writable_dir(root, "--data-root")
+    raw = root / "MNIST" / "raw"
+    if not all((raw / name).is_file() for pair in _MNIST_FILES.values() for name in pair):
+        if not download:
+            raise UserError(_mnist_missing(root, "downloads are disabled"))
+        check_writable_dir(root, "--data-root")
+        with removing_new_dirs(raw):
             try:
-                ds = MNIST(str(root), train=train, download=True)
+                MNIST(str(root), train=True, download=True)  # downloads both splits
             except Exception as exc:  # RuntimeError or URLError when offline
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise UserError(
                     _mnist_missing(root, f"could not be downloaded: {reason}")
                 ) from None
+    parts = []
+    for train in (True, False):
+        images, labels = (raw / name for name in _MNIST_FILES[train])
+        count = check_idx(images, (28, 28))
+        if check_idx(labels, ()) != count:
+            raise UserError(f"{labels} does not hold one label per image of {images}")
+        try:
+            ds = MNIST(str(root), train=train, download=False)
+        except Exception as exc:  # checked above; whatever torchvision still refuses
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise UserError(f"cannot read MNIST from {raw} ({reason})") from None
+        if len(ds.targets) and int(ds.targets.max()) > 9:
+            raise UserError(f"{labels} holds labels outside 0..9; replace it with the original")
         parts += [ds.data.unsqueeze(1).contiguous(), ds.targets.long()]
-        split = "train" if train else "t10k"  # the files torchvision's MNIST reads
-        files += [Path(ds.raw_folder) / f"{split}-{kind}" for kind in _MNIST_FILES]
+    files = [raw / name for train in (True, False) for name in _MNIST_FILES[train]]
     return ClassificationData(
         *parts, description=f"MNIST via torchvision from {root}",
         sources=tuple(fingerprint.hashed(files)),  # torchvision reads them unchecked
     )  # fmt: skip
 
 
-_MNIST_FILES = ("images-idx3-ubyte", "labels-idx1-ubyte")
+def check_idx(path: Path, item_shape: tuple[int, ...]) -> int:
+    """The number of items in an IDX file of unsigned bytes, its header checked against
+    its size, so that a cut-short or garbled file is named before torchvision reads it."""
+    ndim = 1 + len(item_shape)
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4 + 4 * ndim)
+            size = os.fstat(handle.fileno()).st_size
+    except OSError as exc:
+        raise UserError(f"cannot read {path} ({exc.strerror})") from None
+    dims = struct.unpack(f">{ndim}I", head[4:]) if len(head) == 4 + 4 * ndim else ()
+    if head[:4] != bytes([0, 0, 8, ndim]) or tuple(dims[1:]) != item_shape:
+        what = "x".join(map(str, item_shape)) + " images" if item_shape else "labels"
+        raise UserError(
+            f"{path} is not an IDX file of {what} (unsigned bytes); replace it with the original"
+        )
+    expected = 4 + 4 * ndim + math.prod(dims)
+    if size != expected:
+        raise UserError(
+            f"{path} holds {size:,} bytes, its header says {expected:,} (cut short or damaged); "
+            "replace it with the original"
+        )
+    return dims[0]
 
 
 def _mnist_missing(root: Path, why: str) -> str:

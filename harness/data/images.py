@@ -17,16 +17,21 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
-from torchvision.transforms.v2 import functional as TF
 
 from harness.core.errors import UserError
+from harness.core.lazy import lazy
 from harness.data import fingerprint
+
+if TYPE_CHECKING:
+    from torchvision.transforms.v2 import functional as TF
+else:  # importing torchvision takes seconds (it loads torch._dynamo): only when resizing
+    TF = lazy("torchvision.transforms.v2.functional")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -61,12 +66,15 @@ def read_rgb(path: Path, image_id: str | None = None) -> LoadedImage:
     shown = printable(str(path))
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below
+            warnings.simplefilter("ignore")  # bombs are refused below, damage is an error
             mode, rgb = _decode(path, shown)
     except Image.DecompressionBombError:
         raise UserError(_too_large(shown)) from None
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise UserError(f"cannot read image {shown}: {exc}") from None
+    except UserError:
+        raise
+    except Exception as exc:  # PIL's decoders fail in many ways on a damaged file
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise UserError(f"cannot read image {shown}: {reason}") from None
     mode = "I;16" if mode.startswith("I") else mode
     conversion = _CONVERSIONS.get(mode, "" if mode == "RGB" else f"{mode} converted to RGB")
     note = f"{printable(path.name)}: {conversion}" if conversion else ""

@@ -18,11 +18,18 @@ from __future__ import annotations
 
 import hashlib
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from skimage.metrics import structural_similarity
 from torch import Tensor
+
+from harness.core.lazy import lazy
+
+if TYPE_CHECKING:
+    from skimage import metrics
+else:
+    metrics = lazy("skimage.metrics")  # scikit-image loads scipy: import it when SSIM is asked
 
 
 def noise_seed(image_id: str, sigma: float, seed: int) -> int:
@@ -54,7 +61,7 @@ def ssim(clean: Tensor, estimate: Tensor) -> float:
     """Gaussian-window SSIM (11x11, sigma 1.5) between two uint8 (3, H, W) images."""
     a, b = (np.ascontiguousarray(t.permute(1, 2, 0).cpu().numpy()) for t in (clean, estimate))
     return float(
-        structural_similarity(
+        metrics.structural_similarity(
             a, b, channel_axis=-1, data_range=255, gaussian_weights=True, sigma=1.5,
             use_sample_covariance=False,
         )

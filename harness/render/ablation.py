@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 
+from harness.core.lazy import lazy
 from harness.render.plotstyle import (
     DOUBLE_COLUMN_IN,
     KIND_COLOURS,
@@ -27,8 +26,13 @@ from harness.render.plotstyle import (
 )
 
 if TYPE_CHECKING:  # the caller passes the report and its facts: no import of the report
+    from matplotlib import lines as mlines
+    from matplotlib.figure import Figure
+
     from harness.core.metrics import Column
     from harness.render.report import Report
+else:  # imported when a plot is drawn, not when the CLI starts (issue 29)
+    mlines = lazy("matplotlib.lines")
 
 _NUMERIC_AXES = ("stride", "at")
 _PANELS_PER_LINE = 3
@@ -100,10 +104,10 @@ def ablation_plot(report: Report, metric: str, shown: Column, reference: str | N
                 ax.axhspan(low, high, color="0.5", alpha=0.15, linewidth=0)
         if k % ncols == 0:
             ax.set_ylabel(f"{shown.header} ({unit})")
-    handles = [Line2D([], [], color=colours[m], marker="o", label=KIND_LABELS.get(m, m))
+    handles = [mlines.Line2D([], [], color=colours[m], marker="o", label=KIND_LABELS.get(m, m))
                for m in layout.methods]  # fmt: skip
     if ref is not None:
-        handles.append(Line2D([], [], color="0.2", linestyle="--",
+        handles.append(mlines.Line2D([], [], color="0.2", linestyle="--",
                               label=f"reference: {spec.row_label(reference)}"))  # fmt: skip
     key = fig.add_subplot(grid[0, :])
     key.axis("off")

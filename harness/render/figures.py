@@ -17,19 +17,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import torch
-from matplotlib import colormaps
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.patches import FancyBboxPatch, Patch, Rectangle
-from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from harness.core.errors import UserError, unknown
+from harness.core.lazy import lazy
 from harness.data.classification import load_classification
 from harness.render.ablation import ablation_plot
 from harness.render.plotstyle import (
@@ -67,7 +61,20 @@ from harness.tables.study import get_spec, is_study
 from harness.tasks.classification.augment import as_input
 from registry import create_model, feature_pool, topk_pool
 
-Drawn = tuple[Figure, str]  # a figure and the note printed under it
+if TYPE_CHECKING:
+    import matplotlib as mpl
+    import pandas as pd
+    from matplotlib import lines as mlines
+    from matplotlib import patches as mpatches
+    from matplotlib import ticker as mticker
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+else:  # imported when a figure is drawn: `list`, `plan` and `--help` start without them
+    mpl, pd = lazy("matplotlib"), lazy("pandas")
+    mlines, mpatches = lazy("matplotlib.lines"), lazy("matplotlib.patches")
+    mticker = lazy("matplotlib.ticker")
+
+Drawn = tuple["Figure", str]  # a figure and the note printed under it
 
 FIGURES_DIR = "figures"  # beside the reports, so Markdown links are relative
 TRAINING_VARIANTS = ("mnist.baseline", "mnist.fp_max_s2", "mnist.topk_s2")  # Figs. 4 and 6
@@ -222,7 +229,7 @@ def fig5(src: Source) -> Drawn:
     digits = as_input(data.test_x[:MAP_DIGITS])
     with torch.no_grad():
         maps = {v: _trained(src, r).features(digits) for v, r in records.items()}
-    cmap = colormaps[MAP_CMAP].with_extremes(bad="white")
+    cmap = mpl.colormaps[MAP_CMAP].with_extremes(bad="white")
     rows = max(math.ceil(m.shape[1] / MAP_COLUMNS) for m in maps.values())
     fig = new_figure(DOUBLE_COLUMN_IN, 0.7 + len(digits) * rows * 0.2)
     grid = fig.subplots(
@@ -309,7 +316,7 @@ def _pooling_diagram(
     def show(image: torch.Tensor, cx: float, bottom: float) -> Axes:
         ax = fig.add_axes((cx - width / 2, bottom, width, tall))
         ax.imshow(image.numpy(), cmap=MAP_CMAP, vmin=0, vmax=vmax)
-        ax.add_patch(Rectangle((pixel[1] - 0.5, pixel[0] - 0.5), 1, 1, fill=False,
+        ax.add_patch(mpatches.Rectangle((pixel[1] - 0.5, pixel[0] - 0.5), 1, 1, fill=False,
                                edgecolor=HIGHLIGHT, linewidth=1.2))  # fmt: skip
         ax.set(xticks=[], yticks=[])
         ax.grid(visible=False)
@@ -324,14 +331,14 @@ def _pooling_diagram(
         col = PALETTE[n % len(PALETTE)]
         nx = float(np.mean([out_x[j] for j in node.outputs]))
         left, right = in_x[node.inputs[0]] - width / 2, in_x[node.inputs[-1]] + width / 2
-        fig.add_artist(FancyBboxPatch((left, in_bottom - 0.01), right - left, tall + 0.02,
+        fig.add_artist(mpatches.FancyBboxPatch((left, in_bottom - 0.01), right - left, tall + 0.02,
                                       boxstyle="round,pad=0.004", transform=fig.transFigure,
                                       fill=False, edgecolor=col, linewidth=0.9))  # fmt: skip
         for i in node.inputs:
-            fig.add_artist(Line2D([in_x[i], nx], [in_bottom - 0.012, node_y], color=col,
+            fig.add_artist(mlines.Line2D([in_x[i], nx], [in_bottom - 0.012, node_y], color=col,
                                   linewidth=0.6, transform=fig.transFigure))  # fmt: skip
         for j in node.outputs:
-            fig.add_artist(Line2D([nx, out_x[j]], [node_y, out_bottom + tall + 0.005], color=col,
+            fig.add_artist(mlines.Line2D([nx, out_x[j]], [node_y, out_bottom + tall + 0.005], color=col,
                                   linewidth=0.6, transform=fig.transFigure))  # fmt: skip
         fig.text(nx, node_y, node.label, ha="center", va="center", fontsize=7, zorder=3,
                  bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": col})  # fmt: skip
@@ -392,12 +399,12 @@ def _yerr(err: np.ndarray, i: int) -> np.ndarray | None:
     return None if np.isnan(err[:, i]).any() else err[:, i : i + 1]
 
 
-def _ours_and_paper(lines: bool) -> list[Line2D]:
+def _ours_and_paper(lines: bool) -> list[mlines.Line2D]:
     """Legend entries for the encoding the table plots share: ours filled (solid line),
     the paper's hollow (dashed line)."""
     return [
-        Line2D([], [], color="0.3", marker="o", linestyle="-" if lines else "none", label="ours"),
-        Line2D([], [], color="0.3", marker="o", markerfacecolor="none",
+        mlines.Line2D([], [], color="0.3", marker="o", linestyle="-" if lines else "none", label="ours"),
+        mlines.Line2D([], [], color="0.3", marker="o", markerfacecolor="none",
                linestyle="--" if lines else "none", label="paper"),
     ]  # fmt: skip
 
@@ -454,8 +461,10 @@ def _row_panels(fig: Figure | Any, report: Report, columns: Sequence[str]) -> No
             label = label[:-1] + ", log scale)"
         else:  # few ticks at round steps, so narrow panels never crowd their labels
             bins = 3 if panel_in > 1.4 else 2 if panel_in > 1.1 else 1
-            ax.xaxis.set_major_locator(MaxNLocator(bins, steps=[1, 2, 2.5, 5, 10], min_n_ticks=1))
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_major_locator(
+                mticker.MaxNLocator(bins, steps=[1, 2, 2.5, 5, 10], min_n_ticks=1)
+            )
+            ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.set_xlabel(textwrap.fill(label, max(10, int(panel_in * 11))))
         ax.grid(axis="y", visible=False)
         ax.margins(x=0.08, y=0.5 / max(len(f), 1))
@@ -473,9 +482,9 @@ def _log_axis(ax: Axes) -> bool:
         return False
     ax.set_xscale("log")
     subs = (1.0, 2.0, 5.0) if decades < 1.5 else (1.0, 3.0) if decades < 2.5 else (1.0,)
-    ax.xaxis.set_major_locator(LogLocator(subs=subs))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.xaxis.set_major_locator(mticker.LogLocator(subs=subs))
+    ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(mticker.NullFormatter())
     return True
 
 
@@ -492,14 +501,14 @@ def _rows_height(frame: pd.DataFrame) -> float:
     return len(frame) * (0.06 + 0.13 * lines)
 
 
-def _kind_legend(frame: pd.DataFrame) -> list[Patch]:
+def _kind_legend(frame: pd.DataFrame) -> list[mpatches.Patch]:
     """One colour per reduction kind present in the rows."""
     kinds: dict[str, str] = {}
     for variant in frame["variant"]:
         reduction = reduction_of(variant) if variant else None
         name = kind_label(reduction.kind) if reduction else "other method"
         kinds.setdefault(name, colour(variant))
-    return [Patch(color=c, label=k) for k, c in kinds.items()]
+    return [mpatches.Patch(color=c, label=k) for k, c in kinds.items()]
 
 
 def _rows_figure(report: Report, columns: Sequence[str]) -> Figure:
@@ -523,8 +532,8 @@ def _attack_bars(report: Report) -> Figure:
     ax.set_xticks(x, ["clean", "FGSM", "FGSM + denoiser"])
     ax.set_ylabel("top-1 accuracy (%)")
     ax.legend(
-        handles=[Patch(facecolor=c, label="ours"),
-                 Patch(facecolor="white", edgecolor=c, hatch="/////", label="paper")],
+        handles=[mpatches.Patch(facecolor=c, label="ours"),
+                 mpatches.Patch(facecolor="white", edgecolor=c, hatch="/////", label="paper")],
         loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=2,  # above the bars
     )  # fmt: skip
     return fig
@@ -556,12 +565,12 @@ def _psnr_curves(report: Report, sigmas: Sequence[int], time_columns: Sequence[s
             err = _yerr(_interval_err(f, f"psnr_sigma{s}"), i)
             if err is not None:
                 ax.errorbar(s, _values(f, f"psnr_sigma{s}")[i], yerr=err, color=c, capsize=2)
-        handles.append(Patch(color=c, label=label))
+        handles.append(mpatches.Patch(color=c, label=label))
     noisy = _noisy_lines(f, sigmas)
     for points in noisy.values():
         ax.plot(*zip(*points, strict=True), ":", color="0.2", marker="x", zorder=3)  # on top
     if noisy:
-        handles.append(Line2D([], [], color="0.2", linestyle=":", marker="x",
+        handles.append(mlines.Line2D([], [], color="0.2", linestyle=":", marker="x",
                               label="noisy input" + (f" ({', '.join(noisy)})" if len(noisy) > 1 else "")))  # fmt: skip
     ax.set(xlabel="noise level σ", ylabel="PSNR (dB)", xticks=list(sigmas))
     # beside the axes, so that many rows never squeeze the plot

@@ -14,15 +14,23 @@ import math
 import textwrap
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib
 from cycler import cycler
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.layout_engine import ConstrainedLayoutEngine
 
+from harness.core.lazy import lazy
 from harness.store.records import write_output
 from registry import Reduction, variant_info
+
+if TYPE_CHECKING:
+    import matplotlib
+    from matplotlib import figure, layout_engine
+    from matplotlib.backends import backend_agg
+    from matplotlib.figure import Figure
+else:  # imported when the first figure is drawn, not by every command that imports this
+    matplotlib, figure = lazy("matplotlib"), lazy("matplotlib.figure")
+    backend_agg = lazy("matplotlib.backends.backend_agg")
+    layout_engine = lazy("matplotlib.layout_engine")
 
 SINGLE_COLUMN_IN = 3.4  # one column of a two-column paper
 DOUBLE_COLUMN_IN = 7.0  # full text width
@@ -122,9 +130,9 @@ def kind_label(kind: str) -> str:
 def new_figure(width: float, height: float, *, constrained: bool = True) -> Figure:
     """A figure on the Agg canvas; call inside :func:`render` so the style applies."""
     # padding for tick labels at the ends of axes, which move after the layout is made
-    layout = ConstrainedLayoutEngine(w_pad=0.1, h_pad=0.06) if constrained else None
-    fig = Figure(figsize=(width, height), layout=layout)
-    FigureCanvasAgg(fig)
+    layout = layout_engine.ConstrainedLayoutEngine(w_pad=0.1, h_pad=0.06) if constrained else None
+    fig = figure.Figure(figsize=(width, height), layout=layout)
+    backend_agg.FigureCanvasAgg(fig)
     return fig
 
 

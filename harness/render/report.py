@@ -15,12 +15,12 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from harness.core.errors import UserError
+from harness.core.lazy import lazy
 from harness.core.metrics import Column, Metric, base_name, find_column
 from harness.core.runtime import DIVERGED_LOSS, Runtime
 from harness.core.task import get_task, tasks
@@ -42,6 +42,11 @@ from harness.tables.cells import cell_config, cell_key, test_blocks
 from harness.tables.costs import ARCHITECTURE_COLUMNS, architecture
 from harness.tables.paper import PROFILES, TableSpec
 from registry import variant_info
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    pd = lazy("pandas")  # a second to import: only when a report is built
 
 
 def column(name: str) -> Column:

@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from harness.core.errors import UserError
+from harness.core.lazy import lazy
 from harness.core.task import get_task
 from harness.render.report import Report, build_report, default_profile
 from harness.store.records import RunStore
 from harness.store.tracking import TRACKERS, Tracking
 from harness.tables.paper import TableSpec
 from harness.tables.study import get_spec
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    pd = lazy("pandas")  # a second to import: only when a frame is made
 
 
 def _spec(table: str) -> TableSpec:

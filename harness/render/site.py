@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from harness.core.errors import UserError
+from harness.core.lazy import lazy
 from harness.render.figures import FIGURES_DIR, table_plot
 from harness.render.plotstyle import render
 from harness.render.report import (
@@ -44,6 +43,11 @@ from harness.stats.claims import NOT_EVIDENCE, Check
 from harness.stats.intervals import ALPHA
 from harness.store.records import RunStore, write_output
 from harness.tables.cells import table_cells
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    pd = lazy("pandas")  # a second to import: only when a site is built
 
 STATIC_DIR = "static"
 ASSETS = ("site.css", "sort.js")

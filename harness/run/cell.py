@@ -28,7 +28,15 @@ from harness.core.runtime import resolve_device
 from harness.core.task import CellContext, RunOptions, Task, get_task
 from harness.run.planning import describe_holder, error_path, lease_path
 from harness.store import lease
-from harness.store.records import SCHEMA, RunStore, atomic_write_text, config_hash, environment
+from harness.store.records import (
+    SCHEMA,
+    STORAGE_ERRNOS,
+    RunStore,
+    atomic_write_text,
+    config_hash,
+    environment,
+    storage_error,
+)
 from harness.tables.cells import cell_key
 from harness.tables.costs import measured_columns
 from harness.tables.paper import TableSpec, get_table
@@ -84,8 +92,9 @@ def execute_cell(
     config: dict[str, Any], options: RunOptions, index: str = "", spec: TableSpec | None = None
 ) -> Outcome:
     """Claim, run and store one cell. A cell that raises is recorded as failed (its
-    traceback beside the record) and never as done; a bad option (``UserError``)
-    and Ctrl-C propagate, since they concern every cell. ``spec`` is the table when the
+    traceback beside the record) and never as done; a bad option (``UserError``),
+    storage that refuses writes (one line naming the file) and Ctrl-C propagate, since
+    they concern every cell. ``spec`` is the table when the
     caller holds it (an unregistered variation of one); else the registered table."""
     store = RunStore(options.runs_dir)
     try:
@@ -99,6 +108,8 @@ def execute_cell(
     except (UserError, KeyboardInterrupt):
         raise
     except Exception as exc:  # one cell's failure, not the run's
+        if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:  # every cell's: stop
+            raise storage_error(exc) from None
         line = (str(exc).strip().splitlines() or [""])[0]
         return _failed(store, config, exc, f"{type(exc).__name__}: {line}")
 

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from harness.stats.intervals import LEVEL, Interval, finite, interval
 
@@ -157,6 +156,8 @@ def seeds_to_decide(check: Check) -> int | None:
         scale = math.log if ratio else float
         centre = (scale(x.low) + scale(x.high)) / 2
         half = (scale(x.high) - scale(x.low)) / 2
+        from scipy import stats  # seconds to import: not at the CLI's start
+
         distance = min(abs(centre - scale(e)) for e in edges)
         spread = half * math.sqrt(x.n) / stats.t.ppf(_QUANTILE, x.n - 1)
         n = next(

@@ -17,7 +17,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 LEVEL = 0.95  # confidence of every interval
 ALPHA = 0.05  # significance level of the marks in reports
@@ -58,6 +57,8 @@ def interval(values: Sequence[float]) -> Interval:
     std = float(x.std(ddof=1))
     if std == 0:  # identical values: scipy would give NaN bounds
         return Interval(mean, 0.0, mean, mean, n)
+    from scipy import stats  # seconds to import: not at the CLI's start
+
     low, high = stats.t.interval(LEVEL, n - 1, loc=mean, scale=std / math.sqrt(n))
     return Interval(mean, std, float(low), float(high), n)
 
@@ -82,6 +83,8 @@ def paired(row: SeedValues, base: SeedValues, higher_is_better: bool = True) -> 
     if len(shared) >= 2:
         with warnings.catch_warnings():  # identical differences: scipy warns, p is 0 or NaN
             warnings.simplefilter("ignore", RuntimeWarning)
+            from scipy import stats  # seconds to import: not at the CLI's start
+
             p = float(stats.ttest_rel(x, y).pvalue)
     wins = (x > y) if higher_is_better else (x < y)
     return Paired(delta, p, float(wins.mean()) if len(shared) else math.nan)

@@ -10,13 +10,18 @@ are kept, so only the damaged images are evaluated again.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
 from typing import Any
 
-from harness.store.records import atomic_write_text, dumps_strict, quarantine, writing
+from harness.store.records import (
+    atomic_write_text,
+    dumps_strict,
+    loads_strict,
+    quarantine,
+    writing,
+)
 
 _METRICS = ("psnr", "ssim", "noisy_psnr")
 
@@ -24,8 +29,8 @@ _METRICS = ("psnr", "ssim", "noisy_psnr")
 def _entry(line: str) -> dict[str, Any] | None:
     """The result on ``line``, or None when it is not one."""
     try:
-        entry = json.loads(line)
-    except json.JSONDecodeError:
+        entry = loads_strict(line)
+    except ValueError:  # not JSON, NaN tokens, a number too long, nesting too deep
         return None
     if not (isinstance(entry, dict) and isinstance(entry.get("image"), str)):
         return None

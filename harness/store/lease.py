@@ -111,7 +111,10 @@ class Lease:
             and holder.get("pid") == self.holder["pid"]
             and holder.get("host") == self.holder["host"]
         ):
-            self.path.unlink(missing_ok=True)
+            # a folder turned read-only keeps it: it names this process, so it goes
+            # stale when this process ends
+            with contextlib.suppress(OSError):
+                self.path.unlink(missing_ok=True)
 
     def __enter__(self) -> Lease:
         return self

@@ -18,13 +18,13 @@ Records are strict JSON: a non-finite number is stored as ``null`` and listed un
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import hashlib
 import io
 import json
 import math
 import os
-import pickle
 import platform
 import re
 import socket
@@ -32,8 +32,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -244,17 +245,24 @@ def write_output(path: Path, data: bytes) -> None:
         ) from None
 
 
-def check_writable_dir(path: Path, option: str) -> None:
-    """Prove files could be written in ``path`` (made later, when needed), or fail with one
-    line. Nothing is created: a refused command leaves no empty folder behind."""
+def check_folder(path: Path, option: str) -> Path:
+    """Fail with one line unless ``path`` is a folder or could be made as one (nothing
+    in the way is a file); the nearest part of it that exists."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{option} {path} is not a directory; pass a folder")
     existing = path
-    while not existing.exists():
+    while not existing.exists() and existing.parent != existing:
         existing = existing.parent
     if not existing.is_dir():
         raise UserError(f"{option} {path}: {existing} is not a directory; pass a folder")
+    return existing
+
+
+def check_writable_dir(path: Path, option: str) -> None:
+    """Prove files could be written in ``path`` (made later, when needed), or fail with one
+    line. Nothing is created: a refused command leaves no empty folder behind."""
+    existing = check_folder(path, option)
     try:  # a probe file where the first new folder (or file) would go, removed at once
         fd, probe = tempfile.mkstemp(dir=existing, prefix=".probe.")
         os.close(fd)
@@ -266,25 +274,66 @@ def check_writable_dir(path: Path, option: str) -> None:
 
 
 @contextmanager
+def removing_new_dirs(*paths: Path) -> Iterator[None]:
+    """On an error, remove the folders made on the way to each of ``paths`` while the
+    block ran, where they are still empty: a refused input leaves no empty folder."""
+    made = []
+    for path in paths:
+        first = Path(path)
+        while not first.parent.exists() and first.parent != first:
+            first = first.parent
+        if not first.exists():
+            made.append(first)
+    try:
+        yield
+    except BaseException:
+        for top in made:
+            _remove_empty_tree(top)
+        raise
+
+
+def _remove_empty_tree(top: Path) -> None:
+    """Remove ``top`` and the folders under it, deepest first, where each is empty."""
+    if not top.is_dir() or top.is_symlink():
+        return
+    for folder, _, _ in sorted(os.walk(top), key=lambda item: -len(item[0])):
+        with suppress(OSError):  # not empty: something was written, and it stays
+            os.rmdir(folder)
+
+
+# a storage that refuses writes: every cell after this one would fail the same way
+STORAGE_ERRNOS = frozenset({errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM})
+
+
+def storage_error(exc: OSError, what: str | None = None) -> UserError:
+    """One line for a write the storage refused (disk full, folder turned read-only)."""
+    what = what or (str(exc.filename) if exc.filename is not None else "to the runs folder")
+    return UserError(
+        f"cannot write {what} ({exc.strerror or exc}); cells finished before it are saved: "
+        "free space or fix the folder's permissions, then rerun the same command"
+    )
+
+
+@contextmanager
 def writing(what: str) -> Iterator[None]:
     """Turn a failed write (disk full, folder turned read-only) into one line naming
     ``what`` was being written; everything finished before it stays saved."""
     try:
         yield
     except OSError as exc:
-        raise UserError(
-            f"cannot write {what} ({exc.strerror or exc}); cells finished before it are saved: "
-            "free space or fix the folder's permissions, then rerun the same command"
-        ) from None
+        raise storage_error(exc, what) from None
 
 
 def warn(line: str) -> None:
     print(f"warning: {line}", file=sys.stderr, flush=True)
 
 
-def quarantine(path: Path, reason: str, root: Path | None = None) -> Path | None:
+def quarantine(
+    path: Path, reason: str, root: Path | None = None, also: tuple[Path, ...] = ()
+) -> Path | None:
     """Move an unreadable file (or folder) out of the way, into ``<root>/_quarantine/``,
-    with a one-line warning; the cell it belongs to is then redone.
+    with a one-line warning; the cell it belongs to is then redone. ``also``: files that
+    go with it (the damaged weights behind a record), moved under the same warning.
 
     ``root`` is the runs folder; by default the one a file beside a record lives in
     (``<runs>/<table>/<profile>/<file>``). Where the move itself fails (a read-only
@@ -292,19 +341,28 @@ def quarantine(path: Path, reason: str, root: Path | None = None) -> Path | None
     """
     path = Path(path)
     root = Path(root) if root is not None else path.parents[2]
+    stamp = f"{datetime.now().strftime('%Y%m%dT%H%M%S')}.{os.getpid()}"
+    try:
+        target = _move_aside(path, root, stamp)
+        for other in also:
+            if other.exists() or other.is_symlink():
+                _move_aside(Path(other), root, stamp)
+    except OSError as exc:
+        warn(f"{path} is unreadable ({reason}) and could not be moved aside ({exc.strerror})")
+        return None
+    with_ = f" with {', '.join(str(p) for p in also)}" if also else ""
+    warn(f"{path} is unreadable ({reason}); moved to {target}{with_}, its cell will be redone")
+    return target
+
+
+def _move_aside(path: Path, root: Path, stamp: str) -> Path:
     try:
         relative = path.relative_to(root)
     except ValueError:
         relative = Path(path.name)
-    stamp = datetime.now().strftime("%Y%m%dT%H%M%S")
-    target = root / "_quarantine" / f"{'__'.join(relative.parts)}.{stamp}.{os.getpid()}"
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(path, target)
-    except OSError as exc:
-        warn(f"{path} is unreadable ({reason}) and could not be moved aside ({exc.strerror})")
-        return None
-    warn(f"{path} is unreadable ({reason}); moved to {target}, its cell will be redone")
+    target = root / "_quarantine" / f"{'__'.join(relative.parts)}.{stamp}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(path, target)
     return target
 
 
@@ -313,25 +371,129 @@ def read_json(path: Path) -> Any:
     it cannot be read at all (a folder, no permission)."""
     data = path.read_bytes()
     try:
-        return json.loads(data.decode("utf-8"))
+        return loads_strict(data.decode("utf-8"))
     except UnicodeDecodeError:
         raise ValueError("not UTF-8 text") from None
+    except ValueError as exc:
+        raise ValueError("empty" if not data.strip() else str(exc)) from None
+
+
+def _no_constant(token: str) -> None:
+    raise ValueError(f"not strict JSON: {token}")
+
+
+def loads_strict(text: str) -> Any:
+    """JSON as this harness writes it: ValueError (one line) for anything else, including
+    NaN or Infinity tokens, numbers longer than Python reads and nesting too deep."""
+    try:
+        return json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
-        raise ValueError("empty" if not data.strip() else f"not JSON: {exc.msg}") from None
+        raise ValueError(f"not JSON: {exc.msg}") from None
+    except RecursionError:
+        raise ValueError("not JSON: nested too deeply") from None
+    except ValueError as exc:  # a number of more digits than int() accepts, NaN
+        raise ValueError((str(exc).splitlines() or ["not JSON"])[0]) from None
+
+
+def torch_load(path: Path) -> Any:
+    """``torch.load`` with the weights-only unpickler, its warnings about the file's pickle
+    protocol silenced (a damaged file is an error, said in one line by the caller)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_error(exc: BaseException) -> str:
+    """The reason in one of torch.load's errors, in one short line."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:  # skip the paragraph about weights_only's default
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (lines or [type(exc).__name__])[0][:200]
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
     """A saved state dict, refusing any file that holds more than tensors (no arbitrary pickle)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch_load(path)
     except FileNotFoundError:
         raise UserError(f"weights file {path} is missing; rerun its table with --force") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"refusing to load {path}: not a plain tensor file ({reason})") from None
+    except IsADirectoryError:
+        raise UserError(f"weights file {path} is a directory; pass a .pt file") from None
+    except Exception as exc:  # torch's unpickler fails in many ways on a damaged file
+        raise UserError(
+            f"refusing to load {path}: not a plain tensor file ({load_error(exc)})"
+        ) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"refusing to load {path}: not a state dict of tensors")
     return state
+
+
+# Files beside a record that its results come from. A record lists each one's size and
+# SHA-256 under "files" (records written before that have none: nothing is checked).
+DEPENDENT_SUFFIXES = (".pt", ".train.json", ".images.jsonl")
+
+
+def file_digest(path: Path) -> dict[str, Any]:
+    """Size and SHA-256 of a file, as a record stores them."""
+    digest, size = hashlib.sha256(), 0
+    with Path(path).open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return {"size": size, "sha256": digest.hexdigest()}
+
+
+def digest_problem(path: Path, want: dict[str, Any], verify: bool) -> str | None:
+    """Why ``path`` is not the file ``want`` describes (None when it is): its size is
+    always compared, its SHA-256 with ``verify``."""
+    try:
+        size = path.stat().st_size if path.is_file() else None
+    except (OSError, ValueError):
+        size = None
+    if size is None:
+        return f"{path.name} is missing"
+    if size != want["size"]:
+        return f"{path.name} holds {size} bytes, the record says {want['size']}"
+    if verify:
+        try:
+            same = file_digest(path)["sha256"] == want["sha256"]
+        except OSError as exc:
+            return f"{path.name} cannot be read ({exc.strerror})"
+        if not same:
+            return f"{path.name} does not match the SHA-256 the record holds"
+    return None
+
+
+def _is_digest(value: Any) -> bool:
+    return (
+        isinstance(value, dict) and isinstance(value.get("size"), int) and value["size"] >= 0
+        and isinstance(value.get("sha256"), str) and re.fullmatch(r"[0-9a-f]{64}", value["sha256"])
+        is not None
+    )  # fmt: skip
+
+
+def _is_plain_name(name: Any) -> bool:
+    """A file name beside the record: no folder part, so it cannot point elsewhere."""
+    return (
+        isinstance(name, str) and name not in ("", ".", "..") and "/" not in name
+        and "\\" not in name and "\0" not in name
+    )  # fmt: skip
+
+
+def inside(root: Path, relative: Any) -> Path | None:
+    """``root / relative`` when ``relative`` is a relative path that stays inside ``root``
+    (``..`` and links that leave it are refused); None otherwise."""
+    if not isinstance(relative, str) or not relative or "\0" in relative:
+        return None
+    if Path(relative).is_absolute() or ".." in Path(relative).parts:
+        return None
+    path = root / relative
+    try:
+        path.resolve().relative_to(root.resolve())
+    except (ValueError, OSError, RuntimeError):
+        return None
+    return path
 
 
 def record_problem(record: Any, expected_hash: str | None = None) -> str | None:
@@ -361,6 +523,9 @@ def record_problem(record: Any, expected_hash: str | None = None) -> str | None:
     if not wrong:
         wrong = [f"metrics.{k}" for k, v in record["metrics"].items() if not _is_metric(v)]
         wrong += ["history"] * (not all(isinstance(h, dict) for h in record.get("history", [])))
+    if not wrong and "files" in record:
+        files = record["files"]
+        wrong = ["files"] * (not all(_is_plain_name(k) and _is_digest(v) for k, v in files.items()))
     if not wrong and "started_at" in record:
         try:
             datetime.fromisoformat(record["started_at"])
@@ -381,7 +546,8 @@ _RECORD_FIELDS: dict[str, type | tuple[type, ...]] = {
 }  # fmt: skip
 _OPTIONAL_FIELDS: dict[str, type | tuple[type, ...]] = {
     "history": list, "started_at": str, "notes": list, "diverged": bool,
-    "weights": (str, type(None)), "ended_at": str, "command": str, "data_files": list,
+    "weights": (str, type(None)), "files": dict, "ended_at": str, "command": str,
+    "data_files": list,
 }  # fmt: skip
 _CONFIG_FIELDS: dict[str, type | tuple[type, ...]] = {
     "table": str, "variant": str, "profile": str, "seed": int,
@@ -397,8 +563,9 @@ def _is_metric(value: Any) -> bool:
 class RunStore:
     """Reads and writes run records under one folder."""
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, verify: bool = False) -> None:
         self.root = Path(root)
+        self.verify = verify  # compare the SHA-256 of files behind records, not only sizes
 
     def check_writable(self) -> None:
         """Fail with one line before any work if records could not be saved; sweep the
@@ -418,8 +585,8 @@ class RunStore:
         """Where a failed cell's error and traceback are kept until it succeeds."""
         return self.path(config).with_suffix(".error.txt")
 
-    def quarantine(self, path: Path, reason: str) -> Path | None:
-        return quarantine(path, reason, self.root)
+    def quarantine(self, path: Path, reason: str, also: tuple[Path, ...] = ()) -> Path | None:
+        return quarantine(path, reason, self.root, also)
 
     def inspect(self, config: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
         """(the finished record of this config, None) or (None, why the file there is not
@@ -427,33 +594,50 @@ class RunStore:
         path = self.path(config)
         if not path.exists():
             return None, None
-        record, problem = self._read(path, config_hash(config))
+        record, problem, _ = self._read(path, config_hash(config))
         return record, problem
 
     def load(self, config: dict[str, Any]) -> dict[str, Any] | None:
         """The finished record of this exact config, if there is one. A file there that
-        is not one (unreadable, a stub, another schema) is quarantined: the cell is redone."""
-        record, problem = self.inspect(config)
+        is not one (unreadable, a stub, another schema), or one whose weights or cache
+        do not match it, is quarantined with them: the cell is redone."""
+        path = self.path(config)
+        if not path.exists():
+            return None
+        record, problem, damaged = self._read(path, config_hash(config))
         if problem is not None:
-            self.quarantine(self.path(config), problem)
+            self.quarantine(path, problem, damaged)
         return record
 
-    def _read(self, path: Path, expected_hash: str | None) -> tuple[dict | None, str | None]:
+    def _read(
+        self, path: Path, expected_hash: str | None
+    ) -> tuple[dict | None, str | None, tuple[Path, ...]]:
+        """(record, None, ()) or (None, why it is not a finished record, the damaged
+        files behind it that go to quarantine with it)."""
         try:
             record = read_json(path)
         except (OSError, ValueError) as exc:
-            return None, getattr(exc, "strerror", None) or str(exc)
-        problem = record_problem(record, expected_hash)
+            return None, getattr(exc, "strerror", None) or str(exc), ()
+        try:
+            problem = record_problem(record, expected_hash)
+        except RecursionError:
+            problem = "nested too deeply"
         if problem is not None:
-            return None, problem
+            return None, problem, ()
         try:
             _restore_nonfinite(record)
-        except (TypeError, KeyError, IndexError, ValueError):
-            return None, "a broken nonfinite list"
-        return record, None
+        except (TypeError, KeyError, IndexError, ValueError, AttributeError):
+            return None, "a broken nonfinite list", ()
+        for name, want in record.get("files", {}).items():
+            problem = digest_problem(path.parent / name, want, self.verify)
+            if problem is not None:
+                return None, problem, (path.parent / name,)
+        return record, None, ()
 
     def save(self, record: dict[str, Any]) -> Path:
         path = self.path(record["config"])
+        beside = (path.with_suffix(suffix) for suffix in DEPENDENT_SUFFIXES)
+        record = {**record, "files": {p.name: file_digest(p) for p in beside if p.is_file()}}
         data, nonfinite = strict_json(jsonable(record))
         if nonfinite:
             data["nonfinite"] = nonfinite
@@ -499,14 +683,21 @@ class RunStore:
             return None
 
     def load_weights(self, record: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """The weights a record names, through torch's weights-only loader."""
+        """The weights a record names, through torch's weights-only loader, once they
+        match the SHA-256 the record holds (a damaged cell is quarantined, to be redone)."""
         config = record["config"]
         if not record.get("weights"):
             raise UserError(
                 f"the {config['variant']} seed {config['seed']} record in {self.root} has no "
                 f"saved weights (made before weights were saved); rerun {config['table']} with --force"
             )
-        return load_tensors(self.path(config).parent / Path(record["weights"]).name)
+        path = self.path(config).parent / Path(record["weights"]).name
+        want = record.get("files", {}).get(path.name)
+        problem = digest_problem(path, want, verify=True) if want else None
+        if problem is not None:  # hashed before another table's figure uses them
+            self.quarantine(self.path(config), problem, (path,))
+            raise UserError(f"{path} is damaged ({problem}); rerun {config['table']} to redo it")
+        return load_tensors(path)
 
     def adopt_weights(self, config: dict[str, Any], source: Path) -> Path:
         """Give a cell the weights another cell saved (a hard link, else a copy)."""
@@ -530,15 +721,21 @@ class RunStore:
         entry = {
             "weights": str(weights.relative_to(self.root)),
             "history": str(history.relative_to(self.root)),
+            "files": {"weights": file_digest(weights), "history": file_digest(history)},
         }
         index = self._trained_index(key)
         with writing(f"the training index {index}"):
             atomic_write_text(index, json.dumps(entry))
 
-    def shared_training(self, key: str, since: float | None = None) -> tuple[Path, Path] | None:
+    def shared_training(
+        self, key: str, since: float | None = None, *, read_only: bool = False
+    ) -> tuple[Path, Path] | None:
         """The weights and training history of a model trained with key ``key`` by any
         table (indexed at or after ``since``, a ``time.time()``, when given), if both still
-        exist. An unreadable index entry is quarantined."""
+        exist and match the sizes and SHA-256 the entry holds (always hashed, since
+        another cell is about to use them; with ``read_only``, for ``plan``, only when
+        the store verifies, and nothing is moved). An entry that is unreadable or points
+        outside the runs folder is quarantined, as are files that do not match it."""
         index = self._trained_index(key)
         try:
             indexed = index.stat().st_mtime
@@ -546,13 +743,37 @@ class RunStore:
             return None
         if since is not None and indexed < since:
             return None
+        problem, damaged, paths = self._entry_problem(index, verify=self.verify or not read_only)
+        if problem is not None:
+            if not read_only:
+                self.quarantine(index, problem, damaged)
+            return None
+        return paths
+
+    def _entry_problem(
+        self, index: Path, verify: bool
+    ) -> tuple[str | None, tuple[Path, ...], tuple[Path, Path] | None]:
+        """(None, (), (weights, history)) for a usable index entry (None for the paths
+        when its files are gone), else (why not, the damaged files behind it, None)."""
         try:
             entry = read_json(index)
-            weights, history = self.root / entry["weights"], self.root / entry["history"]
-        except (OSError, ValueError, TypeError, KeyError) as exc:
-            self.quarantine(index, getattr(exc, "strerror", None) or str(exc) or "not an entry")
-            return None
-        return (weights, history) if weights.is_file() and history.is_file() else None
+        except (OSError, ValueError) as exc:
+            return getattr(exc, "strerror", None) or str(exc), (), None
+        if not isinstance(entry, dict):
+            return "not an index entry", (), None
+        paths = {k: inside(self.root, entry.get(k)) for k in ("weights", "history")}
+        if None in paths.values():
+            return "its paths are not files inside the runs folder", (), None
+        if not all(p.is_file() for p in paths.values()):
+            return None, (), None
+        files = entry.get("files", {})  # entries written before digests have none
+        if not (isinstance(files, dict) and all(_is_digest(v) for v in files.values())):
+            return "a broken files list", (), None
+        for name, path in paths.items():
+            problem = digest_problem(path, files[name], verify) if name in files else None
+            if problem is not None:
+                return problem, (path,), None
+        return None, (), (paths["weights"], paths["history"])
 
     def records(self, table: str, profile: str | None = None) -> Iterator[dict[str, Any]]:
         """Every finished record of ``table`` (optionally one profile). A file that is not
@@ -564,12 +785,12 @@ class RunStore:
             if path.name.endswith(".train.json"):
                 continue
             expected = path.stem.rsplit("-", 1)[-1]
-            record, problem = self._read(path, expected)
+            record, problem, damaged = self._read(path, expected)
             if problem is not None and problem.startswith(_OTHER_SCHEMA):
                 warn(f"{path} is left out: {problem} (rerun its table to replace it)")
                 continue
             if problem is not None:
-                self.quarantine(path, problem)
+                self.quarantine(path, problem, damaged)
                 continue
             record["_path"] = str(path)
             yield record

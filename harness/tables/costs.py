@@ -87,7 +87,7 @@ class Plan:
             return f"to run (~{duration(count * per_image)} CPU: {count} images x {per_image:.3g} s, {source})"
         key = get_task(spec.task).shared_training_key(config, protocol, shape.summary)
         if key is not None:
-            reused = key in self.trained or store.shared_training(key) is not None
+            reused = key in self.trained or store.shared_training(key, read_only=True) is not None
             self.trained.add(key)
             if reused:
                 return "to run (test only: reuses a model trained by this or another table)"

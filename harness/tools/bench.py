@@ -39,6 +39,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -410,8 +411,12 @@ def run_bench(
     OpenMP thread costs more than a small op (spatial FP on 2x32x16x16: 27 us alone,
     50 ms right after a top-k call, with two threads at a load average of 16).
     """
+    load_before = os.getloadavg()
     with timing_threads(device, quick):
-        return _run_bench(device, quick, topk_impl, log)
+        result = _run_bench(device, quick, topk_impl, log)
+    # the machine's state: on a shared machine a noisy figure is explained by this
+    return {**result, "load_average": {"before": load_before, "after": os.getloadavg(),
+                                       "cpus": os.cpu_count()}}  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -460,6 +465,19 @@ def _run_bench(
     }
 
 
+def _load_line(bench: dict[str, Any]) -> str:
+    """The load average (1, 5, 15 min) before and after, against the CPU count."""
+    load = bench.get("load_average")
+    if load is None:  # a result saved before it was recorded
+        return "Load average: not recorded."
+
+    def show(values: list[float]) -> str:
+        return ", ".join(f"{x:.1f}" for x in values)
+
+    return (f"Load average before: {show(load['before'])}; after: {show(load['after'])} "
+            f"({load['cpus']} CPUs; above the CPU count, other processes shared them).")  # fmt: skip
+
+
 def _flag(record: dict[str, Any]) -> str:
     return "noisy" if record["noisy"] else ""
 
@@ -473,6 +491,7 @@ def render_markdown(bench: dict[str, Any]) -> str:
         f"Device: {env['device_name']} ({env['device']}); torch {env['torch']}; "
         f"top-k implementation: {bench['topk_impl']}; float32.",
         f"Copy bandwidth (large tensor copy, read + write): {copy:.1f} GB/s.",
+        _load_line(bench),
         f'Medians over adaptive repeats; "noisy": IQR/median above {NOISY}.',
         "",
         "| case | op | input shape | pass | median ms | IQR ms | IQR/median | GB/s | % of copy | |",

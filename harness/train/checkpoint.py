@@ -13,14 +13,19 @@ with a warning and the cell starts afresh.
 from __future__ import annotations
 
 import io
-import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from harness.store.records import atomic_write_bytes, quarantine, writing
+from harness.store.records import (
+    atomic_write_bytes,
+    load_error,
+    quarantine,
+    torch_load,
+    writing,
+)
 
 FORMAT = 1
 
@@ -65,10 +70,9 @@ def load_checkpoint(
     if not path.exists():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        quarantine(path, f"not a readable checkpoint: {reason}")
+        state = torch_load(path)
+    except Exception as exc:  # torch's unpickler fails in many ways on a damaged file
+        quarantine(path, f"not a readable checkpoint: {load_error(exc)}")
         return None
     problem = _problem(state, model, optimizer)
     if problem is not None:
@@ -89,19 +93,38 @@ def _problem(
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         return "not a checkpoint of this harness"
     wrong = [k for k, t in _FIELDS.items() if not isinstance(state.get(k), t)]
-    if not wrong and not isinstance(state["rng"].get("torch"), torch.Tensor):
-        wrong = ["rng"]
+    wrong += ["epoch"] * (not wrong and state["epoch"] < 0)
+    wrong += ["rng"] * (not wrong and not _is_rng(state["rng"]))
+    wrong += ["history"] * (not wrong and not all(isinstance(h, dict) for h in state["history"]))
+    wrong += ["epoch_times_s"] * (
+        not wrong and not all(isinstance(t, int | float) for t in state["epoch_times_s"])
+    )
     if wrong:
         return f"missing or wrong {', '.join(wrong)}"
     if model is not None:
-        want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        have = {k: tuple(getattr(v, "shape", ())) for k, v in state["model"].items()}
+        want = {
+            k: (tuple(v.shape), v.dtype.is_floating_point) for k, v in model.state_dict().items()
+        }
+        have = {k: (tuple(v.shape), v.dtype.is_floating_point) if isinstance(v, torch.Tensor)
+                else None for k, v in state["model"].items()}  # fmt: skip
         if want != have:
-            return "its weights do not fit the model (keys or shapes differ)"
+            return "its weights do not fit the model (keys, shapes or types differ)"
     if optimizer is not None:
         groups = state["optimizer"].get("param_groups")
-        if not (isinstance(groups, list) and
-                [len(g.get("params", ())) for g in groups if isinstance(g, dict)] ==
+        if not (isinstance(groups, list) and isinstance(state["optimizer"].get("state"), dict)
+                and all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups)
+                and [len(g["params"]) for g in groups] ==
                 [len(g["params"]) for g in optimizer.param_groups]):  # fmt: skip
             return "its optimiser state does not fit the model"
     return None
+
+
+def _is_rng(states: dict[str, Any]) -> bool:
+    """RNG states that ``restore_rng`` can set (what ``rng_states`` saved)."""
+    mine = torch.get_rng_state()
+    saved = states.get("torch")
+    return (
+        isinstance(saved, torch.Tensor) and saved.dtype == mine.dtype
+        and saved.shape == mine.shape and isinstance(states.get("cuda"), list)
+        and all(isinstance(s, torch.Tensor) and s.dtype == torch.uint8 for s in states["cuda"])
+    )  # fmt: skip

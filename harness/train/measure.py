@@ -24,24 +24,40 @@ Conventions, stated once and shown in the reports:
 
 from __future__ import annotations
 
+import importlib
 import math
 import statistics
 import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from registry import list_reductions, reduction_kind
 
-with warnings.catch_warnings():  # fvcore's import still touches torch.jit.script
-    warnings.simplefilter("ignore", FutureWarning)
+if TYPE_CHECKING:
     from fvcore.nn import FlopCountAnalysis
-    from fvcore.nn.flop_count import _DEFAULT_SUPPORTED_OPS
-    from fvcore.nn.jit_handles import get_shape
+
+
+def _fvcore() -> tuple[ModuleType, ModuleType]:
+    """fvcore's ``flop_count`` and ``jit_handles``, imported when FLOPs are first counted:
+    with iopath and tabulate they would slow every command's start (issue 29)."""
+    with warnings.catch_warnings():  # fvcore's import still touches torch.jit.script
+        warnings.simplefilter("ignore", FutureWarning)
+        # the module, not the function of that name that fvcore.nn exports
+        flop_count = importlib.import_module("fvcore.nn.flop_count")
+        from fvcore.nn import jit_handles
+    return flop_count, jit_handles
+
+
+def get_shape(value: Any) -> list[int] | None:
+    """fvcore's shape of a traced value (None for a non-tensor)."""
+    return _fvcore()[1].get_shape(value)
+
 
 # fvcore's signature: the traced op's input and output values -> its count
 FlopHandle = Callable[[list[Any], list[Any]], int]
@@ -158,7 +174,11 @@ def register_flop_handle(op_name: str, handle: FlopHandle) -> None:
             f"register_flop_handle needs an op name such as 'aten::erf' and a callable "
             f"(inputs, outputs) -> int, got {op_name!r} and {handle!r}"
         )
-    if op_name in _DEFAULT_SUPPORTED_OPS or op_name in _DEFAULT_HANDLES or op_name in _REGISTERED:
+    if (
+        op_name in _fvcore()[0]._DEFAULT_SUPPORTED_OPS
+        or op_name in _DEFAULT_HANDLES
+        or op_name in _REGISTERED
+    ):
         raise ValueError(f"{op_name} already has a FLOP handle")
     _REGISTERED[op_name] = handle
 
@@ -168,9 +188,10 @@ def flop_handles() -> dict[str, FlopHandle]:
     :func:`register_flop_handle`, then registered reductions' ``flops`` for ops that still
     have none (an op's handle applies wherever it appears in a model)."""
     handles = {**_DEFAULT_HANDLES, **_REGISTERED}
+    supported = _fvcore()[0]._DEFAULT_SUPPORTED_OPS
     for kind in list_reductions():
         for op, handle in reduction_kind(kind).flops.items():
-            if op not in _DEFAULT_SUPPORTED_OPS:
+            if op not in supported:
                 handles.setdefault(op, handle)
     return handles
 
@@ -189,17 +210,16 @@ class UncountedOps(RuntimeError):
         )
 
 
-class StrictFlopCount(FlopCountAnalysis):
+def strict_flop_count(model: nn.Module, inputs: Any) -> FlopCountAnalysis:
     """fvcore's analysis with every compute op either counted or reported as unsupported."""
-
-    def __init__(self, model: nn.Module, inputs: Any) -> None:
-        super().__init__(model, inputs)
-        # fvcore silently skips a fixed list of ops (aten::max and aten::relu among
-        # them); keep skipping only those that move data.
-        self._ignored_ops = set(_DATA_MOVEMENT_OPS)
-        self.set_op_handle(**flop_handles())
-        self.unsupported_ops_warnings(False)
-        self.uncalled_modules_warnings(False)
+    analysis = _fvcore()[0].FlopCountAnalysis(model, inputs)
+    # fvcore silently skips a fixed list of ops (aten::max and aten::relu among
+    # them); keep skipping only those that move data.
+    analysis._ignored_ops = set(_DATA_MOVEMENT_OPS)
+    analysis.set_op_handle(**flop_handles())
+    analysis.unsupported_ops_warnings(False)
+    analysis.uncalled_modules_warnings(False)
+    return analysis
 
 
 def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
@@ -210,7 +230,7 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     try:
         param = next(model.parameters())
         example = torch.zeros((1, *input_shape), dtype=param.dtype, device=param.device)
-        analysis = StrictFlopCount(model, example)
+        analysis = strict_flop_count(model, example)
         total = analysis.total()
         unsupported = analysis.unsupported_ops()
     finally:

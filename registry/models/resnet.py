@@ -21,15 +21,15 @@ random-weight stand-in in smoke runs.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from torch import nn
-from torchvision.models import resnet18 as tv_resnet18
-from torchvision.models import resnet50 as tv_resnet50
-from torchvision.models import resnet101 as tv_resnet101
-from torchvision.models.resnet import Bottleneck, ResNet, conv1x1
 
 from .._registry import PaperRow, register_arch, register_variant
 from ..reduction import Reduction
+
+if TYPE_CHECKING:  # torchvision is imported where a ResNet is built: importing it costs
+    from torchvision.models.resnet import ResNet  # seconds (it loads torch._dynamo)
 
 # reduction before stage X: (stage module before it, stage module rebuilt, maps arriving)
 POSITIONS: Mapping[int, tuple[str, str, int]] = {
@@ -65,6 +65,8 @@ def _reduce_before(model: ResNet, position: int, reduction: Reduction) -> None:
     _init_like_torchvision(layer)
     setattr(model, before, nn.Sequential(*getattr(model, before), layer))
     stage: nn.Sequential = getattr(model, after)
+    from torchvision.models.resnet import Bottleneck, conv1x1
+
     first: Bottleneck = stage[0]
     inputs = reduction.out_channels(channels)
     out = first.conv3.out_channels
@@ -80,6 +82,8 @@ def _reduce_before(model: ResNet, position: int, reduction: Reduction) -> None:
 @register_arch("resnet50")
 def resnet50(reductions: Mapping[int, Reduction] | None = None, num_classes: int = 1000) -> ResNet:
     """ResNet-50 (torchvision, random init) with reductions ``{position: Reduction}``."""
+    from torchvision.models import resnet50 as tv_resnet50
+
     model = tv_resnet50(weights=None, num_classes=num_classes)
     for position, reduction in (reductions or {}).items():
         if not isinstance(reduction, Reduction):
@@ -113,12 +117,16 @@ IMAGENET_ROWS = ("resnet50.baseline", "resnet50.fp_max_s2", "resnet50.at3_fp_max
 @register_arch("resnet101")
 def resnet101(num_classes: int = 1000) -> ResNet:
     """torchvision's ResNet-101 (random init; parameter names match its ImageNet weights)."""
+    from torchvision.models import resnet101 as tv_resnet101
+
     return tv_resnet101(weights=None, num_classes=num_classes)
 
 
 @register_arch("resnet18")
 def resnet18(num_classes: int = 1000) -> ResNet:
     """torchvision's ResNet-18 (random init): a fast stand-in for ResNet-101 in smoke runs."""
+    from torchvision.models import resnet18 as tv_resnet18
+
     return tv_resnet18(weights=None, num_classes=num_classes)
 
 

@@ -120,3 +120,65 @@ def test_report_refuses_a_missing_test_dir(tmp_path, capsys):
     assert_refused(capsys, "report", "table4", "--runs-dir", tmp_path / "runs", "--test-dir",
                    tmp_path / "nowhere", "--out", tmp_path / "o", says="--test-dir",
                    nothing_under=tmp_path)  # fmt: skip
+
+
+def _folder_args(tmp_path, command):
+    """A command's folder options, each pointing at a fresh place under ``tmp_path``."""
+    args = {"plan": ("plan", "table1", *SMOKE), "report": ("report", "table1", *SMOKE),
+            "claims": ("claims", "table1"), "figures": ("figures", "fig5"),
+            "run": ("run", "table1", *SMOKE)}[command]  # fmt: skip
+    return [*args, "--runs-dir", tmp_path / "runs"]
+
+
+@pytest.mark.parametrize("command", ["plan", "report", "claims", "figures", "run"])
+@pytest.mark.parametrize("where", ["a-file", "under-a-file", "empty"])
+def test_every_command_checks_its_runs_dir(tmp_path, capsys, command, where):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    runs = {"a-file": blocker, "under-a-file": blocker / "runs", "empty": ""}[where]
+    args = _folder_args(tmp_path, command)
+    args[-1] = runs
+    if command in ("run", "report", "figures"):
+        args += ["--out", tmp_path / "out"]
+    says = "empty path" if where == "empty" else "is not a directory"
+    assert_refused(capsys, *args, says=says, nothing_under=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [("report", "--out"), ("figures", "--out"), ("figures", "--data-root"), ("run", "--out"),
+     ("run", "--data-root")],
+)  # fmt: skip
+def test_out_and_data_root_are_checked_as_run_checks_them(tmp_path, capsys, command, option):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    args = [*_folder_args(tmp_path, command), option, blocker / "sub"]
+    assert_refused(capsys, *args, says="is not a directory", nothing_under=tmp_path)
+    assert_refused(capsys, *args[:-1], "", says="empty path", nothing_under=tmp_path)
+
+
+def test_denoiser_weights_of_the_wrong_shape_leave_nothing(tmp_path, capsys):
+    weights = tmp_path / "w.pt"
+    torch.save({"conv.weight": torch.zeros(2, 2)}, weights)
+    assert_refused(capsys, *_run(tmp_path, "adversarial", "--denoiser-weights", weights),
+                   says="--denoiser-weights do not fit", nothing_under=tmp_path)  # fmt: skip
+    assert not (tmp_path / "runs").exists()
+
+
+def test_failed_dataset_download_leaves_no_folder(tmp_path, capsys, monkeypatch):
+    """torchvision makes <data-root>/MNIST/raw before it downloads; offline, the
+    download fails, and the folder it made goes again."""
+    from urllib.error import URLError
+
+    import torchvision.datasets.mnist
+
+    def offline(url, *args, **kwargs):
+        raise URLError("no network")
+
+    monkeypatch.setattr(torchvision.datasets.mnist, "download_and_extract_archive", offline)
+    data = tmp_path / "data"
+    data.mkdir()
+    assert_refused(capsys, "run", "table1", "--data-root", data, "--runs-dir", tmp_path / "runs",
+                   "--out", tmp_path / "out", says="could not be downloaded",
+                   nothing_under=tmp_path)  # fmt: skip
+    assert list(data.iterdir()) == []

@@ -2,7 +2,9 @@
 write, SIGTERM, two runners on one folder, a disk that fills or turns read-only. Each
 starts from a copy of a finished Table 1 smoke run with some cells removed."""
 
+import builtins
 import errno
+import io
 import json
 import os
 import random
@@ -14,7 +16,7 @@ import time
 import pytest
 
 import harness.store.records
-from harness.store.records import record_problem, stale_temps
+from harness.store.records import RunStore, record_problem, stale_temps
 from tests.faults.helpers import ROOT, children, cli, kill_all, spawn, wait_gone
 
 SMOKE = ("--profile", "smoke")
@@ -152,3 +154,80 @@ def test_disk_full_or_read_only_midway(runs_copy, capsys, monkeypatch, error):
     assert os.strerror(error) in err and writes[-1].stem in err  # the cell in flight, named
     done = [p for p in (runs_copy / "table1" / "smoke").glob("*.json") if p not in untouched]
     assert len(done) == 1 and record_problem(json.loads(done[0].read_text())) is None
+
+
+def _refuse_writes_under(monkeypatch, root, error, once):
+    """Every write under ``root`` (files opened for writing, folders made, renames, links,
+    and removals for a read-only folder) fails with ``error`` once ``once()`` is true: a
+    runs folder that turns read-only or fills up. Simulated at the OS calls, since tests
+    run as root, where chmod does not stop writes."""
+    real = {name: getattr(os, name) for name in ("open", "mkdir", "replace", "link", "unlink")}
+    real_open = io.open
+
+    def refused(path):
+        inside = str(os.path.abspath(os.fspath(path))).startswith(str(root))
+        return inside and once()
+
+    def fail(path):
+        raise OSError(error, os.strerror(error), os.fspath(path))
+
+    def os_open(path, flags, *args, **kwargs):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and refused(path):
+            fail(path)
+        return real["open"](path, flags, *args, **kwargs)
+
+    def two_paths(name):
+        def call(src, dst, *args, **kwargs):
+            if refused(dst):
+                fail(dst)
+            return real[name](src, dst, *args, **kwargs)
+
+        return call
+
+    def one_path(name, errors_when):
+        def call(path, *args, **kwargs):
+            if errors_when(path) and refused(path):
+                fail(path)
+            return real[name](path, *args, **kwargs)
+
+        return call
+
+    def io_open(file, mode="r", *args, **kwargs):
+        if isinstance(file, str | os.PathLike) and set(mode) & set("wax+") and refused(file):
+            fail(file)
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", os_open)
+    monkeypatch.setattr(os, "mkdir", one_path("mkdir", lambda p: not os.path.isdir(p)))
+    monkeypatch.setattr(os, "replace", two_paths("replace"))
+    monkeypatch.setattr(os, "link", two_paths("link"))
+    read_only = error == errno.EROFS  # a full disk still lets files be removed
+    monkeypatch.setattr(os, "unlink", one_path("unlink", lambda p: read_only and os.path.exists(p)))
+    monkeypatch.setattr(io, "open", io_open)
+    monkeypatch.setattr(builtins, "open", io_open)
+
+
+@pytest.mark.parametrize("error", [errno.EROFS, errno.ENOSPC])
+def test_runs_dir_turns_read_only_or_full_after_a_cell(runs_copy, capsys, monkeypatch, error):
+    untouched = _remove_cells(runs_copy, 3)
+    saved = []
+    real_save = RunStore.save
+
+    def save(self, record):
+        path = real_save(self, record)
+        saved.append(path)
+        return path
+
+    monkeypatch.setattr(RunStore, "save", save)
+    _refuse_writes_under(monkeypatch, runs_copy, error, lambda: bool(saved))
+    code, out, err = cli(capsys, *_args(runs_copy))
+    monkeypatch.undo()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("error: cannot write") and os.strerror(error) in err
+    assert str(runs_copy) in err  # names the file it could not write
+    assert "FAILED" not in out and not list(runs_copy.rglob("*.error.txt"))
+    (finished,) = saved  # the cell finished before the folder turned is kept
+    assert record_problem(json.loads(finished.read_text())) is None
+    assert all(p.stat().st_mtime_ns == t for p, t in untouched.items())
+    if error == errno.ENOSPC:  # its own leases released where the disk allows
+        assert not list(runs_copy.rglob("*.lease"))

@@ -141,6 +141,20 @@ class Attackers:
     notes: tuple[str, ...]
 
 
+def build_denoiser(protocol: AttackProtocol, state: dict[str, Tensor] | None) -> nn.Module:
+    """The protocol's denoiser with ``state`` loaded (random weights without one)."""
+    denoiser = create_model(protocol.denoiser, **dict(protocol.denoiser_kwargs))
+    if state is not None:
+        try:
+            denoiser.load_state_dict(state)
+        except (RuntimeError, ValueError, TypeError):
+            raise UserError(
+                f"--denoiser-weights do not fit {protocol.denoiser} "
+                f"{dict(protocol.denoiser_kwargs) or ''}: pass the .pt of a cell of that variant"
+            ) from None
+    return denoiser
+
+
 def prepare_attack(protocol: AttackProtocol, denoiser_weights: Path | None) -> Attackers:
     """Load (or refuse, in one line) the classifier's and the denoiser's weights."""
     notes = []
@@ -154,6 +168,7 @@ def prepare_attack(protocol: AttackProtocol, denoiser_weights: Path | None) -> A
             "run (runs/<table>/paper/*.pt, e.g. table4 sigma 20)"
         )
     denoiser = load_tensors(denoiser_weights) if denoiser_weights is not None else None
+    build_denoiser(protocol, denoiser)  # weights that do not fit are refused before any work
     notes.append(
         f"denoiser weights from {denoiser_weights}"
         if denoiser is not None
@@ -169,15 +184,7 @@ def run_attack_cell(
     """No training: top-1 of ``model`` on clean, FGSM and denoised FGSM images."""
     if attackers.classifier_state is not None:
         model.load_state_dict(attackers.classifier_state)
-    denoiser = create_model(protocol.denoiser, **dict(protocol.denoiser_kwargs))
-    if attackers.denoiser_state is not None:
-        try:
-            denoiser.load_state_dict(attackers.denoiser_state)
-        except RuntimeError:
-            raise UserError(
-                f"--denoiser-weights do not fit {protocol.denoiser} "
-                f"{dict(protocol.denoiser_kwargs) or ''}: pass the .pt of a cell of that variant"
-            ) from None
+    denoiser = build_denoiser(protocol, attackers.denoiser_state)
     classifier = Normalized(model).to(device).eval()
     denoiser.to(device).eval()
     n = min(protocol.test_limit or len(data.images), len(data.images))  # type: ignore[arg-type]

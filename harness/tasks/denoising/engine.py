@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
-from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
 from harness.core import lifeline
 from harness.core.errors import UserError
+from harness.core.lazy import lazy
 from harness.data.classification import load_classification
 from harness.data.fingerprint import fingerprint as folder_fingerprint
 from harness.data.images import (
@@ -65,7 +65,11 @@ from harness.train.measure import Stopwatch
 from registry.models.classical import ClassicalDenoiser
 
 if TYPE_CHECKING:
+    from torchvision.transforms.v2 import functional as TF
+
     from harness.tasks.denoising.protocol import DenoiseProtocol
+else:  # seconds to import: only when test images are cropped
+    TF = lazy("torchvision.transforms.v2.functional")
 
 
 class DenoiserSteps(Steps):
