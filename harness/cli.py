@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import signal
 import sys
 import threading
@@ -31,6 +32,7 @@ from harness.render.report import (
     report_dir,
     write_report,
 )
+from harness.render.results import add_export_parser, cmd_export
 from harness.render.site import write_site
 from harness.run.executors import LocalExecutor, RayExecutor
 from harness.run.jobs import describe_job, last_log_line
@@ -48,6 +50,7 @@ from harness.store.records import (
     removing_new_dirs,
     write_output,
 )
+from harness.store.tracking import TRACKERS, Tracking
 from harness.tables.cells import table_cells
 from harness.tables.costs import ASSUMED_THROUGHPUT, Plan, duration, is_classical, training_shape
 from harness.tables.paper import PROFILES, TABLES, TableSpec, get_table
@@ -95,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="tables, variants and profiles")
     add_bench_parser(sub)
     add_doctor_parser(sub)
+    add_export_parser(sub)
     _add_table_parsers(sub)
     sub.choices["plan"].add_argument("--seeds-for-claims", action="store_true",
                                      help="price the seeds that would decide the table's "
@@ -186,6 +190,9 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--retries", type=int, metavar="N",
                      help="ray: rerun a cell whose worker died up to N times (default 2); "
                      "slurm: resubmit a failed or killed cell up to N times (default 0)")  # fmt: skip
+    run.add_argument("--track", choices=TRACKERS,
+                     help="also log each finished cell to TensorBoard (under the runs folder) "
+                     "or MLflow ($MLFLOW_TRACKING_URI, else ./mlruns); needs .[track]")  # fmt: skip
     run.add_argument("--site", action="store_true",
                      help="also write the HTML site of the tables run into OUT/site/")  # fmt: skip
     _add_slurm_options(run)
@@ -428,6 +435,7 @@ def _run_specs(specs: list[TableSpec], args: argparse.Namespace) -> int:
             f"{', '.join(args.tables)} has none, so it would do nothing"
         )
     _check_inputs(args, specs)
+    tracking = Tracking(args.track, args.runs_dir) if args.track and is_main() else None
     executor = _executor(args)
     # with Ray the cells run on the cluster's devices: "auto" is decided there
     device = resolve_device(args.device) if args.executor == "local" else args.device
@@ -444,7 +452,7 @@ def _run_specs(specs: list[TableSpec], args: argparse.Namespace) -> int:
                 data_root=args.data_root, download=not args.no_download, force=args.force,
                 started=started, runtime=Runtime(amp=args.amp, compile=args.compile),
                 test_dir=args.test_dir, denoiser_weights=args.denoiser_weights,
-                workers=args.workers, executor=executor,
+                workers=args.workers, executor=executor, track=tracking, command=args.command_line,
             )  # fmt: skip
             failed += summary.failed
             if not is_main():  # under torchrun only rank 0 writes reports
@@ -457,6 +465,8 @@ def _run_specs(specs: list[TableSpec], args: argparse.Namespace) -> int:
             print(summary.line(spec.name, args.profile), flush=True)
     finally:
         executor.shutdown()
+        if tracking is not None:
+            tracking.close()
     if args.site and reports:
         _print_site(write_site(reports, store, args.out / "site"))
     return 1 if failed else 0
@@ -617,7 +627,7 @@ def cmd_figures(args: argparse.Namespace) -> None:
         device = resolve_device("auto")
         for name, profile in profiles.items():
             run_table(studies.get(name) or get_table(name), profile=profile, seeds=1, device=device, store=store,
-                      data_root=Path(args.data_root), log=print)  # fmt: skip
+                      data_root=Path(args.data_root), log=print, command=args.command_line)  # fmt: skip
 
     make_figures(
         args.names, store=store, profile=args.profile, out_dir=args.out,
@@ -637,6 +647,7 @@ COMMANDS = {
     "site": cmd_site,
     "bench": cmd_bench,
     "doctor": cmd_doctor,
+    "export": cmd_export,
 }
 
 
@@ -666,6 +677,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = 0
     try:
         args = build_parser().parse_args(argv)
+        # as the records name it: the command that made them
+        args.command_line = shlex.join(
+            ["python", "-m", "harness", *(sys.argv[1:] if argv is None else argv)]
+        )
         load_plugins(getattr(args, "plugins", ()))  # and installed entry points: before any work
         with removing_new_dirs(*_folders(args)):
             code = COMMANDS[args.command](args) or 0

@@ -53,6 +53,8 @@ class RunOptions:
     workers: int = 1  # processes for classical denoisers
     threads: int | None = None  # torch threads per cell (None: torch's default)
     executor: str = "local"
+    # the command line that started the run, for each record's provenance
+    command: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)

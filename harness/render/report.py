@@ -26,6 +26,7 @@ from harness.core.metrics import Column, Metric, base_name, find_column
 from harness.core.runtime import DIVERGED_LOSS, Runtime
 from harness.core.task import get_task, tasks
 from harness.data.images import TEST_SETS
+from harness.render.provenance import provenance, reproducibility_latex, reproducibility_markdown
 from harness.stats.claims import Check, check_all
 from harness.stats.intervals import (
     ALPHA,
@@ -243,6 +244,7 @@ def build_report(
         **selection_meta(spec, measured, select_rule, baseline_row(spec) is not None),
         "stats": stats,
         "expected_best_of": BEST_OF,
+        "provenance": provenance(used),
     }
     checks = check_all(spec.claims, measured, blocks, profile)
     return Report(spec, profile, frame, meta, measured, checks, used)
@@ -758,6 +760,7 @@ def render_markdown(report: Report) -> str:
     parts += _baseline_markdown(report)
     parts += _selection_markdown(report)
     parts += _claims_markdown(report)
+    parts += reproducibility_markdown(report)
     return "\n".join(parts) + "\n"
 
 
@@ -960,7 +963,7 @@ def render_latex(report: Report) -> str:
             claims_frame(report), f"{report.spec.title}: the paper's claims checked",
             f"tab:{report.spec.name}-claims", [CLAIMS_LEGEND], "p{4cm}p{4cm}p{4cm}p{3cm}",
         )  # fmt: skip
-    return out
+    return out + reproducibility_latex(report, _latex_text)
 
 
 def _column_format(display: pd.DataFrame) -> str:

@@ -188,8 +188,12 @@ def _execute(
             # most cells running at once on this host and device while this one ran
             "contention": claim.peak_sharing,
             "started_at": started.isoformat(timespec="seconds"),
+            "ended_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "wall_s": time.perf_counter() - clock,
+            "command": options.command,
         }
+        if getattr(data, "sources", None) is not None:  # a task whose data names its files
+            record["data_files"] = list(data.sources)
         if not here.is_main:  # under torchrun only rank 0 writes
             return Outcome(config, TRAINED, "", None, result.metrics)
         path = store.save(record)

@@ -28,6 +28,7 @@ from harness.run.planning import describe_holder, lease_path, plan_cells
 from harness.run.slurm import SlurmExecutor, make_batch_executor, wait_for_submitted
 from harness.store import lease
 from harness.store.records import RunStore
+from harness.store.tracking import Tracking
 from harness.tables.cells import table_cells
 from harness.tables.paper import TableSpec
 from harness.train import distributed
@@ -119,18 +120,22 @@ def run_table(
     workers: int = 1,
     executor: LocalExecutor | RayExecutor | SlurmExecutor | None = None,
     log: Callable[[str], None] = _say,
+    track: Tracking | None = None,
+    command: str = "",
 ) -> RunSummary:
     """Run every cell of ``spec`` that has no finished record (all of them with ``force``).
 
     ``started`` (default: now) dates the run for ``force``: models trained since then, by
-    this table or another of the same run, count as fresh and are reused."""
+    this table or another of the same run, count as fresh and are reused. ``track``
+    receives each record as its cell finishes; ``command`` is the command line the
+    records name."""
     check_workers(workers)
     executor = executor or LocalExecutor()
     options = RunOptions(
         data_root=Path(data_root), runs_dir=store.root, device=str(device), runtime=runtime,
         download=download, force=force, started=time.time() if started is None else started,
         test_dir=test_dir, denoiser_weights=denoiser_weights,
-        workers=workers, executor=executor.name,
+        workers=workers, executor=executor.name, command=command,
     )  # fmt: skip
     protocol = spec.protocol(profile)
     task = get_task(spec.task)
@@ -164,6 +169,12 @@ def run_table(
     def done(outcome: Outcome) -> None:
         tally(outcome)
         bar.update()
+        if (
+            track is not None
+            and outcome.status == TRAINED
+            and (record := store.load(outcome.config)) is not None
+        ):
+            track.log(record | {"_path": outcome.path}, [m.name for m in task.metrics])
 
     while pending:
         waiting.clear()

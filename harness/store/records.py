@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
 import hashlib
 import io
 import json
@@ -83,22 +84,36 @@ def environment(device: torch.device) -> dict[str, Any]:
         "device_name": name,
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "python": platform.python_version(),
         "platform": platform.platform(),
         "git_commit": _git_commit(),
+        "git_dirty": _git_dirty(),
         "run": RUN_ID,
     }
 
 
-def _git_commit() -> str | None:
+@functools.cache
+def _git(*args: str) -> str | None:
+    """A git command's output in the harness's checkout, once per process (None outside one)."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+            ["git", *args], cwd=Path(__file__).parent, capture_output=True,
             text=True, timeout=5, check=True,
         )  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    return out.stdout
+
+
+def _git_commit() -> str | None:
+    return (_git("rev-parse", "HEAD") or "").strip() or None
+
+
+def _git_dirty() -> bool | None:
+    """Whether tracked files of the checkout differ from its commit (untracked ones aside)."""
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return None if status is None else bool(status.strip())
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -531,7 +546,8 @@ _RECORD_FIELDS: dict[str, type | tuple[type, ...]] = {
 }  # fmt: skip
 _OPTIONAL_FIELDS: dict[str, type | tuple[type, ...]] = {
     "history": list, "started_at": str, "notes": list, "diverged": bool,
-    "weights": (str, type(None)), "files": dict,
+    "weights": (str, type(None)), "files": dict, "ended_at": str, "command": str,
+    "data_files": list,
 }  # fmt: skip
 _CONFIG_FIELDS: dict[str, type | tuple[type, ...]] = {
     "table": str, "variant": str, "profile": str, "seed": int,

@@ -17,7 +17,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from harness.core.errors import UserError
-from harness.data.imagenet import FOLDER_SETS, MEAN, STD, _missing, folder_of
+from harness.data.imagenet import FOLDER_SETS, MEAN, STD, _missing, folder_of, folder_sources
 from harness.store.records import load_tensors
 from harness.train.loop import TrainResult
 from harness.train.measure import Stopwatch
@@ -105,6 +105,7 @@ class AttackData:
     images: Dataset
     crop: int
     description: str
+    sources: tuple[dict[str, Any], ...] = ()  # the val folder (harness.data.fingerprint)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -127,6 +128,7 @@ def open_attack_images(name: str, data_root: Path) -> AttackData:
     return AttackData(
         images, spec.crop, f"{len(images):,} val images in {len(images.classes)} classes from "
         f"{root / 'val'} (ImageFolder), {spec.crop}px centre crops",
+        folder_sources(spec, root, ("val",)),
     )  # fmt: skip
 
 

@@ -32,6 +32,7 @@ from harness.core import lifeline
 from harness.core.errors import UserError
 from harness.core.lazy import lazy
 from harness.data.classification import load_classification
+from harness.data.fingerprint import fingerprint as folder_fingerprint
 from harness.data.images import (
     DEMO_TEST,
     DEMO_TRAIN,
@@ -40,9 +41,11 @@ from harness.data.images import (
     check_images,
     coco_subset,
     demo_photos,
+    demo_sources,
     iter_test_images,
     random_patches,
     test_files,
+    test_sources,
 )
 from harness.data.imaging import gaussian_noise, psnr, ssim, to_uint8
 from harness.store import lease
@@ -331,6 +334,7 @@ class DenoiseData:
     tests: Mapping[str, TestImages]
     description: str
     train_description: str = ""
+    sources: tuple[dict[str, Any], ...] = ()  # files and photographs (harness.data.fingerprint)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -351,11 +355,14 @@ def needed_side(protocol: DenoiseProtocol) -> int:
     return max(protocol.test_crop or 0, MIN_SIDE)
 
 
+_BUNDLED = ("demo", "demo_patches", "cifar10")  # test sets that are not folders of files
+
+
 def _test_images(
     protocol: DenoiseProtocol, name: str, root: Path, test_dir: Path | None,
     classification_test: list[LoadedImage] | None,
 ) -> TestImages:  # fmt: skip
-    if test_dir is not None or name not in ("demo", "demo_patches", "cifar10"):
+    if test_dir is not None or name not in _BUNDLED:
         files = test_files(name, root, test_dir)  # fails early if missing
         check_images(files, needed_side(protocol))  # decoded once, before any training
         count = len(files)
@@ -407,9 +414,11 @@ def load_denoise_data(
         train = random_patches([p.pixels for p in demo_photos("train")], protocol.train_limit or 512,
                                protocol.patch_size, seed=0)  # fmt: skip
         train_desc = f"{len(train)} random {protocol.patch_size}x{protocol.patch_size} patches of {len(DEMO_TRAIN)} bundled photographs"
+        sources = list(demo_sources("train"))
     elif protocol.dataset == "coco":
         train = coco_subset(root / "coco", protocol.train_limit or 15_000)
         train_desc = f"{len(train)} COCO images from {root / 'coco'} (seed 0), resized to 224x224"
+        sources = [folder_fingerprint(root / "coco")]  # 15k images: too many to hash
     else:  # a classification dataset used for its images (CIFAR-10 in Table 5)
         data = load_classification(
             protocol.dataset, root, download=download,
@@ -420,10 +429,17 @@ def load_denoise_data(
             _as_images(protocol.dataset, data.test_x),
             data.description,
         )
+        sources = list(data.sources)  # its test images too
     names = ("test_dir",) if test_dir is not None else protocol.test_sets
     tests = {n: _test_images(protocol, n, root, test_dir, test) for n in names}
-    sources = "; ".join(t.source for t in tests.values())
-    return DenoiseData(train.to(device), tests, f"train: {train_desc}; test: {sources}", train_desc)
+    for name in names:  # as _test_images reads them
+        if test_dir is not None or name not in _BUNDLED:
+            sources += test_sources(name, root, test_dir)
+        elif name != "cifar10":  # the classification data's files are listed already
+            sources += demo_sources("test")
+    where = "; ".join(t.source for t in tests.values())
+    return DenoiseData(train.to(device), tests, f"train: {train_desc}; test: {where}", train_desc,
+                       tuple(sources))  # fmt: skip
 
 
 # the protocol fields that decide a trained model (not the test set, crop or choices text)
