@@ -16,7 +16,7 @@ from typing import Any
 from harness.core.errors import UserError, unknown
 from harness.core.plugins import load_plugins
 from harness.core.runtime import AMP_MODES, Runtime, resolve_device
-from harness.core.task import get_task
+from harness.core.task import TrainingShape, get_task
 from harness.data.images import check_images, test_files
 from harness.render.figures import FIGURES_DIR, figure_names, make_figures, write_table_plot
 from harness.render.report import (
@@ -36,7 +36,7 @@ from harness.render.results import add_export_parser, cmd_export
 from harness.render.site import write_site
 from harness.run.executors import LocalExecutor, RayExecutor
 from harness.run.jobs import describe_job, last_log_line
-from harness.run.planning import describe_holder, plan_cells
+from harness.run.planning import CellState, describe_holder, plan_cells
 from harness.run.runner import EXECUTORS, check_workers, follow_table, make_executor, run_table
 from harness.run.slurm import SlurmExecutor
 from harness.stats.claims import INCONCLUSIVE, seeds_per_row
@@ -320,35 +320,51 @@ def cmd_plan(args: argparse.Namespace) -> None:
         if cell.problem is not None:
             store.load(cell.config)
     for cell in cells:
-        config, record = cell.config, cell.record
-        done += record is not None
-        if record:
-            state = f"done ({record['wall_s']:.0f} s)"
-        elif cell.holder is not None:
-            job = f"; {describe_job(cell.job, cell.job_state)}" if cell.job else ""
-            state = f"running ({describe_holder(cell.holder)}{job})"
-        elif cell.job is not None and cell.job_state is not None:
-            state = f"{cell.label} ({describe_job(cell.job, cell.job_state)})"
-        else:
-            state = plan.price(spec, config, store, shape)
-            if cell.problem:
-                state = f"stale, to rerun ({cell.problem}): {state}"
-            elif cell.job_died and cell.job is not None:
-                state = (f"stale, to rerun ({describe_job(cell.job, None)} ended without a "
-                         f"record; its log's last line: {last_log_line(cell.job)}): {state}")  # fmt: skip
-            if cell.failed is not None and not cell.job_died:
-                state += f"; failed last time (see {cell.failed})"
+        done += cell.record is not None
+        config = cell.config
         sigma = f" sigma {config['sigma']}" if "sigma" in config else ""
         block = f" [{config['test_set']}]" if "test_set" in config else ""
+        state = _cell_state(cell, plan, spec, store, shape)
         print(f"  {config['row']:<42}{block}{sigma} seed {config['seed']}  {state}")
+    _print_totals(plan, done, len(configs), args.gpus)
+    if temps := store.stale_temps():
+        print(f"{len(temps)} temporary file(s) left by killed writes (the next run removes them):")
+        for path in temps:
+            print(f"  {path}")
+
+
+def _cell_state(
+    cell: CellState, plan: Plan, spec: TableSpec, store: RunStore, shape: TrainingShape
+) -> str:
+    """What ``plan`` says of one cell: done, running (and where), queued, or its price."""
+    if cell.record:
+        return f"done ({cell.record['wall_s']:.0f} s)"
+    if cell.holder is not None:
+        job = f"; {describe_job(cell.job, cell.job_state)}" if cell.job else ""
+        return f"running ({describe_holder(cell.holder)}{job})"
+    if cell.job is not None and cell.job_state is not None:
+        return f"{cell.label} ({describe_job(cell.job, cell.job_state)})"
+    state = plan.price(spec, cell.config, store, shape)
+    if cell.problem:
+        state = f"stale, to rerun ({cell.problem}): {state}"
+    elif cell.job_died and cell.job is not None:
+        state = (f"stale, to rerun ({describe_job(cell.job, None)} ended without a "
+                 f"record; its log's last line: {last_log_line(cell.job)}): {state}")  # fmt: skip
+    if cell.failed is not None and not cell.job_died:
+        state += f"; failed last time (see {cell.failed})"
+    return state
+
+
+def _print_totals(plan: Plan, done: int, cells: int, gpus: int) -> None:
+    """The remaining work in FLOPs and rough times on each kind of device."""
+    classical = (
+        f" and ~{duration(plan.classical_s)} of classical methods on one CPU core"
+        if plan.classical_s
+        else ""
+    )
     print(
-        f"{done} of {len(configs)} cells done; remaining ~{plan.train_flops / 1e12:.1f} TFLOP of "
-        "training (each distinct trained model once)"
-        + (
-            f" and ~{duration(plan.classical_s)} of classical methods on one CPU core"
-            if plan.classical_s
-            else ""
-        )
+        f"{done} of {cells} cells done; remaining ~{plan.train_flops / 1e12:.1f} TFLOP of "
+        f"training (each distinct trained model once){classical}"
     )
     for device, rate in ASSUMED_THROUGHPUT.items():
         print(
@@ -356,17 +372,13 @@ def cmd_plan(args: argparse.Namespace) -> None:
             f"(assuming {rate:.0e} FLOP/s of training"
             + (", classical methods on one core)" if plan.classical_s else ")")
         )
-    if args.gpus > 1:
+    if gpus > 1:
         rate = ASSUMED_THROUGHPUT["cuda"]
         print(
-            f"  rough time on {args.gpus} GPUs (--executor ray, one cell per GPU): "
-            f"{duration(plan.span_on(args.gpus, rate))} of training; no cell is split, so the "
+            f"  rough time on {gpus} GPUs (--executor ray, one cell per GPU): "
+            f"{duration(plan.span_on(gpus, rate))} of training; no cell is split, so the "
             "longest cell bounds it"
         )
-    if temps := store.stale_temps():
-        print(f"{len(temps)} temporary file(s) left by killed writes (the next run removes them):")
-        for path in temps:
-            print(f"  {path}")
 
 
 def _claim_cells(spec: TableSpec, profile: str, store: RunStore) -> list[dict]:
