@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from harness.core.errors import UserError
+from harness.core.protocol import Protocol
 from harness.core.runtime import Runtime
 from harness.core.task import RunOptions, get_task
 from harness.run.cell import DONE, FAILED, SUBMITTED, TRAINED, UNAVAILABLE, Outcome, preload
@@ -32,6 +33,8 @@ from harness.store.tracking import Tracking
 from harness.tables.cells import table_cells
 from harness.tables.paper import TableSpec
 from harness.train import distributed
+
+Executor = LocalExecutor | RayExecutor | SlurmExecutor
 
 MAX_WORKERS = 256
 EXECUTORS = ("local", "ray", SLURM, LOCAL)
@@ -118,7 +121,7 @@ def run_table(
     test_dir: Path | None = None,
     denoiser_weights: Path | None = None,
     workers: int = 1,
-    executor: LocalExecutor | RayExecutor | SlurmExecutor | None = None,
+    executor: Executor | None = None,
     log: Callable[[str], None] = _say,
     track: Tracking | None = None,
     command: str = "",
@@ -138,18 +141,10 @@ def run_table(
         workers=workers, executor=executor.name, command=command,
     )  # fmt: skip
     protocol = spec.protocol(profile)
-    task = get_task(spec.task)
     configs = table_cells(spec, profile, seeds, test_dir, options)
-    here = distributed.world()
-    if here.distributed and (not task.distributed or not isinstance(executor, LocalExecutor)):
-        raise UserError(
-            f"{spec.name} keeps its data on one device and runs as one process; torchrun is "
-            "for tables read from image folders (imagenet), with the local executor"
-        )
-    if not here.is_main:
+    _check_run(spec, executor, store, options, protocol)
+    if not distributed.world().is_main:
         log = _silent
-    store.check_writable()
-    task.check(protocol, options)
     plan = plan_cells(configs, store, force)
     summary = RunSummary(skipped=len(plan.where("done")))
     pending = [c.config for c in plan.cells if c.record is None]
@@ -160,6 +155,36 @@ def run_table(
         f"{len(pending)} to run ({held} held by other runners) on {options.device} "
         f"with the {executor.name} executor")  # fmt: skip
 
+    _run_pending(pending, spec, executor, options, store, summary, log, track)
+    if not (isinstance(executor, SlurmExecutor) and executor.detach):
+        summary.submitted = 0  # followed to their end: counted as trained or failed
+    return summary
+
+
+def _check_run(
+    spec: TableSpec, executor: Executor, store: RunStore, options: RunOptions,
+    protocol: Protocol,
+) -> None:  # fmt: skip
+    """Refuse a run that cannot work (torchrun for a one-device table, an unwritable runs
+    folder, what the task itself refuses) before any cell is claimed."""
+    task = get_task(spec.task)
+    here = distributed.world()
+    if here.distributed and (not task.distributed or not isinstance(executor, LocalExecutor)):
+        raise UserError(
+            f"{spec.name} keeps its data on one device and runs as one process; torchrun is "
+            "for tables read from image folders (imagenet), with the local executor"
+        )
+    store.check_writable()
+    task.check(protocol, options)
+
+
+def _run_pending(
+    pending: list[dict[str, Any]], spec: TableSpec, executor: Executor, options: RunOptions,
+    store: RunStore, summary: RunSummary, log: Callable[[str], None], track: Tracking | None,
+) -> None:  # fmt: skip
+    """Hand the cells to the executor, tallying outcomes, until none is left to run: cells
+    that another runner held are waited for and rerun if it gave them up."""
+    metrics = [m.name for m in get_task(spec.task).metrics]
     # one bar for the table where the cells' own bars are out of sight (in Ray workers)
     bar = tqdm(total=len(pending), desc=spec.name, unit="cell", leave=False,
                disable=None if isinstance(executor, RayExecutor) else True)  # fmt: skip
@@ -174,7 +199,7 @@ def run_table(
             and outcome.status == TRAINED
             and (record := store.load(outcome.config)) is not None
         ):
-            track.log(record | {"_path": outcome.path}, [m.name for m in task.metrics])
+            track.log(record | {"_path": outcome.path}, metrics)
 
     while pending:
         waiting.clear()
@@ -183,9 +208,6 @@ def run_table(
         bar.update(-len(pending))
         options = replace(options, force=False)  # what another runner finished stays done
     bar.close()
-    if not (isinstance(executor, SlurmExecutor) and executor.detach):
-        summary.submitted = 0  # followed to their end: counted as trained or failed
-    return summary
 
 
 def follow_table(
