@@ -17,7 +17,7 @@ import traceback
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -43,6 +43,9 @@ from harness.tables.paper import TableSpec, get_table
 from harness.tables.variants import define_from_config
 from harness.train import distributed
 from registry.models.classical import MissingDependency
+
+if TYPE_CHECKING:
+    from harness.train.loop import TrainResult
 
 # outcomes of one cell
 TRAINED, DONE, HELD, FAILED, UNAVAILABLE = "trained", "done", "held", "failed", "unavailable"
@@ -145,9 +148,7 @@ def _execute(
             store.discard(config, keep=(lease.SUFFIX,))
         started, clock = datetime.now(UTC), time.perf_counter()
         torch.manual_seed(config["seed"])
-        block = f" on {config['test_set']}" if "test_set" in config else ""
-        sigma = f" sigma {config['sigma']}" if "sigma" in config else ""
-        desc = f"{index}{config['variant']}{block}{sigma} seed {config['seed']}"
+        desc = _describe(config, index)
         define_from_config(config)  # from its config alone: a worker may never have seen its study
         try:
             model = task.build_model(protocol, config["variant"])
@@ -165,41 +166,61 @@ def _execute(
         result, weights = task.run_cell(model, data, protocol, config, ctx)
         if here.is_main:
             claim.peak_sharing = max(claim.peak_sharing, lease.sharing(store.root, claim.holder))
-        record = {
-            "schema": SCHEMA,
-            "status": "complete",
-            "key": config_hash(config),
-            "cell_key": cell_key(config),
-            "config": config,
-            "metrics": {**result.metrics, **measured},
-            "diverged": result.diverged,
-            "history": result.history,
-            "weights": weights.name if weights else None,
-            "epoch_times_s": result.epoch_times_s,
-            "test_times_s": result.test_times_s,
-            "notes": result.notes,
-            "data": data.description,
-            "env": environment(device),
-            "runtime": options.runtime,
-            "executor": options.executor,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "threads": torch.get_num_threads(),
-            # most cells running at once on this host and device while this one ran
-            "contention": claim.peak_sharing,
-            "started_at": started.isoformat(timespec="seconds"),
-            "ended_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "wall_s": time.perf_counter() - clock,
-            "command": options.command,
-        }
-        if getattr(data, "sources", None) is not None:  # a task whose data names its files
-            record["data_files"] = list(data.sources)
+        record = _record(
+            config, result, weights, {**result.metrics, **measured}, data, options, device,
+            contention=claim.peak_sharing, started=started, clock=clock,
+        )  # fmt: skip
         if not here.is_main:  # under torchrun only rank 0 writes
             return Outcome(config, TRAINED, "", None, result.metrics)
         path = store.save(record)
         error_path(store, config).unlink(missing_ok=True)
         shown = metrics_line(task, result.metrics)
         return Outcome(config, TRAINED, shown, str(path), dict(result.metrics))
+
+
+def _describe(config: dict[str, Any], index: str) -> str:
+    """The cell as its progress bar names it: variant, test set, noise level, seed."""
+    block = f" on {config['test_set']}" if "test_set" in config else ""
+    sigma = f" sigma {config['sigma']}" if "sigma" in config else ""
+    return f"{index}{config['variant']}{block}{sigma} seed {config['seed']}"
+
+
+def _record(
+    config: dict[str, Any], result: TrainResult, weights: Path | None,
+    metrics: dict[str, Any], data: Any, options: RunOptions, device: torch.device, *,
+    contention: int, started: datetime, clock: float,
+) -> dict[str, Any]:  # fmt: skip
+    """A finished cell's record: what it measured, how and where it ran, its provenance."""
+    record = {
+        "schema": SCHEMA,
+        "status": "complete",
+        "key": config_hash(config),
+        "cell_key": cell_key(config),
+        "config": config,
+        "metrics": metrics,
+        "diverged": result.diverged,
+        "history": result.history,
+        "weights": weights.name if weights else None,
+        "epoch_times_s": result.epoch_times_s,
+        "test_times_s": result.test_times_s,
+        "notes": result.notes,
+        "data": data.description,
+        "env": environment(device),
+        "runtime": options.runtime,
+        "executor": options.executor,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "threads": torch.get_num_threads(),
+        # most cells running at once on this host and device while this one ran
+        "contention": contention,
+        "started_at": started.isoformat(timespec="seconds"),
+        "ended_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "wall_s": time.perf_counter() - clock,
+        "command": options.command,
+    }
+    if getattr(data, "sources", None) is not None:  # a task whose data names its files
+        record["data_files"] = list(data.sources)
+    return record
 
 
 def metrics_line(task: Task, metrics: dict[str, Any]) -> str:

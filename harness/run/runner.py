@@ -145,7 +145,20 @@ def run_table(
     _check_run(spec, executor, store, options, protocol)
     if not distributed.world().is_main:
         log = _silent
-    plan = plan_cells(configs, store, force)
+    summary, pending = _survey(spec, profile, configs, store, options, executor, log)
+    _run_pending(pending, spec, executor, options, store, summary, log, track)
+    if not (isinstance(executor, SlurmExecutor) and executor.detach):
+        summary.submitted = 0  # followed to their end: counted as trained or failed
+    return summary
+
+
+def _survey(
+    spec: TableSpec, profile: str, configs: list[dict[str, Any]], store: RunStore,
+    options: RunOptions, executor: Executor, log: Callable[[str], None],
+) -> tuple[RunSummary, list[dict[str, Any]]]:  # fmt: skip
+    """The cells still to run, and a summary counting those already done; says so in one
+    line. Cells that run here open their data first, so bad data is refused early."""
+    plan = plan_cells(configs, store, options.force)
     summary = RunSummary(skipped=len(plan.where("done")))
     pending = [c.config for c in plan.cells if c.record is None]
     if pending and isinstance(executor, LocalExecutor):
@@ -154,11 +167,7 @@ def run_table(
     log(f"{spec.name} [{profile}]: {len(configs)} cells, {summary.skipped} already done, "
         f"{len(pending)} to run ({held} held by other runners) on {options.device} "
         f"with the {executor.name} executor")  # fmt: skip
-
-    _run_pending(pending, spec, executor, options, store, summary, log, track)
-    if not (isinstance(executor, SlurmExecutor) and executor.detach):
-        summary.submitted = 0  # followed to their end: counted as trained or failed
-    return summary
+    return summary, pending
 
 
 def _check_run(
