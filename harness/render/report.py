@@ -169,59 +169,12 @@ def build_report(
         raise UserError(f"unknown --stats {stats!r}; choose one of: {', '.join(STATS)}")
     records = list(store.records(spec.name, profile))
     blocks = test_blocks(spec, profile, test_dir)
-    rows, used = [], []
-    several = False
-    by_key: dict[str, list[dict[str, Any]]] = {}  # records of each row, oldest first
-    for r in sorted(records, key=lambda r: r.get("started_at", "")):
-        by_key.setdefault(r.get("cell_key"), []).append(r)
-    measured: dict[tuple[str | None, str], dict[str, dict[int, float]]] = {}
-    for block in blocks:
-        paper_block = _paper_block(spec, block)
-        for variant in spec.rows:
-            config = cell_config(spec, variant, profile, 0, test_dir=test_dir, test_set=block)
-            key = cell_key(config)
-            newest: dict[tuple, dict[str, Any]] = {}
-            for r in by_key.get(key, []):
-                newest[(r["config"]["seed"], r["config"].get("sigma"))] = r
-            mine = list(newest.values())
-            used += mine
-            row: dict[str, Any] = {"row": spec.row_label(variant), "variant": variant}
-            paper = variant_info(variant).paper_row(spec.name, paper_block)
-            measured[(block, variant)] = {col: _seed_values(mine, col) for col in spec.columns}
-            row |= seed_statistics(measured[(block, variant)], select_rule)
-            for col in spec.columns:
-                if paper and col in paper.values:
-                    row[f"paper_{col}"] = paper.number(col)
-            if not mine:  # nothing run: what the architecture alone says (None: unknown)
-                row |= {k: _number(v) for k, v in architecture(spec, profile, variant).items()}
-            row |= _time_spread(mine, spec.columns)
-            seeds = {r["config"]["seed"] for r in mine}
-            row["n_seeds"] = len(seeds)
-            several |= len(seeds) > 1
-            rows.append(row | ({"test_set": block} if block else {}))
-        for quoted in (q for q in spec.quoted if q.block == paper_block):
-            row = {"row": quoted.row, "variant": "", "n_seeds": 0}
-            row |= {f"paper_{c}": quoted.number(c) for c in spec.columns if c in quoted.values}
-            rows.append(row | ({"test_set": block} if block else {}))
+    rows, used, measured = _rows(spec, profile, records, blocks, test_dir, select_rule)
+    several = any(row["n_seeds"] > 1 for row in rows)
     tests = baseline_tests(spec, measured, blocks, resample=several)
     for row in rows:
         row |= tests.get((row.get("test_set"), row["variant"]), {})
-    frame = pd.DataFrame(rows)
-    order = ["row", "variant", *(["test_set"] if "test_set" in frame else [])]
-    iqm = several and (frame["n_seeds"] >= MIN_IQM).any()
-    for col in spec.columns:
-        order += (
-            [col]
-            + (_interval_columns(col, iqm) if several else [])
-            + ([f"{col}_iqr"] if f"{col}_iqr" in frame else [])
-            + (_test_columns(col) if tests else [])
-            + (_comparison_columns(col) if tests and several else [])
-            + ([f"paper_{col}"] if f"paper_{col}" in frame else [])
-        )
-    frame = frame.reindex(columns=[*order, "n_seeds"])  # quoted rows lack measured columns
-    for col in spec.columns:
-        if column(col).integer:
-            frame[col] = frame[col].round().astype("Int64")
+    frame = _ordered(pd.DataFrame(rows), spec, bool(tests), several)
     envs = {(r["env"]["device_name"], r["env"]["torch"]) for r in used}
     meta = {
         "table": spec.name,
@@ -248,6 +201,82 @@ def build_report(
     }
     checks = check_all(spec.claims, measured, blocks, profile)
     return Report(spec, profile, frame, meta, measured, checks, used)
+
+
+Measured = dict[tuple[str | None, str], dict[str, dict[int, float]]]
+
+
+def _rows(
+    spec: TableSpec, profile: str, records: list[dict[str, Any]],
+    blocks: tuple[str | None, ...], test_dir: Path | None, select_rule: str,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Measured]:  # fmt: skip
+    """The table's rows (per test set: each variant's seed statistics and the paper's
+    numbers, then the rows the paper quotes), the records they use (the newest per seed
+    and noise level) and each row's values per column and seed."""
+    rows: list[dict[str, Any]] = []
+    used: list[dict[str, Any]] = []
+    by_key: dict[str, list[dict[str, Any]]] = {}  # records of each row, oldest first
+    for r in sorted(records, key=lambda r: r.get("started_at", "")):
+        by_key.setdefault(r.get("cell_key"), []).append(r)
+    measured: Measured = {}
+    for block in blocks:
+        paper_block = _paper_block(spec, block)
+        for variant in spec.rows:
+            config = cell_config(spec, variant, profile, 0, test_dir=test_dir, test_set=block)
+            newest = {(r["config"]["seed"], r["config"].get("sigma")): r
+                      for r in by_key.get(cell_key(config), [])}  # fmt: skip
+            mine = list(newest.values())
+            used += mine
+            measured[(block, variant)] = {col: _seed_values(mine, col) for col in spec.columns}
+            row = _variant_row(
+                spec, profile, variant, paper_block, mine, measured[(block, variant)], select_rule
+            )
+            rows.append(row | ({"test_set": block} if block else {}))
+        for quoted in (q for q in spec.quoted if q.block == paper_block):
+            row = {"row": quoted.row, "variant": "", "n_seeds": 0}
+            row |= {f"paper_{c}": quoted.number(c) for c in spec.columns if c in quoted.values}
+            rows.append(row | ({"test_set": block} if block else {}))
+    return rows, used, measured
+
+
+def _variant_row(
+    spec: TableSpec, profile: str, variant: str, paper_block: str,
+    mine: list[dict[str, Any]], values: dict[str, dict[int, float]], select_rule: str,
+) -> dict[str, Any]:  # fmt: skip
+    """One variant's row: statistics over its seeds, the paper's numbers beside them, and
+    the architecture's costs where nothing has run."""
+    row: dict[str, Any] = {"row": spec.row_label(variant), "variant": variant}
+    row |= seed_statistics(values, select_rule)
+    paper = variant_info(variant).paper_row(spec.name, paper_block)
+    for col in spec.columns:
+        if paper and col in paper.values:
+            row[f"paper_{col}"] = paper.number(col)
+    if not mine:  # nothing run: what the architecture alone says (None: unknown)
+        row |= {k: _number(v) for k, v in architecture(spec, profile, variant).items()}
+    row |= _time_spread(mine, spec.columns)
+    row["n_seeds"] = len({r["config"]["seed"] for r in mine})
+    return row
+
+
+def _ordered(frame: pd.DataFrame, spec: TableSpec, tested: bool, several: bool) -> pd.DataFrame:
+    """The frame's columns in the order reports show them: each measured column followed
+    by its intervals, spread, tests and the paper's value; integer columns as integers."""
+    order = ["row", "variant", *(["test_set"] if "test_set" in frame else [])]
+    iqm = several and (frame["n_seeds"] >= MIN_IQM).any()
+    for col in spec.columns:
+        order += (
+            [col]
+            + (_interval_columns(col, iqm) if several else [])
+            + ([f"{col}_iqr"] if f"{col}_iqr" in frame else [])
+            + (_test_columns(col) if tested else [])
+            + (_comparison_columns(col) if tested and several else [])
+            + ([f"paper_{col}"] if f"paper_{col}" in frame else [])
+        )
+    frame = frame.reindex(columns=[*order, "n_seeds"])  # quoted rows lack measured columns
+    for col in spec.columns:
+        if column(col).integer:
+            frame[col] = frame[col].round().astype("Int64")
+    return frame
 
 
 # --- statistics over seeds: intervals, tests against the baseline, selection -------------
