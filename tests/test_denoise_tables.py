@@ -42,7 +42,8 @@ def test_table4_smoke_report(smoke):
     assert rows[2]["paper_psnr_sigma20"] == "31.68"
     assert len(list((smoke / "runs" / "table4" / "smoke").glob("*seed0-*.json"))) >= 15
     text = (smoke / "out" / "smoke" / "table4.md").read_text()
-    assert "Smoke run" in text and "PSNR σ=20 (dB)" in text and "Noisy PSNR" in text
+    assert "Smoke run" in text and "| PSNR σ=20 " in text and "Noisy PSNR" in text
+    assert "Units: PSNR: dB" in text
 
 
 def test_table5_smoke_report(smoke):

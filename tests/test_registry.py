@@ -33,7 +33,9 @@ def test_registry_imports_without_the_harness():
 
 def test_list_variants_patterns():
     assert set(TABLE1_ROWS) <= set(list_variants("mnist.*"))
-    assert list_variants("mnist.topk_s?") == ["mnist.topk_s2", "mnist.topk_s4"]
+    found = list_variants("mnist.topk_s?")  # a study loaded earlier may have added more
+    assert {"mnist.topk_s2", "mnist.topk_s4"} <= set(found)
+    assert found == sorted(found) and {len(name) for name in found} == {len("mnist.topk_s2")}
     assert list_variants("nothing*") == []
     assert list_variants() == sorted(list_variants())
 
