@@ -148,7 +148,7 @@ def _execute(
             store.discard(config, keep=(lease.SUFFIX,))
         started, clock = datetime.now(UTC), time.perf_counter()
         torch.manual_seed(config["seed"])
-        desc = _describe(config, index)
+        desc = index + describe_cell(config)
         define_from_config(config)  # from its config alone: a worker may never have seen its study
         try:
             model = task.build_model(protocol, config["variant"])
@@ -178,11 +178,12 @@ def _execute(
         return Outcome(config, TRAINED, shown, str(path), dict(result.metrics))
 
 
-def _describe(config: dict[str, Any], index: str) -> str:
-    """The cell as its progress bar names it: variant, test set, noise level, seed."""
+def describe_cell(config: dict[str, Any]) -> str:
+    """A cell as its progress bar and the run's log name it: variant, test set, noise
+    level, seed."""
     block = f" on {config['test_set']}" if "test_set" in config else ""
     sigma = f" sigma {config['sigma']}" if "sigma" in config else ""
-    return f"{index}{config['variant']}{block}{sigma} seed {config['seed']}"
+    return f"{config['variant']}{block}{sigma} seed {config['seed']}"
 
 
 def _record(

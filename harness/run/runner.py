@@ -22,7 +22,16 @@ from harness.core.errors import UserError
 from harness.core.protocol import Protocol
 from harness.core.runtime import Runtime
 from harness.core.task import RunOptions, get_task
-from harness.run.cell import DONE, FAILED, SUBMITTED, TRAINED, UNAVAILABLE, Outcome, preload
+from harness.run.cell import (
+    DONE,
+    FAILED,
+    SUBMITTED,
+    TRAINED,
+    UNAVAILABLE,
+    Outcome,
+    describe_cell,
+    preload,
+)
 from harness.run.executors import LocalExecutor, RayExecutor
 from harness.run.jobs import LOCAL, SLURM
 from harness.run.planning import describe_holder, lease_path, plan_cells
@@ -69,12 +78,6 @@ class RunSummary:
         )
 
 
-def _cell_name(config: dict[str, Any]) -> str:
-    name = f"{config['variant']}" + (f" sigma {config['sigma']}" if "sigma" in config else "")
-    name += f" on {config['test_set']}" if "test_set" in config else ""
-    return name + f" seed {config['seed']}"
-
-
 def _tally(
     summary: RunSummary, log: Callable[[str], None], waiting: list[dict[str, Any]]
 ) -> Callable[[Outcome], None]:
@@ -82,7 +85,7 @@ def _tally(
     by another runner go to ``waiting``)."""
 
     def done(outcome: Outcome) -> None:
-        name = _cell_name(outcome.config)
+        name = describe_cell(outcome.config)
         if outcome.status == TRAINED:
             summary.ran += 1
             log(f"  {name}: {outcome.message} -> {outcome.path}")
