@@ -314,8 +314,8 @@ def cmd_plan(args: argparse.Namespace) -> None:
             f"{spec.title} — profile {args.profile}, {plural(args.seeds, 'seed')}, "
             f"data: {shape.summary}"
         )
-    plan, done = Plan(), 0
     cells = plan_cells(configs, store).cells
+    plan, done = Plan.knowing(c.record for c in cells), 0  # records price their variants
     for cell in cells if args.verify else ():  # asked to verify: set damage aside now
         if cell.problem is not None:
             store.load(cell.config)

@@ -33,6 +33,7 @@ __all__ = [
     "list_archs",
     "list_variants",
     "load_entry_points",
+    "loaded_entry_points",
     "printed_value",
     "register_arch",
     "register_variant",
@@ -122,6 +123,12 @@ class VariantInfo:
     def paper_row(self, table: str, block: str | None = None) -> PaperRow | None:
         """The paper's row in ``table`` (in ``block`` when given, else its first block)."""
         return next((p for p in self.paper if p.table == table and block in (None, p.block)), None)
+
+
+def loaded_entry_points() -> list[str]:
+    """The entry points imported in this process (``module:attr``): the installed code
+    that may have registered variants and reductions (a cache keys on its source)."""
+    return sorted(_IMPORTED)
 
 
 def printed_value(text: str) -> tuple[float, float]:

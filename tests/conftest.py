@@ -5,6 +5,19 @@ import torch
 from hypothesis import HealthCheck, settings
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _own_cache_dir(tmp_path_factory: pytest.TempPathFactory):
+    """Cached model costs (harness.store.cache) go to a folder of this test session, not
+    the user's cache, and start empty (subprocesses inherit the variable)."""
+    saved = os.environ.get("HARNESS_CACHE_DIR")
+    os.environ["HARNESS_CACHE_DIR"] = str(tmp_path_factory.mktemp("harness-cache"))
+    yield
+    if saved is None:
+        os.environ.pop("HARNESS_CACHE_DIR", None)
+    else:
+        os.environ["HARNESS_CACHE_DIR"] = saved
+
+
 @pytest.fixture(autouse=True)
 def _fixed_threads():
     """Keep CPU tests reproducible and from oversubscribing small CI machines."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -16,6 +17,7 @@ import torch
 from harness.core.metrics import COSTS
 from harness.core.protocol import Protocol
 from harness.core.task import TrainingShape, get_task
+from harness.store import cache
 from harness.store.records import RunStore
 from harness.tables.paper import TableSpec
 from harness.train.measure import count_params, flops_or_unknown, paper_convention
@@ -36,14 +38,62 @@ def architecture(
 ) -> dict[str, float]:
     """A row's architecture-only columns as a run of ``profile`` would record them (those
     the table shows, or all with ``all_columns``; none for methods without parameters)."""
-    protocol = spec.protocol(profile)
-    try:
-        measured = measured_columns(
-            spec.task, protocol, variant, spec.paper_flops, training_shape(spec, profile).shape
-        )
-    except MissingDependency:
-        measured = {}
+    measured = model_cost(spec, profile, variant).columns
     return {k: v for k, v in measured.items() if all_columns or k in spec.columns}
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    """What a row's model costs before it runs: whether it is a classical method (not
+    trained) and its architecture-only columns (none for a classical method)."""
+
+    classical: bool
+    columns: dict[str, Any]
+
+
+def model_cost(spec: TableSpec, profile: str, variant: str) -> ModelCost:
+    """A row's :class:`ModelCost` from one build of its model, kept in the cost cache
+    (:mod:`harness.store.cache`) under everything that determines it, so that ``plan``
+    and ``report`` of models that have not run build each one once, not at every call."""
+    return _model_cost(
+        spec.task, spec.protocol(profile), variant, spec.paper_flops,
+        training_shape(spec, profile).shape,
+    )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=1024)
+def _model_cost(
+    task_name: str, protocol: Protocol, variant: str, rule: str, shape: tuple[int, ...]
+) -> ModelCost:
+    key = cost_key(task_name, protocol, variant, rule, shape)
+    kept = cache.lookup("costs", key)
+    if isinstance(kept, dict) and isinstance(kept.get("columns"), dict):
+        return ModelCost(bool(kept.get("classical")), kept["columns"])
+    try:
+        model = get_task(task_name).build_model(protocol, variant)
+    except MissingDependency:  # only classical methods depend on optional packages
+        cost = ModelCost(True, {})
+    else:
+        cost = ModelCost(isinstance(model, ClassicalDenoiser), measure_model(model, rule, shape))
+    cache.remember("costs", key, {"classical": cost.classical, "columns": cost.columns})
+    return cost
+
+
+def cost_key(
+    task_name: str, protocol: Protocol, variant: str, rule: str, shape: tuple[int, ...]
+) -> dict[str, Any]:
+    """Everything a model's counts depend on: the task that builds it, the protocol (its
+    width, say), the variant's registration, the FLOP rule, the input shape, the code."""
+    task = get_task(task_name)
+    try:
+        registered = repr(variant_info(variant))
+    except ValueError:  # a bare architecture
+        registered = None
+    return {
+        "task": task_name, "protocol": repr(protocol), "variant": variant,
+        "registered": registered, "rule": rule, "shape": list(shape),
+        "code": cache.code_fingerprint(type(task).__module__.split(".")[0]),
+    }  # fmt: skip
 
 
 @functools.cache
@@ -72,6 +122,15 @@ class Plan:
     classical_s: float = 0.0
     trained: set[str] = field(default_factory=set)  # training keys priced (or reused) already
     cell_flops: list[float] = field(default_factory=list)  # each cell's training, for N devices
+    recorded: dict[str, float] = field(default_factory=dict)  # variant -> FLOPs its records hold
+
+    @classmethod
+    def knowing(cls, records: Iterable[dict[str, Any] | None]) -> Plan:
+        """A plan that prices a variant from the FLOPs its records of this table and
+        profile hold (counted when they ran), building only models that never ran."""
+        recorded = {r["config"]["variant"]: r["metrics"]["flops"] for r in records
+                    if r and isinstance(r["metrics"].get("flops"), (int, float))}  # fmt: skip
+        return cls(recorded=recorded)
 
     def price(
         self, spec: TableSpec, config: dict[str, Any], store: RunStore, shape: TrainingShape
@@ -79,25 +138,33 @@ class Plan:
         """Add one cell still to run and say what it costs."""
         protocol = spec.protocol(config["profile"])
         variant = config["variant"]
-        if is_classical(variant):
-            test_set = config.get("test_set") or protocol.test_sets[0]
-            count, pixels = get_task(spec.task).test_images(protocol, test_set)
-            per_image, source = _classical_seconds(spec, variant, config["profile"], pixels, store)
-            self.classical_s += count * per_image
-            return f"to run (~{duration(count * per_image)} CPU: {count} images x {per_image:.3g} s, {source})"
+        flops = self.recorded.get(variant)
+        if flops is None:
+            model = model_cost(spec, config["profile"], variant)
+            if model.classical:
+                return self._price_classical(spec, config, store)
+            flops = model.columns.get("flops", 0)
         key = get_task(spec.task).shared_training_key(config, protocol, shape.summary)
         if key is not None:
             reused = key in self.trained or store.shared_training(key, read_only=True) is not None
             self.trained.add(key)
             if reused:
                 return "to run (test only: reuses a model trained by this or another table)"
-        flops = architecture(spec, config["profile"], variant, all_columns=True).get("flops", 0)
         if flops is None:
             return "to run (cost unknown: an op has no FLOP handle)"
         cost = 2 * 3 * flops * shape.n_train * protocol.epochs  # forward + backward, MAC = 2
         self.train_flops += cost
         self.cell_flops.append(cost)
         return f"to run (~{cost / 1e12:.2f} TFLOP)" if cost else "to run (no training)"
+
+    def _price_classical(self, spec: TableSpec, config: dict[str, Any], store: RunStore) -> str:
+        protocol = spec.protocol(config["profile"])
+        test_set = config.get("test_set") or protocol.test_sets[0]
+        count, pixels = get_task(spec.task).test_images(protocol, test_set)
+        per_image, source = _classical_seconds(spec, config["variant"], config["profile"],
+                                               pixels, store)  # fmt: skip
+        self.classical_s += count * per_image
+        return f"to run (~{duration(count * per_image)} CPU: {count} images x {per_image:.3g} s, {source})"
 
     def span_on(self, devices: int, rate: float) -> float:
         """Seconds of training on ``devices`` devices running one cell each at a time

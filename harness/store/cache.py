@@ -1,0 +1,121 @@
+"""Results that are slow to compute and fully determined by their inputs, kept between
+processes: a model's parameter and FLOP counts, say, which ``plan`` and ``report`` need
+for models that have not run (building and tracing one takes from 0.05 s to seconds).
+
+An entry is a strict-JSON file named by the SHA-256 of its key and holding the key
+itself, so a lookup returns a value only for exactly the inputs that produced it. A key
+includes :func:`code_fingerprint`, the source of the code that computes the value: after
+any change to it, old entries are never read again. The folder is ``$HARNESS_CACHE_DIR``,
+else ``$XDG_CACHE_HOME/feature-pooling-harness``, else ``~/.cache/feature-pooling-harness``;
+deleting it only costs the time to recompute.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import os
+import sys
+import sysconfig
+from pathlib import Path
+from typing import Any
+
+import harness
+import registry
+from harness.store.records import atomic_write_text, dumps_strict, loads_strict
+
+ENV = "HARNESS_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """Where entries are kept (the environment is read at every call)."""
+    if os.environ.get(ENV):
+        return Path(os.environ[ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "feature-pooling-harness"
+
+
+def _entry_path(kind: str, key: dict[str, Any]) -> tuple[Path, str]:
+    text = dumps_strict(key, sort_keys=True)
+    return cache_dir() / kind / f"{hashlib.sha256(text.encode()).hexdigest()}.json", text
+
+
+def lookup(kind: str, key: dict[str, Any]) -> Any | None:
+    """The value remembered for exactly ``key``, or None (never stored, or unreadable)."""
+    path, text = _entry_path(kind, key)
+    try:
+        entry = loads_strict(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(entry, dict) or dumps_strict(entry.get("key"), sort_keys=True) != text:
+        return None
+    return entry.get("value")
+
+
+def remember(kind: str, key: dict[str, Any], value: Any) -> None:
+    """Keep ``value`` for ``key``; a folder that cannot be written only means no cache."""
+    path, _ = _entry_path(kind, key)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, dumps_strict({"key": key, "value": value}, sort_keys=True))
+    except OSError:
+        pass
+
+
+@functools.cache
+def _installed_dirs() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    dirs = [paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")]
+    return tuple({os.path.join(d, "") for p in dirs for d in (p, os.path.realpath(p))})
+
+
+def _user_modules() -> frozenset[str]:
+    """Source files of the loaded modules that are neither the standard library nor an
+    installed package: plugins and study code from a checkout, which can register models."""
+    installed = _installed_dirs()
+    files = (getattr(m, "__file__", None) for m in list(sys.modules.values()))
+    return frozenset(f for f in files if f and f.endswith(".py") and not f.startswith(installed))
+
+
+def code_fingerprint(*packages: str) -> str:
+    """SHA-256 of the code a cached value may depend on: every source file of the
+    ``harness`` and ``registry`` packages, the loaded modules outside installed packages
+    (plugins from a checkout), the loaded modules of ``packages`` (a task's) and of the
+    installed entry points imported so far, and the versions of torch and fvcore."""
+    return _loaded_fingerprint(packages, tuple(registry.loaded_entry_points()), len(sys.modules))
+
+
+@functools.lru_cache(maxsize=16)
+def _loaded_fingerprint(packages: tuple[str, ...], entry_points: tuple[str, ...], _: int) -> str:
+    """:func:`code_fingerprint`, once per process until modules are imported (their
+    number, the last argument, changes)."""
+    files = {*_user_modules(), *_package_files()}
+    tops = {*packages, *(e.split(":")[0].split(".")[0] for e in entry_points)}
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if file and name.split(".")[0] in tops:
+            files.add(file)
+    return _fingerprint(frozenset(files))
+
+
+@functools.cache
+def _package_files() -> tuple[str, ...]:
+    return tuple(str(p) for pkg in (harness, registry) for p in Path(pkg.__file__).parent.rglob("*.py"))
+
+
+@functools.cache
+def _fingerprint(files: frozenset[str]) -> str:
+    digest = hashlib.sha256()
+    for file in sorted(files):
+        digest.update(file.encode() + b"\0")
+        try:
+            digest.update(Path(file).read_bytes())
+        except OSError:
+            digest.update(b"unreadable")
+    for dist in ("torch", "fvcore"):
+        try:
+            digest.update(f"{dist} {importlib.metadata.version(dist)}".encode())
+        except importlib.metadata.PackageNotFoundError:
+            digest.update(f"{dist} absent".encode())
+    return digest.hexdigest()
