@@ -512,15 +512,23 @@ def _write_run_report(spec: TableSpec, args: argparse.Namespace, store: RunStore
     return report
 
 
-def _existing(folder: Path) -> set[Path]:
-    """The files a report may replace: its profile's folder and the plots in it."""
-    return {p for p in [*folder.glob("*"), *folder.glob(f"{FIGURES_DIR}/*")] if p.is_file()}
+def _existing(folder: Path) -> dict[Path, int]:
+    """The files a report may replace (its profile's folder and the plots in it), with
+    their modification times."""
+    files = [p for p in [*folder.glob("*"), *folder.glob(f"{FIGURES_DIR}/*")] if p.is_file()]
+    return {p: p.stat().st_mtime_ns for p in files}
 
 
-def _print_written(paths: list[Path], existed: set[Path]) -> None:
-    """``wrote`` a new file, ``replaced`` one that was there before."""
+def _print_written(paths: list[Path], existed: dict[Path, int]) -> None:
+    """``wrote`` a new file, ``replaced`` one that was there before, ``kept`` one left as
+    it was (a plot whose inputs are unchanged)."""
     for path in paths:
-        print(f"{'replaced' if path in existed else 'wrote'} {path}")
+        if path not in existed:
+            print(f"wrote {path}")
+        elif path.stat().st_mtime_ns == existed[path]:
+            print(f"kept {path} (inputs unchanged)")
+        else:
+            print(f"replaced {path}")
 
 
 def cmd_wait(args: argparse.Namespace) -> int:

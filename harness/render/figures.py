@@ -10,6 +10,8 @@ figures``) renders them in the house style of :mod:`harness.render.plotstyle`;
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 import textwrap
@@ -661,7 +663,20 @@ def write_table_plot(report: Report, reports_dir: Path) -> list[Path]:
     report.meta["figure"] = f"{FIGURES_DIR}/{report.spec.name}.png"
     if nothing_ran(report) and holds_measured_rows(folder / f"{report.spec.name}.md"):
         return []
-    return render(lambda: table_plot(report), folder / FIGURES_DIR, report.spec.name)
+    return render(lambda: table_plot(report), folder / FIGURES_DIR, report.spec.name,
+                  inputs=plot_inputs(report))  # fmt: skip
+
+
+def plot_inputs(report: Report) -> str:
+    """A digest of everything :func:`table_plot` reads from a report: its rows (every
+    value, exactly), metadata, measurements, table spec and profile."""
+    digest = hashlib.sha256()
+    for part in (
+        report.frame.to_csv(), json.dumps(report.meta, sort_keys=True, default=repr),
+        repr(report.measured), repr(report.spec), report.profile,
+    ):  # fmt: skip
+        digest.update(part.encode() + b"\0")
+    return digest.hexdigest()
 
 
 PAPER_FIGURES: dict[str, Callable[[Source], Drawn]] = {

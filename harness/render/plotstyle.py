@@ -9,6 +9,8 @@ by colour-blind readers), so a method keeps its colour across figures.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import io
 import math
 import textwrap
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING
 from cycler import cycler
 
 from harness.core.lazy import lazy
+from harness.store import cache
 from harness.store.records import write_output
 from registry import Reduction, variant_info
 
@@ -146,9 +149,24 @@ def wrap(text: str, width: float) -> str:
     return textwrap.fill(text, chars)
 
 
-def render(draw: Callable[[], tuple[Figure, str]], out_dir: Path, name: str) -> list[Path]:
+def render(
+    draw: Callable[[], tuple[Figure, str]], out_dir: Path, name: str, *, inputs: str | None = None
+) -> list[Path]:
     """Draw in the house style, print the note it returns under the figure, write
-    ``name``.png and .pdf into ``out_dir``."""
+    ``name``.png and .pdf into ``out_dir``.
+
+    ``inputs`` is a digest of everything ``draw`` reads; given one, files that an earlier
+    call drew from the same inputs with the same code and matplotlib, and that nobody
+    has changed since (their SHA-256 is kept in :mod:`harness.store.cache`), are left
+    as they are and ``draw`` is not called: drawing and saving take a second or more."""
+    paths = [Path(out_dir) / f"{name}.{fmt}" for fmt in FORMATS]
+    key = {
+        "inputs": inputs, "name": name, "matplotlib": importlib.metadata.version("matplotlib"),
+        "code": cache.code_fingerprint(),
+    }  # fmt: skip
+    kept = cache.lookup("figures", key) if inputs is not None else None
+    if kept is not None and kept == _digests(paths):
+        return paths
     with matplotlib.rc_context(STYLE):
         fig, note = draw()
         if note:  # under everything drawn, legends below the axes included
@@ -157,11 +175,18 @@ def render(draw: Callable[[], tuple[Figure, str]], out_dir: Path, name: str) -> 
             bottom = min(0.0, fig.get_tightbbox().y0 / fig.get_figheight())
             fig.text(0.0, bottom, wrap(note, fig.get_figwidth() * 1.4), fontsize=6, color="0.35",
                      ha="left", va="top", transform=fig.transFigure)  # fmt: skip
-        paths = []
-        for fmt in FORMATS:
+        for path in paths:
             buffer = io.BytesIO()
-            fig.savefig(buffer, format=fmt, dpi=PNG_DPI)
-            path = Path(out_dir) / f"{name}.{fmt}"
+            fig.savefig(buffer, format=path.suffix[1:], dpi=PNG_DPI)
             write_output(path, buffer.getvalue())
-            paths.append(path)
+    if inputs is not None:
+        cache.remember("figures", key, _digests(paths))
     return paths
+
+
+def _digests(paths: list[Path]) -> dict[str, str] | None:
+    """Each file's SHA-256 by name, or None when one is missing or unreadable."""
+    try:
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+    except OSError:
+        return None
