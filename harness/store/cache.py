@@ -101,7 +101,9 @@ def _loaded_fingerprint(packages: tuple[str, ...], entry_points: tuple[str, ...]
 
 @functools.cache
 def _package_files() -> tuple[str, ...]:
-    return tuple(str(p) for pkg in (harness, registry) for p in Path(pkg.__file__).parent.rglob("*.py"))
+    return tuple(
+        str(p) for pkg in (harness, registry) for p in Path(pkg.__file__).parent.rglob("*.py")
+    )
 
 
 @functools.cache

@@ -8,8 +8,8 @@ any GPU hour is spent; ``plan`` prices a table's remaining work from the same sh
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
