@@ -21,11 +21,11 @@ import sysconfig
 from pathlib import Path
 from typing import Any
 
-import harness
 import registry
 from harness.store.records import atomic_write_text, dumps_strict, loads_strict
 
 ENV = "HARNESS_CACHE_DIR"
+_HARNESS = Path(__file__).resolve().parents[1]  # the harness package
 
 
 def cache_dir() -> Path:
@@ -70,40 +70,26 @@ def _installed_dirs() -> tuple[str, ...]:
     return tuple({os.path.join(d, "") for p in dirs for d in (p, os.path.realpath(p))})
 
 
-def _user_modules() -> frozenset[str]:
-    """Source files of the loaded modules that are neither the standard library nor an
-    installed package: plugins and study code from a checkout, which can register models."""
-    installed = _installed_dirs()
-    files = (getattr(m, "__file__", None) for m in list(sys.modules.values()))
-    return frozenset(f for f in files if f and f.endswith(".py") and not f.startswith(installed))
-
-
 def code_fingerprint(*packages: str) -> str:
     """SHA-256 of the code a cached value may depend on: every source file of the
     ``harness`` and ``registry`` packages, the loaded modules outside installed packages
     (plugins from a checkout), the loaded modules of ``packages`` (a task's) and of the
-    installed entry points imported so far, and the versions of torch and fvcore."""
-    return _loaded_fingerprint(packages, tuple(registry.loaded_entry_points()), len(sys.modules))
-
-
-@functools.lru_cache(maxsize=16)
-def _loaded_fingerprint(packages: tuple[str, ...], entry_points: tuple[str, ...], _: int) -> str:
-    """:func:`code_fingerprint`, once per process until modules are imported (their
-    number, the last argument, changes)."""
-    files = {*_user_modules(), *_package_files()}
-    tops = {*packages, *(e.split(":")[0].split(".")[0] for e in entry_points)}
+    installed entry points imported so far, and the versions of torch and fvcore. Each
+    file is read once per process (code imported does not change while it runs)."""
+    installed = _installed_dirs()
+    tops = {*packages, *(e.split(":")[0].split(".")[0] for e in registry.loaded_entry_points())}
+    files = set(_package_files())
     for name, module in list(sys.modules.items()):
         file = getattr(module, "__file__", None)
-        if file and name.split(".")[0] in tops:
+        if file and (name.partition(".")[0] in tops or not file.startswith(installed)):
             files.add(file)
     return _fingerprint(frozenset(files))
 
 
 @functools.cache
 def _package_files() -> tuple[str, ...]:
-    return tuple(
-        str(p) for pkg in (harness, registry) for p in Path(pkg.__file__).parent.rglob("*.py")
-    )
+    folders = (_HARNESS, Path(registry.__file__).parent)
+    return tuple(str(p) for folder in folders for p in folder.rglob("*.py"))
 
 
 @functools.cache
