@@ -31,7 +31,7 @@ def builds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     task_type = type(get_task("classification"))
     build = task_type.build_model
 
-    def counting(self, protocol, variant):  # noqa: ANN001, ANN202
+    def counting(self, protocol, variant):
         built.append(variant)
         return build(self, protocol, variant)
 
