@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from torch import nn
 
 from harness.cli import main
 from harness.core.task import get_task
@@ -126,3 +127,41 @@ def test_report_keeps_a_plot_of_the_same_records_and_redraws_after_a_change(
     printed = capsys.readouterr().out
     assert f"replaced {png}\n" in printed and f"kept {png}" not in printed
     assert png.read_bytes() != drawn
+
+
+@pytest.mark.parametrize(
+    ("table", "variant"), [("table1", "mnist.topk_s2"), ("table2", "vgg16.at1_topk_s2")]
+)
+def test_a_model_counted_without_initialising_it_counts_the_same(table, variant):
+    spec = TABLES[table]
+    protocol, shape = spec.protocol("smoke"), costs.training_shape(spec, "smoke").shape
+    task = get_task(spec.task)
+    initialised = costs.measure_model(task.build_model(protocol, variant), spec.paper_flops, shape)
+    counted = costs._count(task, protocol, variant, spec.paper_flops, shape)
+    assert counted == costs.ModelCost(classical=False, columns=initialised)
+
+
+class _ReadsItsWeights(nn.Module):
+    """A model whose builder reads a tensor's value, which the meta device cannot give."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+        self.signed = bool((self.fc.weight < 0).any())
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+class _Builds:
+    def build_model(self, protocol, variant):
+        return _ReadsItsWeights()
+
+
+def test_a_builder_that_reads_values_is_counted_as_usual():
+    cost = costs._count(_Builds(), None, "reads_weights", "2x_params", (4,))
+    assert cost == costs.ModelCost(
+        classical=False,
+        columns={"params": 10, "flops": 8, "params_M_paper_conv": 10 / 2**20,
+                 "flops_paper_conv": 20.0},
+    )  # fmt: skip

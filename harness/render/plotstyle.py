@@ -170,7 +170,7 @@ def render(
     with matplotlib.rc_context(STYLE):
         fig, note = draw()
         if note:  # under everything drawn, legends below the axes included
-            fig.canvas.draw()
+            fig.draw_without_rendering()  # lays it out without rasterising it
             fig.set_layout_engine("none")  # the layout is done: the note must not move it
             bottom = min(0.0, fig.get_tightbbox().y0 / fig.get_figheight())
             fig.text(0.0, bottom, wrap(note, fig.get_figwidth() * 1.4), fontsize=6, color="0.35",

@@ -16,7 +16,7 @@ import torch
 
 from harness.core.metrics import COSTS
 from harness.core.protocol import Protocol
-from harness.core.task import TrainingShape, get_task
+from harness.core.task import Task, TrainingShape, get_task
 from harness.store import cache
 from harness.store.records import RunStore
 from harness.tables.paper import TableSpec
@@ -70,13 +70,38 @@ def _model_cost(
     if isinstance(kept, dict) and isinstance(kept.get("columns"), dict):
         return ModelCost(bool(kept.get("classical")), kept["columns"])
     try:
-        model = get_task(task_name).build_model(protocol, variant)
+        cost = _count(get_task(task_name), protocol, variant, rule, shape)
     except MissingDependency:  # only classical methods depend on optional packages
         cost = ModelCost(True, {})
-    else:
-        cost = ModelCost(isinstance(model, ClassicalDenoiser), measure_model(model, rule, shape))
     cache.remember("costs", key, {"classical": cost.classical, "columns": cost.columns})
     return cost
+
+
+def _count(
+    task: Task, protocol: Protocol, variant: str, rule: str, shape: tuple[int, ...]
+) -> ModelCost:
+    """Build a row's model once and count it: with its weights left at zero, as counts
+    depend on shapes alone and drawing random weights for a large model takes longer than
+    counting it; as usual where a builder or a forward needs real values."""
+    try:
+        model = _uninitialised(task, protocol, variant)
+        columns = measure_model(model, rule, shape)
+    except (RuntimeError, NotImplementedError):  # an op without a meta kernel, say
+        model = task.build_model(protocol, variant)
+        columns = measure_model(model, rule, shape)
+    return ModelCost(isinstance(model, ClassicalDenoiser), columns)
+
+
+def _uninitialised(task: Task, protocol: Protocol, variant: str) -> torch.nn.Module:
+    """The model built on the ``meta`` device (no memory, no initialisation), then given
+    CPU storage with every parameter and buffer zero."""
+    with torch.device("meta"):
+        model = task.build_model(protocol, variant)
+    model = model.to_empty(device="cpu")
+    with torch.no_grad():
+        for tensor in (*model.parameters(), *model.buffers()):
+            tensor.zero_()
+    return model
 
 
 def cost_key(
