@@ -124,11 +124,16 @@ def cost_key(
 @functools.cache
 def is_classical(variant: str) -> bool:
     """A method that is not trained (BM3D, K-SVD, NL-means): it costs CPU time per image.
-    Once per variant and process: it builds the model (a plan prices thousands of cells)."""
+    Once per variant and process, from its type: the model is built on the ``meta``
+    device (no memory, no initialisation), as usual where its builder needs values."""
     try:
-        return isinstance(create_model(variant), ClassicalDenoiser)
+        with torch.device("meta"):
+            model = create_model(variant)
     except MissingDependency:  # only classical methods depend on optional packages
         return True
+    except (RuntimeError, NotImplementedError):
+        model = create_model(variant)
+    return isinstance(model, ClassicalDenoiser)
 
 
 # Rough CPU seconds per megapixel and noise level for planning, from runs on a 2-core
