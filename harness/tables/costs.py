@@ -188,6 +188,7 @@ class Plan:
         return f"to run (~{cost / 1e12:.2f} TFLOP)" if cost else "to run (no training)"
 
     def _price_classical(self, spec: TableSpec, config: dict[str, Any], store: RunStore) -> str:
+        """A classical method's cell: CPU seconds per image times its test images."""
         protocol = spec.protocol(config["profile"])
         test_set = config.get("test_set") or protocol.test_sets[0]
         count, pixels = get_task(spec.task).test_images(protocol, test_set)
