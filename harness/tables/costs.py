@@ -94,13 +94,22 @@ def _count(
 
 def _uninitialised(task: Task, protocol: Protocol, variant: str) -> torch.nn.Module:
     """The model built on the ``meta`` device (no memory, no initialisation), then given
-    CPU storage with every parameter and buffer zero."""
+    zeroed CPU tensors of the same shapes (``Module.to_empty`` would go through torch's
+    Python references, whose first use imports sympy: half a second)."""
     with torch.device("meta"):
         model = task.build_model(protocol, variant)
-    model = model.to_empty(device="cpu")
-    with torch.no_grad():
-        for tensor in (*model.parameters(), *model.buffers()):
-            tensor.zero_()
+    zeroed: dict[int, torch.Tensor] = {}  # a tensor shared by two modules stays shared
+
+    def zero(tensor: torch.Tensor) -> torch.Tensor:
+        if id(tensor) not in zeroed:
+            zeroed[id(tensor)] = torch.zeros(tensor.shape, dtype=tensor.dtype)
+        return zeroed[id(tensor)]
+
+    for module in model.modules():
+        for name, param in list(module.named_parameters(recurse=False)):
+            setattr(module, name, torch.nn.Parameter(zero(param), param.requires_grad))
+        for name, buffer in list(module.named_buffers(recurse=False)):
+            setattr(module, name, zero(buffer))
     return model
 
 
