@@ -3,6 +3,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,3 +35,24 @@ def test_a_lazy_module_imports_on_first_use():
                           timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "(0.0, 1.0, 1.0)"
+
+
+def test_plan_and_report_again_on_the_same_inputs_neither_count_nor_draw(tmp_path):
+    """The second ``plan`` reads its models' costs from the cost cache (no fvcore), the
+    second ``report`` keeps its plot (no matplotlib)."""
+    runs, out = tmp_path / "runs", tmp_path / "reports"
+    shutil.copytree(ROOT / "tests" / "golden" / "runs" / "table1", runs / "table1")
+    probe = (
+        "import json, sys; from harness.cli import main; "
+        f"main(['plan', 'table1', '--profile', 'smoke', '--seeds', '2', '--runs-dir', {str(tmp_path / 'other')!r}]); "
+        f"main(['report', 'table1', '--profile', 'smoke', '--runs-dir', {str(runs)!r}, '--format', 'md', '--out', {str(out)!r}]); "
+        "print(json.dumps(sorted(m for m in ('fvcore', 'matplotlib') if m in sys.modules)))"
+    )  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HARNESS_CACHE_DIR": str(tmp_path / "cache")}
+    loaded = []
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                              text=True, timeout=300, env=env)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        loaded.append(json.loads(done.stdout.splitlines()[-1]))
+    assert loaded == [["fvcore", "matplotlib"], []]
