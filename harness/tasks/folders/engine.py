@@ -31,7 +31,7 @@ from harness.store.records import RunStore
 from harness.train import distributed
 from harness.train.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from harness.train.loop import Steps, TrainResult, fit, make_optimizer
-from harness.train.measure import median_time
+from harness.train.measure import MachineWatch, median_time
 
 
 def _loader(data: Dataset, batch: int, device: torch.device, workers: int, **kw: Any) -> DataLoader:
@@ -152,7 +152,9 @@ def run_folder_cell(
 
     fit(net, optimizer, steps, protocol, device=device, autocast=runtime.autocast(device),
         desc=desc, result=result, start=start, after_epoch=after_epoch, show=here.is_main)  # fmt: skip
-    accuracy, test_time, result.test_times_s = _test(model, data, protocol, device, runtime)
+    with MachineWatch(device) as seen:
+        accuracy, test_time, result.test_times_s = _test(model, data, protocol, device, runtime)
+    result.test_machine = seen.state
     result.metrics = {
         **accuracy,
         "train_time_s": statistics.median(result.epoch_times_s),
