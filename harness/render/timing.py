@@ -53,6 +53,18 @@ def record_verdict(record: dict[str, Any], column: str) -> machine.Verdict:
     return machine.verdict(times, states if isinstance(states, list) else None, cores, threads)
 
 
+def cell_timing(record: dict[str, Any]) -> dict[str, str]:
+    """One cell's verdict per phase, for ``harness.results``: ``train_timing`` and
+    ``test_timing`` (quiet, disturbed, unknown), and why where disturbed."""
+    out = {}
+    for column in ("train_time_s", "test_time_s"):
+        found = record_verdict(record, column)
+        phase = PHASES[column][0]
+        out[f"{phase}_timing"] = found.label
+        out[f"{phase}_timing_why"] = "; ".join(found.reasons) * (found.label == machine.DISTURBED)
+    return out
+
+
 def _worst(labels: Iterable[str]) -> str:
     labels = set(labels)
     return next((x for x in (machine.DISTURBED, machine.UNKNOWN) if x in labels), machine.QUIET)

@@ -147,7 +147,8 @@ def run_folder_cell(
     def after_epoch(epoch: int, result: TrainResult) -> None:
         if here.is_main:
             save_checkpoint(checkpoint, epoch=epoch + 1, model=model, optimizer=optimizer,
-                            history=result.history, epoch_times_s=result.epoch_times_s)  # fmt: skip
+                            history=result.history, epoch_times_s=result.epoch_times_s,
+                            epoch_machine=result.epoch_machine)  # fmt: skip
         distributed.barrier()
 
     fit(net, optimizer, steps, protocol, device=device, autocast=runtime.autocast(device),
@@ -179,6 +180,7 @@ def _resume(
     optimizer.load_state_dict(state["optimizer"])
     restore_rng(state["rng"])
     result.history, result.epoch_times_s = state["history"], state["epoch_times_s"]
+    result.epoch_machine = state.get("epoch_machine") or []  # older checkpoints have none
     return result, state["epoch"]
 
 
