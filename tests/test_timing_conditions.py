@@ -19,7 +19,7 @@ from harness.core.machine import Sample
 from harness.core.protocol import Protocol
 from harness.render.report import build_report, render_csv, render_markdown
 from harness.render.results import results
-from harness.render.timing import MARK
+from harness.render.timing import MARK, record_verdict
 from harness.stats.claims import Claim, Timed, check
 from harness.store.records import RunStore
 from harness.tables.paper import TABLE1
@@ -225,3 +225,19 @@ def test_a_checkpoint_keeps_the_epochs_states(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "c.ckpt", epoch=2, model=net, optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
                     history=[], epoch_times_s=[1.0, 1.0], epoch_machine=states)  # fmt: skip
     assert load_checkpoint(tmp_path / "c.ckpt", net)["epoch_machine"] == states
+
+
+def test_a_slow_first_epoch_is_a_warm_up_not_a_disturbance() -> None:
+    """From 3 epochs on the first (caches, allocator, compilation) is left out of the spread:
+    the median shrugs it off, an IQR of three would not."""
+    quiet = {"seconds": 1.0, "load1": 0.0, "others_cores": 0.0}
+
+    def record(epochs: list[float]) -> dict:
+        timing = timing_fields(epochs, [quiet] * len(epochs), [], None)
+        return {"config": {"seed": 0}, "epoch_times_s": epochs, "timing": timing}
+
+    assert record_verdict(record([3.0, 1.0, 1.01]), "train_time_s").label == machine.QUIET
+    found = record_verdict(record([1.0, 1.0, 1.5, 1.0]), "train_time_s")
+    assert found.label == machine.DISTURBED and found.reasons[0].startswith("IQR/median")
+    assert record_verdict(record([3.0, 1.0]), "train_time_s").label == machine.DISTURBED
+    assert record_verdict(record([1.0]), "test_time_s").label == machine.UNKNOWN  # no test state

@@ -9,8 +9,9 @@ less this process's and its children's own time: no psutil) and, on a GPU, its c
 utilisation and whether another process computed on it (``nvidia-smi``, where present).
 
 :func:`verdict` applies one rule, stated in every report that shows times: a phase is
-*disturbed* when its replicates (epochs, passes) spread by more than :data:`NOISY` of
-their median (IQR / median, the threshold ``harness bench`` flags ``noisy`` with), when
+*disturbed* when its replicates (epochs, :func:`steady`; test passes) spread by more than
+:data:`NOISY` of their median (IQR / median, the threshold ``harness bench`` flags
+``noisy`` with), when
 other processes used more than the cores the run left free plus :data:`SLACK_CORES`, or
 when another process used its GPU or the GPU slowed itself (thermal or power brake). A
 phase with no recorded state (records made before states were) is *unknown*, never quiet.
@@ -192,6 +193,13 @@ def spread(times: Sequence[float]) -> float | None:
     return (q[2] - q[0]) / q[1]
 
 
+def steady(epoch_times: Sequence[float]) -> list[float]:
+    """The epochs whose spread says how steady training ran: from 3 epochs on, all but the
+    first, which also warms caches, the allocator and any compilation (the median time
+    shrugs it off; an IQR of three does not)."""
+    return list(epoch_times[1:] if len(epoch_times) >= 3 else epoch_times)
+
+
 def _quantile(values: list[float], p: float) -> float:
     pos = p * (len(values) - 1)
     low = int(pos)
@@ -250,5 +258,5 @@ def verdict(
 
 __all__ = [
     "DISTURBED", "NOISY", "QUIET", "SLACK_CORES", "UNKNOWN", "Sample", "Verdict", "cpus",
-    "load_reasons", "sample", "spread", "state", "verdict",
+    "load_reasons", "sample", "spread", "state", "steady", "verdict",
 ]  # fmt: skip

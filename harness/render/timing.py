@@ -30,8 +30,8 @@ PHASES = {
 }
 COLUMNS = ("timing", "timing_others_cores", "timing_why")  # appended to the report's CSV
 RULE = (
-    f"{MARK} marks a row whose times were disturbed at some seed: its epochs or test passes "
-    f"spread by more than {machine.NOISY:.0%} of their median (IQR/median, the threshold "
+    f"{MARK} marks a row whose times were disturbed at some seed: its epochs (from 3, all but "
+    f"the first, a warm-up) or test passes spread by more than {machine.NOISY:.0%} of their median (IQR/median, the threshold "
     "`bench` flags noisy), other processes kept busy more than the cores the run left free "
     f"plus {machine.SLACK_CORES:g} (from /proc/stat, else the load average), or another "
     "process used its GPU or the GPU slowed itself; the CSV's `timing` column says quiet, "
@@ -47,6 +47,7 @@ def record_verdict(record: dict[str, Any], column: str) -> machine.Verdict:
     if not isinstance(timing, dict) or not isinstance(timing.get(phase), dict):
         return machine.Verdict(machine.UNKNOWN, ("machine state not recorded",))
     times = [t for t in record.get(samples) or [] if isinstance(t, int | float)]
+    times = machine.steady(times) if phase == "train" else times
     cores, threads = (v if isinstance(v := timing.get(k), int) and v > 0 else 1
                       for k in ("cores", "threads"))  # fmt: skip
     states = timing[phase].get("states")

@@ -359,7 +359,7 @@ def timing_fields(
         "cores": machine.cpus(),
         "threads": torch.get_num_threads(),
         "train": {
-            "spread": machine.spread(epoch_times),
+            "spread": machine.spread(machine.steady(epoch_times)),
             "states": epoch_states if len(epoch_states) == len(epoch_times) else None,
         },
         "test": {
