@@ -241,3 +241,10 @@ def test_a_slow_first_epoch_is_a_warm_up_not_a_disturbance() -> None:
     assert found.label == machine.DISTURBED and found.reasons[0].startswith("IQR/median")
     assert record_verdict(record([3.0, 1.0]), "train_time_s").label == machine.DISTURBED
     assert record_verdict(record([1.0]), "test_time_s").label == machine.UNKNOWN  # no test state
+
+
+def test_a_cell_that_shared_its_device_is_disturbed_even_without_states() -> None:
+    old = {"config": {"seed": 0}, "epoch_times_s": [1.0], "contention": 3}
+    found = record_verdict(old, "train_time_s")
+    assert found == machine.Verdict(machine.DISTURBED, ("2 other cell(s) shared its device",))
+    assert record_verdict({**old, "contention": 1}, "train_time_s").label == machine.UNKNOWN

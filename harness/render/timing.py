@@ -33,15 +33,28 @@ RULE = (
     f"{MARK} marks a row whose times were disturbed at some seed: its epochs (from 3, all but "
     f"the first, a warm-up) or test passes spread by more than {machine.NOISY:.0%} of their median (IQR/median, the threshold "
     "`bench` flags noisy), other processes kept busy more than the cores the run left free "
-    f"plus {machine.SLACK_CORES:g} (from /proc/stat, else the load average), or another "
-    "process used its GPU or the GPU slowed itself; the CSV's `timing` column says quiet, "
+    f"plus {machine.SLACK_CORES:g} (from /proc/stat, else the load average), other cells "
+    "shared its device, or another process used its GPU or the GPU slowed itself; the CSV's `timing` column says quiet, "
     "disturbed or unknown per row, `timing_why` why"
 )
 
 
 def record_verdict(record: dict[str, Any], column: str) -> machine.Verdict:
-    """The verdict on the phase behind ``column`` in one record (unknown for a record
-    made before the machine's state was recorded, or one whose ``timing`` is malformed)."""
+    """The verdict on the phase behind ``column`` in one record: disturbed too when other
+    cells shared its device (its ``contention``), which a record knows even without the
+    machine's state; otherwise unknown for a record made before states were recorded, or
+    one whose ``timing`` is malformed."""
+    found = _machine_verdict(record, column)
+    shared = record.get("contention")
+    if not isinstance(shared, int) or shared <= 1:
+        return found
+    reasons = [r for r in found.reasons if found.label == machine.DISTURBED]
+    return machine.Verdict(
+        machine.DISTURBED, (f"{shared - 1} other cell(s) shared its device", *reasons)
+    )
+
+
+def _machine_verdict(record: dict[str, Any], column: str) -> machine.Verdict:
     phase, samples = PHASES[column]
     timing = record.get("timing")
     if not isinstance(timing, dict) or not isinstance(timing.get(phase), dict):
