@@ -54,25 +54,22 @@ def _row(record: dict[str, Any]) -> dict[str, Any]:
     row |= {k: c[k] for k in ("sigma", "test_set") if k in c}
     row |= {k: v for k, v in record["metrics"].items() if not isinstance(v, list)}
     epochs = record.get("epoch_times_s") or []
-    return (
-        row
-        | {
-            "wall_s": record["wall_s"],
-            "epochs_timed": len(epochs),
-            "epoch_time_s_total": sum(epochs) if epochs else None,
-            "diverged": record.get("diverged"),
-            "device": env.get("device"),
-            "device_name": env.get("device_name"),
-            "host": record.get("host"),
-            "started_at": record.get("started_at"),
-            "ended_at": record.get("ended_at"),
-            "git_commit": env.get("git_commit"),
-            "protocol_hash": record.get("cell_key"),  # the config less seed and noise level
-            "config_hash": record.get("key"),
-            "record": record["_path"],
-        }
-        | cell_timing(record)
-    )
+    return row | {
+        "wall_s": record["wall_s"],
+        "epochs_timed": len(epochs),
+        "epoch_time_s_total": sum(epochs) if epochs else None,
+        "diverged": record.get("diverged"),
+        "device": env.get("device"),
+        "device_name": env.get("device_name"),
+        "host": record.get("host"),
+        "started_at": record.get("started_at"),
+        "ended_at": record.get("ended_at"),
+        "git_commit": env.get("git_commit"),
+        "protocol_hash": record.get("cell_key"),  # the config less seed and noise level
+        "config_hash": record.get("key"),
+        "record": record["_path"],
+        **cell_timing(record),  # train_timing, test_timing: quiet, disturbed or unknown
+    }
 
 
 def summary(
