@@ -277,7 +277,7 @@ def _topk_index(x: Tensor, k: int, largest: bool) -> tuple[Tensor, Tensor]:
     def fill(chunk: Tensor, keys: Tensor, spare: Tensor) -> None:
         if cut:
             keys.view(x.dtype).copy_(chunk)
-            _to_order(keys, spare)
+            _to_order(keys, spare, cut)
             keys &= ~low
         else:  # a 16-bit float's bits, widened, above a 16-bit channel field
             bits = chunk.contiguous().view(bits_dtype).clone()
@@ -374,30 +374,38 @@ def _mixed_at_cut(done: _Chunk, chosen: Tensor, cut: int) -> Tensor | None:
     if unselected is None:
         return None
     shared = (unselected >> cut) == (done.rows[k - 1] >> cut)
+    shared &= done.planes.gather(0, chosen[k - 1 :])[0] != 0  # zeros' group: zeros alone
     if not bool(shared.view(torch.uint8).amax()):
         return None
     columns = shared.flatten().nonzero().squeeze(1)
-    group = _order_bits(done.planes.reshape(done.planes.shape[0], -1)[:, columns])
+    group = _order_bits(done.planes.reshape(done.planes.shape[0], -1)[:, columns], cut)
     last = group.gather(0, chosen.flatten(1)[k - 1 :, columns])
     mixed = torch.zeros_like(shared)
     mixed.view(-1)[columns] = (((group >> cut) == (last >> cut)) & (group != last)).any(0)
     return mixed if bool(mixed.view(torch.uint8).amax()) else None
 
 
-def _to_order(bits: Tensor, sign: Tensor) -> None:
-    """Turn a float's bits, in place, into integers that order like the floats, with
-    -0.0 and +0.0 equal (they tie in the reference): sign and magnitude become two's
-    complement. ``sign``: a scratch buffer like ``bits``."""
+def _to_order(bits: Tensor, sign: Tensor, cut: int = 0) -> None:
+    """Turn a float's bits, in place, into integers that order like the floats: sign and
+    magnitude become two's complement (``sign``: a scratch buffer like ``bits``).
+
+    -0.0 and +0.0 tie in the reference, so they must share a key. With ``cut`` low bits
+    to be given up, positive values also move up by 2^cut - 1: then the zeros' truncated
+    group holds nothing but zeros, and ReLU's tied zeros at the top k's cut need no check.
+    """
     torch.bitwise_right_shift(bits, torch.iinfo(bits.dtype).bits - 1, out=sign)
     bits &= torch.iinfo(bits.dtype).max
     bits ^= sign
+    if cut:  # (m ^ s) - s for negatives, m + 2^cut - 1 for positives and +0.0
+        sign &= (1 << cut) - 2
+        bits += (1 << cut) - 1
     bits -= sign
 
 
-def _order_bits(values: Tensor) -> Tensor:
+def _order_bits(values: Tensor, cut: int) -> Tensor:
     """:func:`_to_order` of a float32 tensor's values, as a new int32 tensor."""
     bits = values.view(torch.int32).clone()
-    _to_order(bits, torch.empty_like(bits))
+    _to_order(bits, torch.empty_like(bits), cut)
     return bits
 
 

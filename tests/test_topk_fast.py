@@ -204,7 +204,8 @@ def _near(shape: tuple[int, ...], spread: int, seed: int) -> torch.Tensor:
     [
         ("pairs", False),  # distinct values plus near-twins inside the top k: transposition
         ("crowd", True),  # most values in a few truncated groups: back to the stable sort
-        ("denormal", True),  # zeros and the smallest denormals share a key at the cut
+        ("straddle", True),  # 1 + 1 ulp and 1 + 2 ulps share a truncated key across the cut
+        ("denormal", False),  # zeros at the cut: their truncated group holds only zeros
     ],
 )
 def test_float32_keys_that_lost_low_bits_are_repaired(monkeypatch, largest, case, redone):
@@ -214,6 +215,13 @@ def test_float32_keys_that_lost_low_bits_are_repaired(monkeypatch, largest, case
         x[:, 1::2] = x[:, ::2] * (1 + 2**-22)  # each odd channel a near-twin of the one before
     elif case == "crowd":
         x = _near(shape, 4 * channels, seed=3)
+    elif case == "straddle":
+        x = torch.arange(channels, dtype=torch.float32).sub(channels / 2).mul(10)
+        x = x.view(1, channels, 1, 1).expand(shape).clone()  # channels 33.. hold 10 to 310
+        x.view(torch.int32)[:, (20, 31)] = torch.tensor(
+            [0x3F800001, 0x3F800002], dtype=torch.int32
+        ).view(1, 2, 1, 1)
+        x = x if largest else -x
     else:
         x = torch.zeros(shape)
         x.view(torch.int32)[:, 1::4] = 1  # the smallest positive denormal, 1.4e-45
