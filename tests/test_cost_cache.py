@@ -15,6 +15,7 @@ from torch import nn
 
 from harness.cli import main
 from harness.core.task import get_task
+from harness.render import plotstyle
 from harness.store import cache
 from harness.tables import costs
 from harness.tables.paper import TABLES
@@ -165,3 +166,12 @@ def test_a_builder_that_reads_values_is_counted_as_usual():
         columns={"params": 10, "flops": 8, "params_M_paper_conv": 10 / 2**20,
                  "flops_paper_conv": 20.0},
     )  # fmt: skip
+
+
+def test_a_users_matplotlibrc_is_part_of_a_plots_inputs(tmp_path, monkeypatch):
+    monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path))
+    monkeypatch.delenv("MATPLOTLIBRC", raising=False)
+    monkeypatch.chdir(tmp_path)
+    before = plotstyle._user_rc()
+    (tmp_path / "matplotlibrc").write_text("lines.linewidth: 3\n")
+    assert plotstyle._user_rc() != before

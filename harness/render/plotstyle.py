@@ -13,6 +13,7 @@ import hashlib
 import importlib.metadata
 import io
 import math
+import os
 import textwrap
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -162,7 +163,7 @@ def render(
     paths = [Path(out_dir) / f"{name}.{fmt}" for fmt in FORMATS]
     key = {
         "inputs": inputs, "name": name, "matplotlib": importlib.metadata.version("matplotlib"),
-        "code": cache.code_fingerprint(),
+        "matplotlibrc": _user_rc(), "code": cache.code_fingerprint(),
     }  # fmt: skip
     kept = cache.lookup("figures", key) if inputs is not None else None
     if kept is not None and kept == _digests(paths):
@@ -182,6 +183,19 @@ def render(
     if inputs is not None:
         cache.remember("figures", key, _digests(paths))
     return paths
+
+
+def _user_rc() -> str:
+    """The contents of the matplotlibrc files matplotlib may read its defaults from (the
+    working directory's, ``$MATPLOTLIBRC``, the user's), without importing matplotlib."""
+    config = os.environ.get("MPLCONFIGDIR") or Path(
+        os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config", "matplotlib"
+    )
+    candidates = [Path("matplotlibrc"), Path(config, "matplotlibrc")]
+    if rc := os.environ.get("MATPLOTLIBRC"):
+        candidates += [Path(rc), Path(rc, "matplotlibrc")]
+    texts = [f"{p}\n{p.read_text(errors='replace')}" for p in candidates if p.is_file()]
+    return hashlib.sha256("\0".join(texts).encode()).hexdigest()
 
 
 def _digests(paths: list[Path]) -> dict[str, str] | None:
