@@ -161,11 +161,11 @@ def render(
     has changed since (their SHA-256 is kept in :mod:`harness.store.cache`), are left
     as they are and ``draw`` is not called: drawing and saving take a second or more."""
     paths = [Path(out_dir) / f"{name}.{fmt}" for fmt in FORMATS]
-    key = {
+    key = None if inputs is None else {
         "inputs": inputs, "name": name, "matplotlib": importlib.metadata.version("matplotlib"),
         "matplotlibrc": _user_rc(), "code": cache.code_fingerprint(),
     }  # fmt: skip
-    kept = cache.lookup("figures", key) if inputs is not None else None
+    kept = None if key is None else cache.lookup("figures", key)
     if kept is not None and kept == _digests(paths):
         return paths
     with matplotlib.rc_context(STYLE):
@@ -180,7 +180,7 @@ def render(
             buffer = io.BytesIO()
             fig.savefig(buffer, format=path.suffix[1:], dpi=PNG_DPI)
             write_output(path, buffer.getvalue())
-    if inputs is not None:
+    if key is not None:
         cache.remember("figures", key, _digests(paths))
     return paths
 
