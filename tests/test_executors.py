@@ -64,7 +64,11 @@ def ray_local():
 def test_ray_records_match_the_local_executor(tmp_path, ray_local):
     local, remote = RunStore(tmp_path / "local"), RunStore(tmp_path / "ray")
     assert _run_small(local).ran == 3
-    summary = _run_small(remote, RayExecutor())
+    executor = RayExecutor()
+    try:
+        summary = _run_small(remote, executor)
+    finally:
+        executor.shutdown()  # its workers hold the instance's CPUs until then
     assert (summary.ran, summary.failed) == (3, 0)
     ours, theirs = _records(local.root), _records(remote.root)
     assert [r["key"] for r in ours] == [r["key"] for r in theirs]  # the same cells
@@ -90,15 +94,17 @@ def _run_noop(store: RunStore, cells: int, executor) -> None:
 
 def test_ray_workers_serve_many_cells_open_their_data_once_and_stay(tmp_path, ray_local):
     executor = RayExecutor()
-    _run_noop(RunStore(tmp_path / "a"), 12, executor)
-    first = _noop_records(tmp_path / "a")
+    try:
+        _run_noop(RunStore(tmp_path / "a"), 12, executor)
+        _run_noop(RunStore(tmp_path / "b"), 6, executor)  # the next table: the same workers
+    finally:
+        executor.shutdown()  # stops the workers it started, and leaves the module's Ray running
+    first, second = _noop_records(tmp_path / "a"), _noop_records(tmp_path / "b")
     pids = {r["pid"] for r in first}
     assert len(first) == 12 and len(pids) <= 2 and os.getpid() not in pids  # 2 CPUs: 2 workers
     assert {r["metrics"]["data_opened"] for r in first} == {1}  # once per worker, not per cell
     assert all(r["metrics"]["pid"] == r["pid"] for r in first)
-    _run_noop(RunStore(tmp_path / "b"), 6, executor)  # the next table: the same processes
-    assert {r["pid"] for r in _noop_records(tmp_path / "b")} <= pids
-    executor.shutdown()  # stops the workers it started, and leaves the module's Ray running
+    assert {r["pid"] for r in second} <= pids
     deadline = time.time() + 20
     while any(_alive(pid) for pid in pids) and time.time() < deadline:
         time.sleep(0.1)

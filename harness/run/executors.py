@@ -96,7 +96,7 @@ class RayExecutor:
     cluster's resources fit, each taking one cell at a time. Without an address (and
     without ``RAY_ADDRESS``) it starts a local Ray instance for this run: no dashboard, no
     usage stats, a small object store (only configs, a study's spec and outcomes travel
-    through it)."""
+    through it). The workers stay, holding their resources, until :meth:`shutdown`."""
 
     address: str | None = None
     gpus_per_cell: float = 1.0
