@@ -137,9 +137,9 @@ class RayExecutor:
     def _slots(self, ray: Any, resources: dict[str, float]) -> int:
         """How many cells the cluster runs at once; refuses a cell it cannot fit."""
         have = ray.cluster_resources()
-        fits = [int(have.get("CPU", 0) // resources["num_cpus"] + 1e-9)]
+        fits = [int(have.get("CPU", 0) / resources["num_cpus"] + 1e-9)]  # 2 / 0.2 is 10
         if resources["num_gpus"]:
-            fits.append(int(have.get("GPU", 0) // resources["num_gpus"] + 1e-9))
+            fits.append(int(have.get("GPU", 0) / resources["num_gpus"] + 1e-9))
         if min(fits) < 1:
             raise UserError(
                 f"a cell asks for {resources['num_cpus']:g} CPUs and {resources['num_gpus']:g} "
