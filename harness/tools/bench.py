@@ -53,6 +53,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from harness.core.machine import NOISY  # IQR / median above this: flagged noisy
 from harness.core.runtime import resolve_device
 from harness.data.classification import ClassificationData
 from harness.store.records import atomic_write_text, check_writable_dir, environment
@@ -234,7 +235,6 @@ def train_step(variant: str, batch_size: int, device: torch.device) -> Workload:
     return Workload(step, tuple(x.shape), 9 * params * 4, flops, device)
 
 
-NOISY = 0.1  # IQR / median above this: the measurement is flagged noisy
 # Wall-time budget (s) of one op's timing and of one interleaved ratio: full, quick
 OP_BUDGET_S = {False: 1.0, True: 0.1}
 RATIO_BUDGET_S = {False: 1.0, True: 0.4}
