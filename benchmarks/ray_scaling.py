@@ -18,7 +18,9 @@ Targets (issue 29): ``ray`` no slower than ``local`` on Table 1's smoke, and ``r
     python benchmarks/ray_scaling.py --profile demo --modes ray-1 ray
 
 Writes ``reports/bench/ray_scaling-PROFILE.json``. The numbers hold for this machine only,
-and a busy machine slows the two-worker run most: read the load averages printed beside.
+and a busy machine slows the two-worker run most: read the load averages printed beside,
+and the parallel ceiling measured before and after the runs (how much more CPU work two
+processes get done than one; no two-worker speed-up can exceed it).
 """
 
 from __future__ import annotations
@@ -45,6 +47,12 @@ ONE_WORKER = (
     "from harness.cli import main\n"
     "try:\n    code = main(sys.argv[1:])\nfinally:\n    ray.shutdown()\nsys.exit(code)"
 )
+# a CPU-bound probe: one-thread matmuls for a fixed time, printing how many it did
+PROBE = (
+    "import time, torch\ntorch.set_num_threads(1)\nx = torch.randn(256, 256)\n"
+    "end, n = time.perf_counter() + {seconds}, 0\n"
+    "while time.perf_counter() < end:\n    x @ x\n    n += 1\nprint(n)"
+)
 MODES = {
     "local": ([sys.executable, "-m", "harness"], []),
     "ray": ([sys.executable, "-m", "harness"], ["--executor", "ray"]),
@@ -66,6 +74,21 @@ def _timed_run(table: str, profile: str, mode: str) -> tuple[float, int]:
     if done.returncode != 0 or match is None or int(match[3]):
         sys.exit(f"{' '.join(command)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
     return seconds, int(match[1])
+
+
+def parallel_ceiling(seconds: float = 4.0) -> float:
+    """How much more work two one-thread processes of ours get done than one, right now:
+    2.0 on two idle cores, 1.0 when the other load leaves us one core. No speed-up of
+    two workers over one can exceed it."""
+
+    def probes(count: int) -> list[int]:
+        command = [sys.executable, "-c", PROBE.format(seconds=seconds)]
+        running = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+                   for _ in range(count)]  # fmt: skip
+        return [int(p.communicate()[0]) for p in running]
+
+    alone = probes(1)[0]
+    return sum(probes(2)) / alone
 
 
 def _table(table: str, profile: str, modes: list[str], repeats: int) -> dict[str, Any]:
@@ -117,13 +140,20 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
+    ceiling = [parallel_ceiling()]
     results = [_table(t, args.profile, args.modes, args.repeats) for t in args.tables]
+    ceiling.append(parallel_ceiling())
     for r in results:
         print(_line(r))
+    print(
+        f"two processes did {ceiling[0]:.2f}x one's CPU work before the runs and "
+        f"{ceiling[1]:.2f}x after (2.00: two free cores)"
+    )
     out = ROOT / "reports" / "bench" / f"ray_scaling-{args.profile}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"when": datetime.now(UTC).isoformat(timespec="seconds"),
-                               "cores": os.cpu_count(), "results": results}, indent=1))  # fmt: skip
+                               "cores": os.cpu_count(), "parallel_ceiling": ceiling,
+                               "results": results}, indent=1))  # fmt: skip
     print(f"wrote {out}")
 
 
