@@ -369,8 +369,8 @@ def compiled_candidate(
     spatial FP at the benchmark's shapes until ``deadline``."""
     found: dict[str, Any] = {"impl": impl, "compiled": False, "same": None, "ratios": []}
     torch._dynamo.reset()
-    pool = torch.compile(TopKPool(32, impl=impl), dynamic=False, fullgraph=True)
     try:
+        pool = torch.compile(TopKPool(32, impl=impl), dynamic=False, fullgraph=True)
         outputs = topk_outputs(pool, *ties_input(ctx.device))
     except Exception as exc:  # a candidate that does not compile is reported, not fatal
         return {**found, "error": _first_line(exc)}
@@ -603,7 +603,7 @@ def _run_check(ctx: Context, name: str, budget_s: float | None) -> Outcome:
     try:
         outcome = CHECKS[name][1](ctx)
     except Exception as exc:  # a crashed check is a failed check; the rest still run
-        outcome = verdict(False, f"{type(exc).__name__}: {exc}")
+        outcome = verdict(False, _first_line(exc))
     outcome.seconds = time.perf_counter() - begin
     return outcome
 
