@@ -83,7 +83,16 @@ def test_doctor_on_the_cpu_passes_with_a_shrunk_budget(tmp_path):
     result = json.loads(next(out.glob("doctor-cpu-*.json")).read_text())
     assert [c["name"] for c in result["checks"]] == list(doctor.CHECKS)
     statuses = {c["name"]: c["status"] for c in result["checks"]}
-    for name in ("table1-fp32", "table1-bf16", "vgg-epoch", "bench", "topk", "timing", "torchrun"):
+    for name in (
+        "table1-fp32",
+        "table1-bf16",
+        "vgg-epoch",
+        "train-step",
+        "bench",
+        "topk",
+        "timing",
+        "torchrun",
+    ):
         assert statuses[name] == "pass", name
     assert all(c["figure"] for c in result["checks"]) and result["passed"]
     assert result["env"]["torch"] == torch.__version__

@@ -96,6 +96,7 @@ def stock_transform(
 
 
 Step = Callable[[], None]
+PREFETCH = 2  # batches each DataLoader worker prepares ahead (torch's default)
 
 
 def harness_step(
@@ -138,6 +139,7 @@ class StockLoop:
         self.loader = DataLoader(
             dataset, batch_size=protocol.batch_size, shuffle=True, num_workers=workers,
             pin_memory=device.type == "cuda", drop_last=True,
+            prefetch_factor=PREFETCH if workers else None,
             generator=torch.Generator().manual_seed(0),
         )  # fmt: skip
         self._batches: Iterator[tuple[Tensor, Tensor]] | None = None
@@ -170,24 +172,29 @@ class StockLoop:
 @dataclass(frozen=True)
 class Plan:
     """How long to time: ``rounds`` of ``steps`` timed steps per side, each block after
-    ``warmup`` untimed ones."""
+    ``warmup`` untimed ones, and on the stock side also after as many as its workers
+    prefetch: what they prepared while the first batch was awaited would otherwise be
+    consumed inside the timed steps, without the wait a steady state has."""
 
     rounds: int = 3
     steps: int = 5
     warmup: int = 2
 
-    def images(self, batch_size: int) -> int:
-        """Images enough for a round's steps of each side without repeating a batch."""
-        return batch_size * (self.warmup + self.steps)
+    def stock_warmup(self, workers: int) -> int:
+        return self.warmup + PREFETCH * workers
+
+    def images(self, batch_size: int, workers: int) -> int:
+        """Images enough for a stock block without starting a new epoch (and workers)."""
+        return batch_size * (self.stock_warmup(workers) + self.steps)
 
 
-def timed_block(step: Step, plan: Plan, device: torch.device) -> float:
-    """Seconds of ``plan.steps`` synchronised calls after ``plan.warmup`` untimed ones."""
-    for _ in range(plan.warmup):
+def timed_block(step: Step, warmup: int, steps: int, device: torch.device) -> float:
+    """Seconds of ``steps`` synchronised calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
         step()
     synchronize(device)
     begin = time.perf_counter()
-    for _ in range(plan.steps):
+    for _ in range(steps):
         step()
     synchronize(device)
     return time.perf_counter() - begin
@@ -206,18 +213,21 @@ def compare(
 ) -> dict[str, Any]:  # fmt: skip
     """Images/s of each side and the harness's over the stock loop's (see module doc).
 
-    ``data`` is in host memory; its first ``plan.images(batch)`` training images are used.
+    ``data`` is in host memory; its first ``plan.images(batch, workers)`` training images
+    are used.
     """
     workers = default_workers(device) if workers is None else workers
-    data = data.limited(plan.images(protocol.batch_size), None)
+    data = data.limited(plan.images(protocol.batch_size, workers), None)
     harness = harness_step(variant, data.to(device), protocol, device, runtime)
     stock = StockLoop(variant, data, protocol, device, workers)
     images = protocol.batch_size * plan.steps
     rates: dict[str, list[float]] = {"harness": [], "stock": []}
     for _ in range(plan.rounds):
-        rates["harness"].append(images / timed_block(harness, plan, device))
+        seconds = timed_block(harness, plan.warmup, plan.steps, device)
+        rates["harness"].append(images / seconds)
         with stock.running() as step:
-            rates["stock"].append(images / timed_block(step, plan, device))
+            seconds = timed_block(step, plan.stock_warmup(workers), plan.steps, device)
+            rates["stock"].append(images / seconds)
     ratio = Estimate.of([h / s for h, s in zip(rates["harness"], rates["stock"], strict=True)])
 
     def side(name: str, execution: str) -> dict[str, Any]:
@@ -227,6 +237,7 @@ def compare(
     return {
         "variant": variant, "device": device.type, "batch_size": protocol.batch_size,
         "rounds": plan.rounds, "steps_per_round": plan.steps, "warmup_steps": plan.warmup,
+        "stock_warmup_steps": plan.stock_warmup(workers),
         "harness": side("harness", f"{runtime.label}, device-resident uint8, batch augmentation"),
         "stock": side("stock", f"fp32, DataLoader(num_workers={workers}), transforms.v2"),
         "workers": workers, "ratio": _estimate(ratio, "ratio"),
@@ -294,7 +305,8 @@ def measure(
     batch = batch_size or (QUICK_BATCH if quick else work.protocol.batch_size)
     protocol = replace(work.protocol, batch_size=batch)
     variant = variant or work.variant
-    data = work.data(plan.images(batch))
+    workers = default_workers(device) if workers is None else workers
+    data = work.data(plan.images(batch, workers))
     before = os.getloadavg()
     with timing_threads(device, quick):  # quick on a CPU: one thread, as bench --quick
         threads = torch.get_num_threads()
