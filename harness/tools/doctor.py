@@ -385,8 +385,10 @@ def compiled_candidate(
             if time.perf_counter() > deadline:
                 break
             try:
-                found["ratios"] += [bench.topk_ratio(case, p, ctx.device, quick, impl, compiled=True)
-                                    for p in bench.PASSES]  # fmt: skip
+                found["ratios"] += [
+                    bench.topk_ratio(case, p, ctx.device, quick, impl, compiled=True)
+                    for p in bench.PASSES
+                ]
             except Exception as exc:
                 return {**found, "error": f"at {case.name}: {_first_line(exc)}"}
     return found
@@ -688,7 +690,7 @@ def add_doctor_parser(sub: argparse._SubParsersAction) -> None:
     doctor.add_argument("--quick", action="store_true",
                         help="shrunk budget (the test suite): smaller VGG batch, short timings")  # fmt: skip
     doctor.add_argument("--budget-s", type=float, metavar="S",
-                        help="start no check after S seconds (those left are reported skipped)")  # fmt: skip
+                        help="start no check after S seconds (the rest are skipped)")  # fmt: skip
     doctor.add_argument("--only", metavar="CHECK[,CHECK]",
                         help=f"run these checks only, even where skipped by default: {', '.join(CHECKS)}")  # fmt: skip
 

@@ -317,7 +317,8 @@ def measure(
         result[side]["epoch_s"] = work.epoch_images / result[side]["images_per_s"]
     return {"what": f"{name}: images/s of the harness's training path and of a stock "
             "DataLoader loop, same model, optimiser, batch and augmentation",
-            "workload": name, "quick": quick, "threads": threads, "data": data.description, **result,
+            "workload": name, "quick": quick, "threads": threads, "data": data.description,
+            **result,
             "epoch_images": work.epoch_images, "env": environment(device),
             "load_average": {"before": before, "after": os.getloadavg(), "cpus": os.cpu_count()},
             "date": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
@@ -340,6 +341,9 @@ def parse(argv: list[str] | None, workload: str | None = None) -> argparse.Names
                    "(default: up to 8 with a GPU, half the cores without)")  # fmt: skip
     p.add_argument("--amp", choices=AMP_MODES, default="off", help="harness side only")
     p.add_argument("--compile", action="store_true", help="harness side only")
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                   help="harness side in the default layout, as the stock side: only the data "
+                   "path differs")  # fmt: skip
     p.add_argument(
         "--out", type=Path, help="the JSON (default reports/bench/throughput-WORKLOAD.json)"
     )
@@ -370,13 +374,15 @@ def main(argv: list[str] | None = None, workload: str | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     torch.backends.cudnn.benchmark = True
+    runtime = Runtime(amp=args.amp, compile=args.compile, channels_last=args.channels_last)
     result = measure(
         args.workload, device, quick=args.quick, plan=_plan(args), batch_size=args.batch_size,
-        runtime=Runtime(amp=args.amp, compile=args.compile), workers=args.workers,
+        runtime=runtime, workers=args.workers,
     )  # fmt: skip
     print(summary(result))
-    print(f"epoch ({result['epoch_images']} images): harness {result['harness']['epoch_s']:.1f} s, "
-          f"stock {result['stock']['epoch_s']:.1f} s [{result['harness']['execution']}]")  # fmt: skip
+    harness, stock = result["harness"], result["stock"]
+    print(f"epoch ({result['epoch_images']} images): harness {harness['epoch_s']:.1f} s, "
+          f"stock {stock['epoch_s']:.1f} s [{harness['execution']}]")  # fmt: skip
     atomic_write_text(out, json.dumps(result, indent=1) + "\n")
     print(f"wrote {out}")
     return 0
