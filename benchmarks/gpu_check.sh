@@ -15,7 +15,7 @@
 # doctor's process (timing, top-k and its compiled candidates, Table 1's images/s against a
 # stock DataLoader loop, the op benchmark) before the subprocesses (VGG-16's images/s, the
 # smoke runs), whose time limits are cut to what is left; none starts after BUDGET_S seconds
-# (default 420) and those left are reported skipped. `--only`/`--budget-s` given here win.
+# (default 360) and those left are reported skipped. `--only`/`--budget-s` given here win.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -42,7 +42,7 @@ mkdir -p benchmarks/results
 ORDER=timing,topk,topk-compile,train-step,bench,vgg-epoch,table1-fp32,table1-bf16,torchrun,table4,table1-compile,ray
 status=0
 "$PYTHON" -m harness doctor --device cuda --out benchmarks/results --only "$ORDER" \
-    --budget-s "${BUDGET_S:-420}" "$@" || status=$?
+    --budget-s "${BUDGET_S:-360}" "$@" || status=$?
 if [[ -n "${OUT:-}" ]]; then
     cp "$(ls -t benchmarks/results/doctor-*.json | head -1)" "$(ls -t benchmarks/results/doctor-*.md | head -1)" "$OUT"/
 fi
