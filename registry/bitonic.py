@@ -18,26 +18,31 @@ the values themselves, which is cheaper.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-__all__ = ["KEY_DTYPES", "topk", "topk_values"]
+__all__ = ["BITS", "topk", "topk_values"]
 
-# Float dtype -> (same-width integer view, key dtype twice as wide)
-KEY_DTYPES = {
-    torch.float32: (torch.int32, torch.int64),
-    torch.float16: (torch.int16, torch.int32),
-    torch.bfloat16: (torch.int16, torch.int32),
-}
+# Float dtypes the keyed (gradient) path takes -> the same-width integer view of their bits
+BITS = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}
 
 # A chunk of pixels is packed, sorted and unpacked in two buffers of this many bytes
-# together, small enough to stay in a core's L2 cache (1 MB on the AMD EPYC
-# it was tuned on: 1 MB chunks took 0.55-0.7x the time of 16 MB ones with int64 keys at
-# 32 and 256 channels, benchmarks/NOTES.md).
+# together when gradients need keys, small enough to stay in a core's L2 cache with the
+# chunk's other temporaries (1 MB on the AMD EPYC it was tuned on: 1 MB chunks took 0.55-0.7x the
+# time of 16 MB ones with int64 keys at 32 and 256 channels, benchmarks/NOTES.md).
 _CHUNK_BYTES = 1 << 20
+# Sorting values alone makes no other temporaries; there, chunks this many times larger were faster
+# at 512 channels (fewer, longer ops: 2.0-2.5x spatial FP instead of 3.1-5.4x at 4 MB vs
+# 1 MB, benchmarks/NOTES.md) and no slower elsewhere.
+_VALUES_CHUNK_SCALE = 4
 
 
 def _crossed(o: Tensor) -> tuple[Tensor, Tensor]:
@@ -55,10 +60,14 @@ def _crossed(o: Tensor) -> tuple[Tensor, Tensor]:
 Op = tuple[Callable[..., Tensor], Tensor, Tensor, Tensor]
 
 
-def _stages(t: Tensor, spare: Tensor, k: int, descending: bool) -> tuple[list[Op], Tensor]:
+def _stages(
+    t: Tensor, spare: Tensor, k: int, descending: bool, keep_dropped: bool = False
+) -> tuple[list[Op], Tensor, list[Tensor]]:
     """The network that sorts the columns of ``t`` (C, P), C a power of two: its ops, each
-    ``fn(a, b, out=out)`` on views of ``t`` and ``spare``, and the view holding the first
-    k rows once they have run.
+    ``fn(a, b, out=out)`` on views of ``t`` and ``spare``, the view holding the rows still
+    live once they have run (sorted; the first k are the answer) and, with
+    ``keep_dropped``, the views where the losers of the dropping merges went (rows of
+    either buffer that no later op touches).
 
     The two buffers are ping-ponged and both overwritten. Below the top level, blocks
     alternate direction (the standard bitonic sort); the top-level merge drops the half
@@ -82,18 +91,21 @@ def _stages(t: Tensor, spare: Tensor, k: int, descending: bool) -> tuple[list[Op
             src, dst = dst, src
             dist //= 2
         block *= 2
-    live, dist = c, c // 2
+    live, dist, dropped = c, c // 2, []
     while dist >= 1:
         s = src[:live].view(live // (2 * dist), 2, dist, p)
         if k <= dist:  # only the winning half of the single live block is needed
             ops.append((first, s[0, 0], s[0, 1], dst[:dist]))
+            if keep_dropped:
+                ops.append((second, s[0, 0], s[0, 1], dst[dist : 2 * dist]))
+                dropped.append(dst[dist : 2 * dist])
             live = dist
         else:
             o = dst[:live].view(live // (2 * dist), 2, dist, p)
             ops += [(first, s[:, 0], s[:, 1], o[:, 0]), (second, s[:, 0], s[:, 1], o[:, 1])]
         src, dst = dst, src
         dist //= 2
-    return ops, src[:k]
+    return ops, src[:live], dropped
 
 
 def _chunks(n: int, hw: int, step: int) -> Iterator[tuple[slice, slice]]:
@@ -108,18 +120,77 @@ def _chunks(n: int, hw: int, step: int) -> Iterator[tuple[slice, slice]]:
             yield slice(image, image + per), slice(0, hw)
 
 
-Fill = Callable[[Tensor, Tensor, dict[str, Tensor]], None]
-Emit = Callable[[Tensor, slice, slice], None]
+class _Chunk(NamedTuple):
+    """One chunk once its network has run: what an ``emit`` callback receives."""
+
+    rows: Tensor  # (live, n, p): the rows still in play, sorted; the first k are the answer
+    dropped: list[Tensor]  # (d, n, p) each: rows the last merges dropped (if asked), unsorted
+    planes: Tensor  # (C, n, p): the chunk's input, a view of the caller's tensor
+    images: slice
+    pixels: slice
+
+
+Fill = Callable[[Tensor, Tensor, Tensor], None]
+Emit = Callable[[_Chunk], None]
+
+
+@dataclass
+class _Workspace:
+    """A thread's two chunk buffers and the networks built on views of them."""
+
+    buffer: Tensor
+    spare: Tensor
+    plans: dict[int, tuple[list[Op], Tensor, list[Tensor]]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+# Workspaces kept between calls, so a layer called every step does not rebuild its
+# network's ~100-1000 views (about a millisecond of Python at 512 channels) or
+# re-allocate its buffers; the oldest go once there are more than this many.
+_WORKSPACES_KEPT = 16
+_workspaces: OrderedDict[tuple[object, ...], _Workspace] = OrderedDict()
+_workspaces_lock = threading.Lock()
+
+
+@contextmanager
+def _workspace(key: tuple[object, ...]) -> Iterator[_Workspace]:
+    """The kept workspace for ``key`` (slot, C, columns, dtype, device, ...), or a fresh
+    one while another thread is using it."""
+    with _workspaces_lock:
+        space = _workspaces.get(key)
+        if space is None:
+            _, c, cols, dtype, device, *_ = key
+            buffer = torch.empty((c, cols), dtype=dtype, device=device)
+            space = _workspaces[key] = _Workspace(buffer, torch.empty_like(buffer))
+            while len(_workspaces) > _WORKSPACES_KEPT:
+                _workspaces.popitem(last=False)
+        _workspaces.move_to_end(key)
+    if not space.lock.acquire(blocking=False):
+        space = _Workspace(torch.empty_like(space.buffer), torch.empty_like(space.buffer))
+        space.lock.acquire()
+    try:
+        yield space
+    finally:
+        space.lock.release()
 
 
 def _select(
-    planes: Tensor, k: int, descending: bool, dtype: torch.dtype, fill: Fill, emit: Emit
+    planes: Tensor,
+    k: int,
+    descending: bool,
+    dtype: torch.dtype,
+    fill: Fill,
+    emit: Emit,
+    chunk_bytes: int,
+    keep_dropped: bool = False,
 ) -> None:
     """Top k of every pixel of ``planes`` (C, N, H*W), one cache-sized chunk at a time.
 
-    ``fill(chunk, buffer, scratch)`` writes a chunk's (C, n, p) planes into a ``dtype``
-    buffer of that shape (``scratch``: a dict the caller may keep temporaries in, one per
-    thread); ``emit(top, images, pixels)`` receives the chunk's first k rows (k, n, p).
+    Each chunk's two buffers take at most ``chunk_bytes``, and there are at least as
+    many chunks as threads. ``fill(chunk, buffer, spare)`` writes a chunk's (C, n, p)
+    planes into a ``dtype`` buffer of that shape (``spare``, another, is free to use
+    until the network runs); ``emit`` then receives the sorted rows, and with
+    ``keep_dropped`` the rows the network dropped (to learn the best unselected key).
 
     On a CPU with several torch threads, chunks are shared out among as many Python
     threads, each running torch single-threaded on its own buffers (torch releases the
@@ -131,27 +202,30 @@ def _select(
     if c & (c - 1):
         raise ValueError(f"the bitonic network needs a power-of-two channel count, got {c}")
     itemsize = torch.empty((), dtype=dtype).element_size()
-    step = max(1, _CHUNK_BYTES // (2 * c * itemsize))
+    threads = torch.get_num_threads() if planes.device.type == "cpu" else 1
+    step = max(1, min(chunk_bytes // (2 * c * itemsize), -(-n * hw // threads)))
     chunks = list(_chunks(n, hw, step))
-    threads = min(torch.get_num_threads(), len(chunks)) if planes.device.type == "cpu" else 1
+    threads = min(threads, len(chunks))
 
     def work(first: int) -> None:
         if threads > 1:
             torch.set_num_threads(1)  # this thread's OpenMP setting only
-        buffer = torch.empty((c, min(step, n * hw)), dtype=dtype, device=planes.device)
-        spare = torch.empty_like(buffer)
-        plans: dict[int, tuple[list[Op], Tensor]] = {}
-        scratch: dict[str, Tensor] = {}
-        for images, pixels in chunks[first::threads]:
-            chunk = planes[:, images, pixels]
-            size = chunk.shape[1] * chunk.shape[2]
-            if size not in plans:  # every chunk but the last has the first one's size
-                plans[size] = _stages(buffer[:, :size], spare[:, :size], k, descending)
-            ops, top = plans[size]
-            fill(chunk, buffer[:, :size].view(chunk.shape), scratch)
-            for fn, a, b, out in ops:
-                fn(a, b, out=out)
-            emit(top.view(k, *chunk.shape[1:]), images, pixels)
+        cols = min(step, n * hw)
+        key = (first, c, cols, dtype, planes.device, k, descending, keep_dropped)
+        with _workspace(key) as space:
+            for images, pixels in chunks[first::threads]:
+                chunk = planes[:, images, pixels]
+                size = chunk.shape[1] * chunk.shape[2]
+                a, b = space.buffer[:, :size], space.spare[:, :size]
+                if size not in space.plans:  # every chunk but the last has the first's size
+                    space.plans[size] = _stages(a, b, k, descending, keep_dropped)
+                ops, rows, dropped = space.plans[size]
+                fill(chunk, a.view(chunk.shape), b.view(chunk.shape))
+                for fn, left, right, out in ops:
+                    fn(left, right, out=out)
+                shape = chunk.shape[1:]
+                lost = [rows.view(-1, *shape) for rows in dropped]
+                emit(_Chunk(rows.view(-1, *shape), lost, chunk, images, pixels))
 
     if threads == 1:
         work(0)
@@ -171,52 +245,193 @@ def topk_values(x: Tensor, k: int, largest: bool) -> Tensor:
     out = torch.empty((n, k, h, w), dtype=x.dtype, device=x.device)
     rows = out.view(n, k, h * w)
 
-    def emit(top: Tensor, images: slice, pixels: slice) -> None:
-        rows[images, :, pixels] = top.transpose(0, 1)
+    def emit(done: _Chunk) -> None:
+        rows[done.images, :, done.pixels] = done.rows[:k].transpose(0, 1)
 
     planes = x.detach().transpose(0, 1).flatten(2)
-    _select(planes, k, largest, x.dtype, lambda chunk, buf, _: buf.copy_(chunk), emit)
+    copy = lambda chunk, buf, _spare: buf.copy_(chunk)  # noqa: E731
+    _select(planes, k, largest, x.dtype, copy, emit, _CHUNK_BYTES * _VALUES_CHUNK_SCALE)
     return out
 
 
-def _topk_index(x: Tensor, k: int, largest: bool) -> Tensor:
-    """Channels (int64, (N, k, H, W)) of the k largest (smallest) values at each pixel,
-    in output order: by value, equal values by channel.
+def _topk_index(x: Tensor, k: int, largest: bool) -> tuple[Tensor, Tensor]:
+    """Channels (int64) and values of the k largest (smallest) values at each pixel of
+    ``x`` (N, C, H, W), both (N, k, H, W), in output order: by value, equal values by
+    channel.
 
-    The network sorts integer keys that hold each value's order-preserving bits above
-    its channel. Keys are built per chunk in a few passes: ``+ 0.0`` turns -0.0 into
-    +0.0 (they tie, as in the reference), the float bits of negative values get their
-    magnitude bits flipped (a monotone map to int), and one add widens them, shifted
-    by the channel bits (negated for largest), and adds the channel.
+    The network sorts 32-bit integer keys: a value's order-preserving bits (``+ 0.0``
+    turns -0.0 into +0.0, which tie in the reference too; negative values get their
+    magnitude bits flipped), inverted for largest, above its channel. A 16-bit float's
+    bits fit whole. A float32's do not: its lowest log2(C) bits give way to the
+    channel, so values that differ only there rank by channel, and :func:`_repair` then
+    puts each chunk right from its full bits. Half the bytes of 64-bit keys, so the
+    network costs about what sorting the values themselves does.
     """
     n, c, h, w = x.shape
-    int_dtype, key_dtype = KEY_DTYPES[x.dtype]
-    width = torch.iinfo(int_dtype).bits
-    magnitude = torch.iinfo(int_dtype).max
-    channel = torch.arange(c, dtype=key_dtype, device=x.device).view(c, 1, 1)
-    scale = -(1 << width) if largest else 1 << width
+    bits_dtype = BITS[x.dtype]
+    cut = c.bit_length() - 1 if bits_dtype == torch.int32 else 0  # value bits given up
+    field = cut if cut else 16  # the channel's bits at the bottom of the key
+    low = (1 << field) - 1
+    channel = torch.arange(c, dtype=torch.int32, device=x.device).view(c, 1, 1)
 
-    def fill(chunk: Tensor, keys: Tensor, scratch: dict[str, Tensor]) -> None:
-        if "bits" not in scratch or scratch["bits"].shape != chunk.shape:
-            scratch["bits"] = torch.empty(chunk.shape, dtype=int_dtype, device=x.device)
-            scratch["sign"] = torch.empty_like(scratch["bits"])
-        bits, sign = scratch["bits"], scratch["sign"]
-        torch.add(chunk, 0.0, out=bits.view(x.dtype))
-        torch.bitwise_right_shift(bits, width - 1, out=sign)
-        sign &= magnitude
-        bits ^= sign
-        torch.add(channel, bits, alpha=scale, out=keys)
+    def fill(chunk: Tensor, keys: Tensor, spare: Tensor) -> None:
+        if cut:
+            keys.view(x.dtype).copy_(chunk)
+            _to_order(keys, spare, cut)
+            keys &= ~low
+        else:  # a 16-bit float's bits, widened, above a 16-bit channel field
+            bits = chunk.contiguous().view(bits_dtype).clone()
+            _to_order(bits, torch.empty_like(bits))
+            keys.copy_(bits).mul_(1 << field)
+        if largest:
+            keys ^= ~low  # reverses the order of the value bits, keeps the channel field
+        keys |= channel
 
     index = torch.empty((n, k, h, w), dtype=torch.int64, device=x.device)
-    rows = index.view(n, k, h * w)
-    low = (1 << width) - 1
+    values = torch.empty((n, k, h, w), dtype=x.dtype, device=x.device)
+    index_rows, value_rows = index.view(n, k, h * w), values.view(n, k, h * w)
 
-    def emit(top: Tensor, images: slice, pixels: slice) -> None:
-        rows[images, :, pixels] = (top & low).transpose(0, 1)
+    def emit(done: _Chunk) -> None:
+        chosen = (done.rows[:k] & low).long()
+        picked = done.planes.gather(0, chosen)
+        if cut:
+            picked = _repair(done, chosen, picked, largest, cut)
+        index_rows[done.images, :, done.pixels] = chosen.transpose(0, 1)
+        value_rows[done.images, :, done.pixels] = picked.transpose(0, 1)
 
     planes = x.detach().transpose(0, 1).flatten(2)
-    _select(planes, k, False, key_dtype, fill, emit)
-    return index
+    _select(planes, k, False, torch.int32, fill, emit, _CHUNK_BYTES, keep_dropped=bool(cut))
+    return index, values
+
+
+# Odd-even transposition rounds tried on a chunk's truncation misorders before its
+# still-unsorted pixels go to the stable sort: a run of values that agree in all but
+# their lowest bits needs about one round per two of its members.
+_REPAIR_ROUNDS = 4
+
+
+def _repair(done: _Chunk, chosen: Tensor, picked: Tensor, largest: bool, cut: int) -> Tensor:
+    """Make ``chosen`` (k, n, p), ranked by keys that lost ``cut`` value bits, exact (in
+    place) and return its values; ``picked`` holds them as ranked.
+
+    Inside the top k, values that share a truncated key are adjacent but ranked by
+    channel: a few odd-even transposition rounds, swapping only strictly misordered
+    neighbours (so equal values keep their channel order), sort them. At the cut, an
+    unselected value may share the last selected one's truncated key; when that group
+    holds unequal values the pixel is redone with the reference's stable sort, as is
+    any still unsorted. Random data rarely needs the sort; ties (ReLU's zeros) share
+    all their bits and need neither.
+    """
+    redo = _unsorted(picked, largest)
+    if redo is not None:
+        picked = _transpose(chosen, picked, largest)
+        redo = _unsorted(picked, largest)
+    mixed = _mixed_at_cut(done, chosen, cut)
+    if mixed is not None:
+        redo = mixed if redo is None else redo | mixed
+    if redo is None:
+        return picked
+    k, columns = chosen.shape[0], redo.flatten().nonzero().squeeze(1)
+    planes = done.planes.reshape(done.planes.shape[0], -1)[:, columns]
+    exact = torch.sort(planes, dim=0, descending=largest, stable=True).indices[:k]
+    chosen.view(k, -1)[:, columns] = exact
+    return done.planes.gather(0, chosen)
+
+
+def _unsorted(values: Tensor, largest: bool) -> Tensor | None:
+    """The pixels (n, p) whose ``values`` (k, n, p) are out of order, or None if none is."""
+    if values.shape[0] < 2:
+        return None
+    wrong = values[:-1] < values[1:] if largest else values[:-1] > values[1:]
+    pixels = wrong.view(torch.uint8).amax(0)  # a bool reduction is ~10x slower here
+    return pixels.bool() if bool(pixels.amax()) else None
+
+
+def _transpose(chosen: Tensor, picked: Tensor, largest: bool) -> Tensor:
+    """Odd-even transposition rounds on (value, channel) pairs until sorted or
+    :data:`_REPAIR_ROUNDS` have run; fixes ``chosen`` and returns the values.
+
+    The first round runs on every pixel of the chunk, later ones only on the pixels
+    still unsorted (runs of three or more near-equal values: a few per chunk)."""
+    k = chosen.shape[0]
+    # each value's bits above its channel (one int64), so one swap moves both
+    pairs = (picked.view(torch.int32).long() * (1 << 32) | chosen).view(k, -1)
+    columns = None
+    for _ in range(_REPAIR_ROUNDS):
+        work = pairs if columns is None else pairs[:, columns]
+        values = _high_halves(work)
+        for start in (0, 1):
+            a, b = work[start:-1:2], work[start + 1 :: 2]
+            va, vb = values[start:-1:2], values[start + 1 :: 2]
+            swap = (a ^ b) * (va < vb if largest else va > vb)
+            a ^= swap
+            b ^= swap
+        if columns is not None:
+            pairs[:, columns] = work
+        left = _unsorted(values, largest)
+        if left is None:
+            break
+        still = left.nonzero().squeeze(1)
+        columns = still if columns is None else columns[still]
+    torch.bitwise_and(pairs, (1 << 32) - 1, out=chosen.view(k, -1))
+    return _high_halves(pairs).view(picked.shape)
+
+
+def _high_halves(pairs: Tensor) -> Tensor:
+    """The float32 values held in the high 32 bits of int64 ``pairs`` (a view)."""
+    return pairs.view(torch.int32)[..., 1::2].view(torch.float32)
+
+
+def _mixed_at_cut(done: _Chunk, chosen: Tensor, cut: int) -> Tensor | None:
+    """The pixels (n, p) where an unselected value shares the last selected one's
+    truncated key and that group's values are not all equal, or None."""
+    k = chosen.shape[0]
+    unselected = _best_unselected(done, k)
+    if unselected is None:
+        return None
+    shared = (unselected >> cut) == (done.rows[k - 1] >> cut)
+    shared &= done.planes.gather(0, chosen[k - 1 :])[0] != 0  # zeros' group: zeros alone
+    if not bool(shared.view(torch.uint8).amax()):
+        return None
+    columns = shared.flatten().nonzero().squeeze(1)
+    group = _order_bits(done.planes.reshape(done.planes.shape[0], -1)[:, columns], cut)
+    last = group.gather(0, chosen.flatten(1)[k - 1 :, columns])
+    mixed = torch.zeros_like(shared)
+    mixed.view(-1)[columns] = (((group >> cut) == (last >> cut)) & (group != last)).any(0)
+    return mixed if bool(mixed.view(torch.uint8).amax()) else None
+
+
+def _to_order(bits: Tensor, sign: Tensor, cut: int = 0) -> None:
+    """Turn a float's bits, in place, into integers that order like the floats: sign and
+    magnitude become two's complement (``sign``: a scratch buffer like ``bits``).
+
+    -0.0 and +0.0 tie in the reference, so they must share a key. With ``cut`` low bits
+    to be given up, positive values also move up by 2^cut - 1: then the zeros' truncated
+    group holds nothing but zeros, and ReLU's tied zeros at the top k's cut need no check.
+    """
+    torch.bitwise_right_shift(bits, torch.iinfo(bits.dtype).bits - 1, out=sign)
+    bits &= torch.iinfo(bits.dtype).max
+    bits ^= sign
+    if cut:  # (m ^ s) - s for negatives, m + 2^cut - 1 for positives and +0.0
+        sign &= (1 << cut) - 2
+        bits += (1 << cut) - 1
+    bits -= sign
+
+
+def _order_bits(values: Tensor, cut: int) -> Tensor:
+    """:func:`_to_order` of a float32 tensor's values, as a new int32 tensor."""
+    bits = values.view(torch.int32).clone()
+    _to_order(bits, torch.empty_like(bits), cut)
+    return bits
+
+
+def _best_unselected(done: _Chunk, k: int) -> Tensor | None:
+    """The smallest key (n, p) that did not make the top k, or None when all did."""
+    rest = [rows.amin(0) for rows in (done.rows[k:], *done.dropped) if len(rows)]
+    best = rest[0] if rest else None
+    for other in rest[1:]:
+        best = torch.minimum(best, other)
+    return best
 
 
 class _SelectChannels(torch.autograd.Function):
@@ -243,7 +458,7 @@ def topk(x: Tensor, k: int, largest: bool) -> Tensor:
 
     Equal values are ordered by channel, as a stable sort orders them, and each
     output's gradient goes to the input it came from. Supports the dtypes in
-    :data:`KEY_DTYPES`; NaN is not supported.
+    :data:`BITS`; NaN is not supported.
     """
-    index = _topk_index(x, k, largest)
-    return _SelectChannels.apply(x, x.detach().gather(1, index), index)
+    index, values = _topk_index(x, k, largest)
+    return _SelectChannels.apply(x, values, index)

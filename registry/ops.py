@@ -109,7 +109,7 @@ def _bitonic_problem(x: Tensor) -> str | None:
     if channels & (channels - 1):
         return f"needs a power-of-two channel count, got {channels}"
     with_grad = x.requires_grad and torch.is_grad_enabled()
-    if with_grad and x.dtype not in bitonic.KEY_DTYPES:
+    if with_grad and x.dtype not in bitonic.BITS:
         return f"with gradients supports float16, bfloat16 and float32, got {x.dtype}"
     if not x.dtype.is_floating_point:
         return f"supports float dtypes, got {x.dtype}"

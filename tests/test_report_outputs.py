@@ -91,7 +91,7 @@ def test_time_columns_are_flagged_when_they_cannot_be_compared():
     calm = [_timed("A", [1.0, 1.0], contention=1), _timed("B", [1.0, 1.0], contention=1)]
     assert _timing_warnings(frame.assign(train_time_s_iqr=[0.1, 0.1]), calm, ["train_time_s"]) == []
     warnings = " | ".join(_timing_warnings(frame, calm, ["train_time_s"]))
-    assert "more than 25%" in warnings and "for B" in warnings
+    assert "more than 10%" in warnings and "for B" in warnings  # bench's noisy threshold
     busy = [_timed("A", [1.0], contention=3), _timed("B", [1.0], run="r2", contention=1)]
     warnings = " | ".join(_timing_warnings(frame, busy, ["train_time_s"]))
     assert "other cells shared the device: A" in warnings and "2 separate runs" in warnings

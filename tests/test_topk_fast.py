@@ -169,7 +169,7 @@ def test_values_are_the_inputs_bits_signed_zeros_included(dtype, largest):
     x[:, ::3] += torch.randn(3, 6, 4, 4, generator=gen).to(dtype)
     x.requires_grad_()
     got, want = topk_pool(x, 8, largest, impl="bitonic"), topk_pool(x, 8, largest, "reference")
-    bits = registry.bitonic.KEY_DTYPES[dtype][0]
+    bits = registry.bitonic.BITS[dtype]
     assert torch.equal(got.detach().view(bits), want.detach().view(bits))
 
 
@@ -187,3 +187,51 @@ def test_thread_count_changes_chunks_not_results(monkeypatch):
         torch.set_num_threads(before)
     for got, want in zip(*results, strict=True):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def _near(shape: tuple[int, ...], spread: int, seed: int) -> torch.Tensor:
+    """float32 maps whose values differ only in their lowest bits (1.0 plus 0..spread-1 ulps,
+    half of them negated): the 32-bit keys, which give those bits to the channel, tie them."""
+    gen = torch.Generator().manual_seed(seed)
+    bits = 0x3F800000 + torch.randint(0, spread, shape, generator=gen, dtype=torch.int32)
+    sign = torch.randint(0, 2, shape, generator=gen, dtype=torch.int32) << 31
+    return (bits | sign).view(torch.float32)
+
+
+@pytest.mark.parametrize("largest", [True, False])
+@pytest.mark.parametrize(
+    ("case", "redone"),
+    [
+        ("pairs", False),  # distinct values plus near-twins inside the top k: transposition
+        ("crowd", True),  # most values in a few truncated groups: back to the stable sort
+        ("straddle", True),  # 1 + 1 ulp and 1 + 2 ulps share a truncated key across the cut
+        ("denormal", False),  # zeros at the cut: their truncated group holds only zeros
+    ],
+)
+def test_float32_keys_that_lost_low_bits_are_repaired(monkeypatch, largest, case, redone):
+    shape, channels = (3, 64, 5, 4), 64
+    if case == "pairs":
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(2))
+        x[:, 1::2] = x[:, ::2] * (1 + 2**-22)  # each odd channel a near-twin of the one before
+    elif case == "crowd":
+        x = _near(shape, 4 * channels, seed=3)
+    elif case == "straddle":
+        x = torch.arange(channels, dtype=torch.float32).sub(channels / 2).mul(10)
+        x = x.view(1, channels, 1, 1).expand(shape).clone()  # channels 33.. hold 10 to 310
+        x.view(torch.int32)[:, (20, 31)] = torch.tensor(
+            [0x3F800001, 0x3F800002], dtype=torch.int32
+        ).view(1, 2, 1, 1)
+        x = x if largest else -x
+    else:
+        x = torch.zeros(shape)
+        x.view(torch.int32)[:, 1::4] = 1  # the smallest positive denormal, 1.4e-45
+        x.view(torch.int32)[:, 2::4] = -(2**31) + 1  # and its negative
+    upstream = torch.randn(3, channels // 2, 5, 4, generator=torch.Generator().manual_seed(4))
+    sorts = []
+    real_sort = torch.sort
+    monkeypatch.setattr(torch, "sort", lambda *a, **kw: sorts.append(1) or real_sort(*a, **kw))
+    got = run(x, channels // 2, largest, "bitonic", upstream)
+    assert bool(sorts) == redone
+    want = run(x, channels // 2, largest, "reference", upstream)
+    for a, b in zip(got, want, strict=True):
+        assert torch.equal(a.view(torch.int32), b.view(torch.int32))

@@ -22,11 +22,14 @@ import numpy as np
 
 from harness.core.errors import UserError
 from harness.core.lazy import lazy
+from harness.core.machine import NOISY
 from harness.core.metrics import Column, Metric, base_name, find_column
 from harness.core.runtime import DIVERGED_LOSS, Runtime
 from harness.core.task import get_task, tasks
 from harness.data.images import TEST_SETS
 from harness.render.provenance import provenance, reproducibility_latex, reproducibility_markdown
+from harness.render.timing import COLUMNS as TIMING_COLUMNS
+from harness.render.timing import claim_timing, marked, row_timing, timing_notes
 from harness.stats.claims import Check, check_all
 from harness.stats.intervals import (
     ALPHA,
@@ -193,13 +196,13 @@ def build_report(
         "image_notes": sorted({n for r in used for n in r.get("notes", [])}),
         "runs_dir": str(store.root / spec.name / profile),
         "paper_block": _paper_block(spec, None) if blocks == (None,) else "",
-        "timing": _timing_warnings(frame, used, spec.columns),
+        "timing": _timing_warnings(frame, used, spec.columns) + timing_notes(frame),
         **selection_meta(spec, measured, select_rule, baseline_row(spec) is not None),
         "stats": stats,
         "expected_best_of": BEST_OF,
         "provenance": provenance(used),
     }
-    checks = check_all(spec.claims, measured, blocks, profile)
+    checks = check_all(spec.claims, measured, blocks, profile, claim_timing(used, spec.columns))
     return Report(spec, profile, frame, meta, measured, checks, used)
 
 
@@ -253,7 +256,7 @@ def _variant_row(
             row[f"paper_{col}"] = paper.number(col)
     if not mine:  # nothing run: what the architecture alone says (None: unknown)
         row |= {k: _number(v) for k, v in architecture(spec, profile, variant).items()}
-    row |= _time_spread(mine, spec.columns)
+    row |= _time_spread(mine, spec.columns) | row_timing(mine, spec.columns)
     row["n_seeds"] = len({r["config"]["seed"] for r in mine})
     return row
 
@@ -272,7 +275,8 @@ def _ordered(frame: pd.DataFrame, spec: TableSpec, tested: bool, several: bool) 
             + (_comparison_columns(col) if tested and several else [])
             + ([f"paper_{col}"] if f"paper_{col}" in frame else [])
         )
-    frame = frame.reindex(columns=[*order, "n_seeds"])  # quoted rows lack measured columns
+    timing = [c for c in TIMING_COLUMNS if c in frame]  # appended: the CSV's older columns stay put
+    frame = frame.reindex(columns=[*order, "n_seeds", *timing])  # quoted rows lack measured ones
     for col in spec.columns:
         if column(col).integer:
             frame[col] = frame[col].round().astype("Int64")
@@ -453,7 +457,7 @@ def selection_meta(
 
 # the samples each time column is the median of: epochs (training), passes (testing)
 _TIME_SAMPLES = {"train_time_s": "epoch_times_s", "test_time_s": "test_times_s"}
-UNRELIABLE_SPREAD = 0.25  # IQR over median above which a time column is flagged
+UNRELIABLE_SPREAD = NOISY  # IQR over median above which a time column is flagged (bench's)
 
 
 def _time_spread(records: list[dict[str, Any]], columns: Iterable[str]) -> dict[str, float]:
@@ -527,10 +531,10 @@ def printed_columns(report: Report) -> list[str]:
 
 def _row_labels(report: Report) -> pd.DataFrame:
     f = report.frame
-    out = pd.DataFrame({"Row": [
+    out = pd.DataFrame({"Row": marked([
         label if variant else f"{label} (quoted, not measured)"
         for label, variant in zip(f["row"], f["variant"], strict=True)
-    ]})  # fmt: skip
+    ], f)})  # fmt: skip
     if "test_set" in f:
         out.insert(0, "Test set", f["test_set"].map(test_set_label))
     return out

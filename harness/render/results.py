@@ -16,6 +16,7 @@ from harness.core.errors import UserError
 from harness.core.lazy import lazy
 from harness.core.task import get_task
 from harness.render.report import Report, build_report, default_profile
+from harness.render.timing import cell_timing
 from harness.store.records import RunStore
 from harness.store.tracking import TRACKERS, Tracking
 from harness.tables.paper import TableSpec
@@ -67,6 +68,7 @@ def _row(record: dict[str, Any]) -> dict[str, Any]:
         "protocol_hash": record.get("cell_key"),  # the config less seed and noise level
         "config_hash": record.get("key"),
         "record": record["_path"],
+        **cell_timing(record),  # train_timing, test_timing: quiet, disturbed or unknown
     }
 
 

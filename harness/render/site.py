@@ -56,7 +56,7 @@ BANNERS = ("**Nothing has run**", "**Demo run**", "**Smoke run**")  # header lin
 # record fields that are measurements or bookkeeping, not where and how a cell ran
 _NOT_PROVENANCE = frozenset(
     {"config", "metrics", "history", "epoch_times_s", "test_times_s", "notes", "key",
-     "cell_key", "weights", "status", "diverged", "_path", "schema"}
+     "cell_key", "weights", "status", "diverged", "_path", "schema", "timing"}
 )  # fmt: skip
 _MAX_SHOWN = 4  # distinct values of a provenance field listed before "and N more"
 

@@ -214,6 +214,7 @@ def _record(
         "threads": torch.get_num_threads(),
         # most cells running at once on this host and device while this one ran
         "contention": contention,
+        "timing": result.timing(),  # each phase's spread and the machine's state meanwhile
         "started_at": started.isoformat(timespec="seconds"),
         "ended_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "wall_s": time.perf_counter() - clock,

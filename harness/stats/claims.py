@@ -16,6 +16,11 @@ numbers are shown all the same. An inconclusive verdict from 2 or more seeds say
 seeds would decide it: those with which the interval would clear the edge it spans with
 80% power, if the observed mean and spread were the truth
 (:func:`harness.stats.intervals.seeds_needed`).
+
+A claim that compares rows' times (top-k over spatial FP) is only as sound as the times
+were taken alike: given each row's :class:`Timed` conditions per seed, a part whose two
+sides were not both quiet, or were timed on different machines or thread counts, carries
+a caveat that its verdict shows (its numbers are still computed and shown).
 """
 
 from __future__ import annotations
@@ -23,20 +28,35 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
+from harness.core.machine import DISTURBED, UNKNOWN
 from harness.stats.intervals import Interval, finite, interval, seeds_needed, seeds_text
 
 KINDS = ("greater", "ratio", "gain", "best")
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
 NOT_RUN, NOT_EVIDENCE = "not run", "not evidence (demo/smoke)"
 NOT_EVIDENCE_PROFILES = ("demo", "smoke")
+NOT_COMPARABLE = "times not known to be comparable"
 
 # (test set or None, variant) -> column -> seed -> value: what a report measured
 Measured = Mapping[tuple[str | None, str], Mapping[str, Mapping[int, float]]]
+
+
+@dataclass(frozen=True)
+class Timed:
+    """How one seed of a row was timed: where (host, device, threads) and whether the
+    machine was quiet (``harness.core.machine``: quiet, disturbed or unknown)."""
+
+    setting: str
+    label: str
+
+
+# (test set or None, variant) -> time column -> seed -> its conditions
+Timing = Mapping[tuple[str | None, str], Mapping[str, Mapping[int, Timed]]]
 
 
 @dataclass(frozen=True)
@@ -67,6 +87,7 @@ class Part:
     estimate: Interval
     verdict: str
     seeds_needed: float = math.nan  # for an inconclusive part: seeds that would decide it
+    caveat: str = ""  # why its times were not taken under comparable conditions
 
 
 @dataclass(frozen=True)
@@ -84,6 +105,11 @@ class Check:
         return min((p.estimate.n for p in self.parts), default=0)
 
     @property
+    def caveat(self) -> str:
+        """Why the times a part compares were not taken alike (empty when they were)."""
+        return "; ".join(dict.fromkeys(p.caveat for p in self.parts if p.caveat))
+
+    @property
     def seeds_needed(self) -> float:
         """Seeds that would decide an inconclusive claim: every undecided part must be
         decided for it to be supported (NaN when decided, or not said)."""
@@ -98,10 +124,12 @@ class Check:
         if numbers == INCONCLUSIVE and self.n >= 2:
             numbers += f" at n={self.n}; {seeds_text(self.seeds_needed)}"
         if self.verdict == NOT_EVIDENCE:
-            return f"{self.verdict}; on these numbers: {numbers}"
-        if self.verdict == INCONCLUSIVE and self.n >= 2:
-            return f"{numbers} ({self.reason})"
-        return self.verdict + (f" ({self.reason})" if self.reason else "")
+            text = f"{self.verdict}; on these numbers: {numbers}"
+        elif self.verdict == INCONCLUSIVE and self.n >= 2:
+            text = f"{numbers} ({self.reason})"
+        else:
+            text = self.verdict + (f" ({self.reason})" if self.reason else "")
+        return text + (f"; {NOT_COMPARABLE}: {self.caveat}" if self.caveat else "")
 
     def measurement(self) -> str:
         """Our numbers in words: estimate [95% interval] per part, and n."""
@@ -148,10 +176,11 @@ class Check:
             "reason": self.reason,
             "n": self.n,
             "seeds_needed": self.seeds_needed,
+            "timing_caveat": self.caveat,
             "parts": [
                 {"label": p.label, "estimate": p.estimate.mean, "ci95_low": p.estimate.low,
                  "ci95_high": p.estimate.high, "n": p.estimate.n, "verdict": p.verdict,
-                 "seeds_needed": p.seeds_needed}
+                 "seeds_needed": p.seeds_needed, "timing_caveat": p.caveat}
                 for p in self.parts
             ],
             "measurement": self.measurement(),
@@ -262,8 +291,44 @@ def _part(claim: Claim, measured: Measured, block: str | None, column: str, labe
     return Part(label, estimate, _band_verdict(estimate, claim.low, claim.high), needed)
 
 
-def check(claim: Claim, measured: Measured, blocks: Sequence[str | None], profile: str) -> Check:
-    """The claim's verdict on what a report measured (a profile's records of one table)."""
+def _caveat(
+    claim: Claim, measured: Measured, timing: Timing, block: str | None, column: str
+) -> str:
+    """Why the rows' times at ``column`` were not taken alike, seed by seed over the seeds
+    every row has: a side disturbed or with unrecorded conditions, or the sides timed in
+    different settings. Empty for a column without conditions (not a time) or a gain."""
+    if claim.kind == "gain":
+        return ""
+    timed = [timing.get((block, v), {}).get(column) for v in claim.rows]
+    if any(t is None for t in timed):
+        return ""
+    values = [finite(measured.get((block, v), {}).get(column, {})) for v in claim.rows]
+    seeds = sorted(set.intersection(*(set(v) for v in values)))
+    found: dict[str, list[str]] = {}
+    for row, conditions in zip(claim.rows, timed, strict=True):
+        for label, said in _CAVEATS.items():
+            hit = [s for s in seeds if s in conditions and conditions[s].label == label]
+            if hit:
+                found.setdefault(said, []).append(f"{row} ({_seeds(hit)})")
+    apart = [s for s in seeds if len({t[s].setting for t in timed if s in t}) > 1]
+    if apart:
+        found["timed on different machines or thread counts"] = [_seeds(apart)]
+    return "; ".join(f"{k}: {', '.join(v)}" for k, v in found.items())
+
+
+_CAVEATS = {DISTURBED: "disturbed", UNKNOWN: "conditions not recorded"}
+
+
+def _seeds(seeds: Sequence[int]) -> str:
+    return f"seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}"
+
+
+def check(
+    claim: Claim, measured: Measured, blocks: Sequence[str | None], profile: str,
+    timing: Timing | None = None,
+) -> Check:  # fmt: skip
+    """The claim's verdict on what a report measured (a profile's records of one table);
+    ``timing``: the conditions each row's times were taken under, where known."""
     missing = [
         v for v in claim.rows for b in blocks
         if not any(finite(s) for s in measured.get((b, v), {}).values())
@@ -273,8 +338,10 @@ def check(claim: Claim, measured: Measured, blocks: Sequence[str | None], profil
         return Check(claim, NOT_RUN, NOT_RUN, (), reason)
     columns = claim.columns[:1] if claim.kind == "gain" else claim.columns
     parts = tuple(
-        _part(claim, measured, b, c, _label(c, b, blocks)) for b in blocks for c in columns
-    )
+        replace(_part(claim, measured, b, c, _label(c, b, blocks)),
+                caveat=_caveat(claim, measured, timing or {}, b, c))
+        for b in blocks for c in columns
+    )  # fmt: skip
     verdicts = [p.verdict for p in parts]
     if CONTRADICTED in verdicts:
         verdict = CONTRADICTED
@@ -293,9 +360,10 @@ def check(claim: Claim, measured: Measured, blocks: Sequence[str | None], profil
 
 
 def check_all(
-    claims: Sequence[Claim], measured: Measured, blocks: Sequence[str | None], profile: str
-) -> list[Check]:
-    return [check(c, measured, blocks, profile) for c in claims]
+    claims: Sequence[Claim], measured: Measured, blocks: Sequence[str | None], profile: str,
+    timing: Timing | None = None,
+) -> list[Check]:  # fmt: skip
+    return [check(c, measured, blocks, profile, timing) for c in claims]
 
 
 def seeds_per_row(checks: Sequence[Check]) -> dict[str, int]:
@@ -310,6 +378,6 @@ def seeds_per_row(checks: Sequence[Check]) -> dict[str, int]:
 
 
 __all__ = [
-    "INCONCLUSIVE", "KINDS", "Check", "Claim", "Part", "check", "check_all", "seeds_per_row",
-    "seeds_to_decide",
+    "INCONCLUSIVE", "KINDS", "Check", "Claim", "Part", "Timed", "Timing", "check", "check_all",
+    "seeds_per_row", "seeds_to_decide",
 ]  # fmt: skip

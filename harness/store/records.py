@@ -547,7 +547,7 @@ _RECORD_FIELDS: dict[str, type | tuple[type, ...]] = {
 _OPTIONAL_FIELDS: dict[str, type | tuple[type, ...]] = {
     "history": list, "started_at": str, "notes": list, "diverged": bool,
     "weights": (str, type(None)), "files": dict, "ended_at": str, "command": str,
-    "data_files": list,
+    "data_files": list, "timing": dict,
 }  # fmt: skip
 _CONFIG_FIELDS: dict[str, type | tuple[type, ...]] = {
     "table": str, "variant": str, "profile": str, "seed": int,

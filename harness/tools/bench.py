@@ -52,6 +52,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from harness.core.machine import NOISY  # IQR / median above this: flagged noisy
 from harness.core.runtime import resolve_device
 from harness.data.classification import ClassificationData
 from harness.store.records import atomic_write_text, check_writable_dir, environment
@@ -216,7 +217,6 @@ def workload(
     return Workload(run_backward, shape, 2 * moved, flops * (3 if conv else 1), device, dtype)
 
 
-NOISY = 0.1  # IQR / median above this: the measurement is flagged noisy
 # Wall-time budget (s) of one op's timing and of one interleaved ratio: full, quick
 OP_BUDGET_S = {False: 1.0, True: 0.1}
 RATIO_BUDGET_S = {False: 1.0, True: 0.4}

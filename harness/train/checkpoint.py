@@ -45,8 +45,10 @@ def restore_rng(states: dict[str, Any]) -> None:
 def save_checkpoint(
     path: Path, *, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer,
     history: list[dict[str, Any]], epoch_times_s: list[float],
+    epoch_machine: list[dict[str, Any]] | None = None,
 ) -> None:  # fmt: skip
-    """State after ``epoch`` finished epochs, written through an atomic rename."""
+    """State after ``epoch`` finished epochs, written through an atomic rename (with the
+    machine's state over each epoch, so a resumed cell's timing stays judged)."""
     state = {
         "format": FORMAT,
         "epoch": epoch,
@@ -55,6 +57,7 @@ def save_checkpoint(
         "rng": rng_states(),
         "history": history,
         "epoch_times_s": epoch_times_s,
+        "epoch_machine": epoch_machine or [],
     }
     buffer = io.BytesIO()
     torch.save(state, buffer)

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from harness.core.protocol import Protocol
 from harness.core.runtime import diverged
-from harness.train.measure import Stopwatch
+from harness.train.measure import MachineWatch, Stopwatch, timing_fields
 
 
 @dataclass
@@ -29,6 +29,15 @@ class TrainResult:
     diverged: bool = False
     metrics: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # e.g. test images converted from grey
+    # the machine's state over each timed epoch and over the test passes
+    epoch_machine: list[dict[str, Any]] = field(default_factory=list)
+    test_machine: dict[str, Any] | None = None
+
+    def timing(self) -> dict[str, Any]:
+        """The record's ``timing`` (spread and machine state of each phase)."""
+        return timing_fields(
+            self.epoch_times_s, self.epoch_machine, self.test_times_s, self.test_machine
+        )
 
 
 def make_optimizer(model: nn.Module, protocol: Protocol) -> torch.optim.Optimizer:
@@ -122,6 +131,7 @@ def fit(
         for group in optimizer.param_groups:
             group["lr"] = lr
         batches, watch, done = steps.epoch(epoch), Stopwatch(device), 0
+        seen = MachineWatch(device).start()
         for point in points:
             with watch:
                 losses = [train_step(net, optimizer, steps, batch, autocast)
@@ -140,6 +150,7 @@ def fit(
                 result.diverged = True
                 break
         result.epoch_times_s.append(watch.elapsed)
+        result.epoch_machine.append(seen.stop())
         if after_epoch is not None:
             after_epoch(epoch, result)
         if result.diverged:

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from harness.core import machine
 from registry import list_reductions, reduction_kind
 
 if TYPE_CHECKING:
@@ -311,6 +312,61 @@ class Stopwatch:
         assert self._start is not None
         self.elapsed += time.perf_counter() - self._start
         self._start = None
+
+
+def gpu_id(device: torch.device) -> str | None:
+    """The UUID nvidia-smi knows ``device`` by (None off CUDA, or where torch has none)."""
+    if device.type != "cuda":
+        return None
+    uuid = getattr(torch.cuda.get_device_properties(device), "uuid", None)
+    return None if uuid is None else f"GPU-{uuid}"
+
+
+class MachineWatch:
+    """The machine's state over a timed phase (:func:`harness.core.machine.state`): a
+    sample before it and one after, the GPU read only at the end. ``state`` is None
+    until the phase ends."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.gpu = gpu_id(device)
+        self.state: dict[str, Any] | None = None
+        self._start: machine.Sample | None = None
+
+    def start(self) -> MachineWatch:
+        self._start = machine.sample()
+        return self
+
+    def stop(self) -> dict[str, Any]:
+        assert self._start is not None
+        self.state = machine.state(self._start, machine.sample(self.gpu))
+        return self.state
+
+    def __enter__(self) -> MachineWatch:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def timing_fields(
+    epoch_times: list[float], epoch_states: list[dict[str, Any]],
+    test_times: list[float], test_state: dict[str, Any] | None,
+) -> dict[str, Any]:  # fmt: skip
+    """A record's ``timing``: the cores and torch threads a cell had, and per phase its
+    replicates' IQR/median and the machine's state while they ran (one state per epoch;
+    None where not every epoch has one, e.g. epochs resumed from an older checkpoint)."""
+    return {
+        "cores": machine.cpus(),
+        "threads": torch.get_num_threads(),
+        "train": {
+            "spread": machine.spread(machine.steady(epoch_times)),
+            "states": epoch_states if len(epoch_states) == len(epoch_times) else None,
+        },
+        "test": {
+            "spread": machine.spread(test_times),
+            "states": [test_state] if test_state is not None else None,
+        },
+    }
 
 
 def median_time(

@@ -20,7 +20,7 @@ from harness.core.errors import UserError
 from harness.data.imagenet import FOLDER_SETS, MEAN, STD, _missing, folder_of, folder_sources
 from harness.store.records import load_tensors
 from harness.train.loop import TrainResult
-from harness.train.measure import Stopwatch
+from harness.train.measure import MachineWatch, Stopwatch
 from registry import create_model
 
 if TYPE_CHECKING:
@@ -197,7 +197,7 @@ def run_attack_cell(
     result = TrainResult(
         notes=[*attackers.notes, f"{n:,} images, FGSM epsilon {protocol.epsilon:.6g}"]
     )
-    with Stopwatch(device) as watch:
+    with MachineWatch(device) as seen, Stopwatch(device) as watch:
         result.metrics = attack_and_denoise(classifier, denoiser, loader, protocol.epsilon, device)
-    result.test_times_s = [watch.elapsed]
+    result.test_times_s, result.test_machine = [watch.elapsed], seen.state
     return result

@@ -26,7 +26,7 @@ from harness.core.runtime import Runtime
 from harness.data.classification import ClassificationData
 from harness.tasks.classification.augment import InputPipeline, as_input
 from harness.train.loop import Steps, TrainResult, fit, make_optimizer
-from harness.train.measure import median_time
+from harness.train.measure import MachineWatch, median_time
 
 if TYPE_CHECKING:
     from harness.tasks.classification.protocol import ClassificationProtocol
@@ -142,11 +142,12 @@ def train_classifier(
     steps = ClassifierSteps(model, net, data, protocol, inputs, seed, autocast)
     optimizer = make_optimizer(model, protocol)
     result = fit(net, optimizer, steps, protocol, device=device, autocast=autocast, desc=desc)
-    with autocast:
+    with autocast, MachineWatch(device) as seen:
         test_time, result.test_times_s = median_time(
             steps.test, device, repeats=protocol.test_repeats
         )
         accuracy = steps.test()
+    result.test_machine = seen.state
     result.metrics = {
         "accuracy": accuracy,
         "train_time_s": statistics.median(result.epoch_times_s),

@@ -61,7 +61,7 @@ from harness.store.records import (
     writing,
 )
 from harness.train.loop import Steps, TrainResult, fit, make_optimizer
-from harness.train.measure import Stopwatch
+from harness.train.measure import MachineWatch, Stopwatch
 from registry.models.classical import ClassicalDenoiser
 
 if TYPE_CHECKING:
@@ -537,9 +537,10 @@ RETIME_STEPS = 100  # at most this many batches per re-timed epoch (then scaled 
 def retime_training(
     model: nn.Module, train_x: Tensor, protocol: DenoiseProtocol, sigma: float, seed: int,
     device: torch.device,
-) -> tuple[list[float], str]:  # fmt: skip
+) -> tuple[list[float], list[dict[str, Any]], str]:  # fmt: skip
     """Epoch times of ``model``'s training measured now, on a copy (the weights stay as
-    they are): up to 2 epochs of at most RETIME_STEPS batches, scaled to a whole epoch."""
+    they are): up to 2 epochs of at most RETIME_STEPS batches, scaled to a whole epoch;
+    the machine's state over each."""
     n = min(len(train_x), RETIME_STEPS * protocol.batch_size)
     epochs = min(protocol.epochs, 2)
     timed = train_denoiser(
@@ -550,7 +551,7 @@ def retime_training(
     how = f"{epochs} epoch{'s' if epochs > 1 else ''}" + (
         f" of {math.ceil(n / protocol.batch_size)} steps scaled x{scale:.3g}" if scale != 1 else ""
     )
-    return [t * scale for t in timed.epoch_times_s], how
+    return [t * scale for t in timed.epoch_times_s], timed.epoch_machine, how
 
 
 def _claim_training(
@@ -599,19 +600,21 @@ def run_denoise_cell(
         trained_since=trained_since,
     )  # fmt: skip
     if origin == "reused" and not retime:
-        result.epoch_times_s = []  # measured in another table's run
+        result.epoch_times_s, result.epoch_machine = [], []  # measured in another table's run
     if retime and origin in ("resumed", "reused"):
-        result.epoch_times_s, how = retime_training(
+        result.epoch_times_s, result.epoch_machine, how = retime_training(
             model, data.train_x, protocol, sigma, seed, device
         )
         notes.append(
             f"training time re-measured in this run ({how}), not taken from the training run"
         )
     test = data.test(config.get("test_set"))
-    metrics = evaluate_denoiser(
-        model, test.walk(), test.count, sigma=sigma, seed=seed, device=device, cache=cache,
-        batch_size=protocol.test_batch_size, pool=pool, desc=f"{desc} test",
-    )  # fmt: skip
+    with MachineWatch(device) as seen:
+        metrics = evaluate_denoiser(
+            model, test.walk(), test.count, sigma=sigma, seed=seed, device=device, cache=cache,
+            batch_size=protocol.test_batch_size, pool=pool, desc=f"{desc} test",
+        )  # fmt: skip
+    result.test_machine = seen.state
     result.notes = [*metrics.pop("notes"), *notes]
     result.metrics = metrics
     if result.epoch_times_s:

@@ -31,7 +31,7 @@ from harness.store.records import RunStore
 from harness.train import distributed
 from harness.train.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from harness.train.loop import Steps, TrainResult, fit, make_optimizer
-from harness.train.measure import median_time
+from harness.train.measure import MachineWatch, median_time
 
 
 def _loader(data: Dataset, batch: int, device: torch.device, workers: int, **kw: Any) -> DataLoader:
@@ -147,12 +147,15 @@ def run_folder_cell(
     def after_epoch(epoch: int, result: TrainResult) -> None:
         if here.is_main:
             save_checkpoint(checkpoint, epoch=epoch + 1, model=model, optimizer=optimizer,
-                            history=result.history, epoch_times_s=result.epoch_times_s)  # fmt: skip
+                            history=result.history, epoch_times_s=result.epoch_times_s,
+                            epoch_machine=result.epoch_machine)  # fmt: skip
         distributed.barrier()
 
     fit(net, optimizer, steps, protocol, device=device, autocast=runtime.autocast(device),
         desc=desc, result=result, start=start, after_epoch=after_epoch, show=here.is_main)  # fmt: skip
-    accuracy, test_time, result.test_times_s = _test(model, data, protocol, device, runtime)
+    with MachineWatch(device) as seen:
+        accuracy, test_time, result.test_times_s = _test(model, data, protocol, device, runtime)
+    result.test_machine = seen.state
     result.metrics = {
         **accuracy,
         "train_time_s": statistics.median(result.epoch_times_s),
@@ -177,6 +180,7 @@ def _resume(
     optimizer.load_state_dict(state["optimizer"])
     restore_rng(state["rng"])
     result.history, result.epoch_times_s = state["history"], state["epoch_times_s"]
+    result.epoch_machine = state.get("epoch_machine") or []  # older checkpoints have none
     return result, state["epoch"]
 
 

@@ -1,0 +1,262 @@
+"""The machine's state while something was timed, and the rule that calls a time disturbed.
+
+A time is only as good as the machine was quiet while it ran: Table 1's demo once printed
+1.13 s per epoch for one row next to 9.08 s for a similar one, the second taken while
+other work held the CPU. So every timed phase (each training epoch, the test passes) is
+bracketed by two :class:`Sample` s, and :func:`state` turns a pair into what a reader
+needs: the load average, the CPU other processes used meanwhile (from ``/proc/stat``,
+less this process's and its children's own time: no psutil) and, on a GPU, its clocks,
+utilisation and whether another process computed on it (``nvidia-smi``, where present).
+
+:func:`verdict` applies one rule, stated in every report that shows times: a phase is
+*disturbed* when its replicates (epochs, :func:`steady`; test passes) spread by more than
+:data:`NOISY` of their median (IQR / median, the threshold ``harness bench`` flags
+``noisy`` with), when
+other processes used more than the cores the run left free plus :data:`SLACK_CORES`, or
+when another process used its GPU or the GPU slowed itself (thermal or power brake). A
+phase with no recorded state (records made before states were) is *unknown*, never quiet.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+NOISY = 0.1  # IQR / median above this: a time is not to be trusted (bench's threshold too)
+SLACK_CORES = 0.5  # others may use this much CPU beyond the free cores before a time is flagged
+# /proc/stat counts in clock ticks (10 ms): a span shorter than this many ticks per core is
+# too short to measure others' CPU from it, and the load average stands in
+MIN_TICKS = 20
+# nvidia-smi's clock event reasons that mean the GPU slowed itself: HW slowdown, SW and HW
+# thermal slowdown, HW power brake (idle, application clocks and the power cap are normal)
+GPU_SLOWDOWN = 0x08 | 0x20 | 0x40 | 0x80
+QUIET, DISTURBED, UNKNOWN = "quiet", "disturbed", "unknown"
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One reading of the machine: wall clock, load, CPU ticks, this process tree's CPU."""
+
+    at: float  # time.perf_counter()
+    load1: float | None  # 1-minute load average
+    busy: int | None  # ticks all cores spent on anything but idle and iowait (steal counts)
+    total: int | None  # ticks all cores spent, idle included
+    cores: int | None  # cores /proc/stat counts
+    own: float  # CPU seconds of this process and its children, live or reaped
+    gpu: dict[str, Any] | None = None
+
+
+def cpus() -> int:
+    """The cores this process may run on (its affinity), else the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _proc_stat() -> tuple[int | None, int | None, int | None]:
+    """(busy ticks, all ticks, cores) from /proc/stat; Nones where there is none."""
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return None, None, None
+    ticks = [int(v) for v in lines[0].split()[1:]]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    total = sum(ticks[:8])  # guest time is already inside user time
+    cores = sum(1 for line in lines if line.startswith("cpu") and line[3:4].isdigit())
+    return total - idle, total, cores
+
+
+def _stat_fields(pid: str) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (state first), or None."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rfind(")") + 2 :].split()
+
+
+def process_tree() -> dict[int, float]:
+    """This process and its live descendants: pid -> CPU seconds, its reaped children's
+    included (so a finished DataLoader worker still counts as ours)."""
+    me = os.getpid()
+    parent, cpu = {}, {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if entry.isdigit() and (fields := _stat_fields(entry)) is not None:
+            parent[int(entry)] = int(fields[1])
+            cpu[int(entry)] = sum(int(v) for v in fields[11:15]) / _TICK
+    if me not in cpu:  # no /proc: this process's own times
+        t = os.times()
+        return {me: t.user + t.system + t.children_user + t.children_system}
+    tree, grew = {me}, True
+    while grew:
+        found = {p for p, pp in parent.items() if pp in tree} - tree
+        tree |= found
+        grew = bool(found)
+    return {p: cpu[p] for p in tree}
+
+
+def sample(gpu: str | None = None) -> Sample:
+    """The machine now; ``gpu``: the UUID of the GPU the work runs on (None: no GPU)."""
+    busy, total, cores = _proc_stat()
+    try:
+        load1: float | None = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        load1 = None
+    tree = process_tree()
+    gpu_state = gpu_sample(gpu, set(tree)) if gpu else None
+    return Sample(time.perf_counter(), load1, busy, total, cores, sum(tree.values()), gpu_state)
+
+
+_SMI_FIELDS = ("clocks.sm", "clocks.max.sm", "utilization.gpu", "temperature.gpu")
+_SMI_REASONS = ("clocks_event_reasons.active", "clocks_throttle_reasons.active")
+
+
+def _smi(*args: str) -> list[str] | None:
+    """Lines nvidia-smi prints, or None (no nvidia-smi, an error, 5 s without answer)."""
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        done = subprocess.run(
+            ["nvidia-smi", *args], capture_output=True, text=True, timeout=5, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return [line.strip() for line in done.stdout.splitlines() if line.strip()]
+
+
+def gpu_sample(uuid: str, ours: set[int]) -> dict[str, Any] | None:
+    """The GPU's clocks (MHz), utilisation (%), temperature, slowdown reasons and the
+    other processes computing on it (None where nvidia-smi cannot tell: absent, or a
+    container whose process ids it does not show)."""
+    state: dict[str, Any] | None = None
+    for reasons in _SMI_REASONS:  # the field was renamed; older drivers know the other
+        query = f"--query-gpu={','.join((*_SMI_FIELDS, reasons))}"
+        lines = _smi(f"--id={uuid}", query, "--format=csv,noheader,nounits")
+        if lines:
+            values = [v.strip() for v in lines[0].split(",")]
+            state = dict(zip(("sm_mhz", "max_sm_mhz", "util_pct", "temp_c"),
+                             map(_number, values), strict=False))  # fmt: skip
+            state["slowdown"] = int(values[-1], 16) if values[-1].startswith("0x") else None
+            break
+    if state is None:
+        return None
+    pids = {int(p) for p in _smi(f"--id={uuid}", "--query-compute-apps=pid",
+                                 "--format=csv,noheader") or [] if p.isdigit()}  # fmt: skip
+    state["other_processes"] = len(pids - ours) if pids & ours else None
+    return state
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def state(start: Sample, end: Sample) -> dict[str, Any]:
+    """What the machine did between two samples, JSON-ready: seconds, the higher load
+    average, the cores other processes kept busy on average (None when the span is too
+    short for /proc/stat's ticks or there is none) and the GPU at the end."""
+    out: dict[str, Any] = {"seconds": end.at - start.at, "load1": _most(start.load1, end.load1)}
+    others = None
+    if None not in (start.busy, end.busy, start.total, end.total) and end.cores:
+        ticks = end.total - start.total  # type: ignore[operator]
+        if ticks >= MIN_TICKS * end.cores:
+            busy_s = (end.busy - start.busy) / _TICK  # type: ignore[operator]
+            others = max(0.0, busy_s - (end.own - start.own)) / (ticks / _TICK / end.cores)
+    out["others_cores"] = others
+    if end.gpu is not None:
+        out["gpu"] = end.gpu
+    return out
+
+
+def _most(*values: float | None) -> float | None:
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
+
+
+def spread(times: Sequence[float]) -> float | None:
+    """IQR / median of replicate times (numpy's linear quartiles), None below two."""
+    values = sorted(float(t) for t in times)
+    if len(values) < 2 or values[len(values) // 2] <= 0:
+        return None
+    q = [_quantile(values, p) for p in (0.25, 0.5, 0.75)]
+    return (q[2] - q[0]) / q[1]
+
+
+def steady(epoch_times: Sequence[float]) -> list[float]:
+    """The epochs whose spread says how steady training ran: from 3 epochs on, all but the
+    first, which also warms caches, the allocator and any compilation (the median time
+    shrugs it off; an IQR of three does not)."""
+    return list(epoch_times[1:] if len(epoch_times) >= 3 else epoch_times)
+
+
+def _quantile(values: list[float], p: float) -> float:
+    pos = p * (len(values) - 1)
+    low = int(pos)
+    high = min(low + 1, len(values) - 1)
+    return values[low] + (values[high] - values[low]) * (pos - low)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a timed phase was disturbed (quiet, disturbed, unknown) and why."""
+
+    label: str
+    reasons: tuple[str, ...] = ()
+
+
+def load_reasons(states: Sequence[Mapping[str, Any]], cores: int, threads: int) -> list[str]:
+    """Why the machine was not quiet over ``states`` (one per epoch, or the test's): others'
+    CPU beyond the cores the run left free (by the load average less the run's threads
+    where /proc/stat could not tell), another process on the GPU, or a GPU that slowed
+    itself; each reason once, with the worst case and how many states had it."""
+    free = max(cores - threads, 0) + SLACK_CORES
+    busy, shared, slowed = [], [], []
+    for s in states:
+        others = s.get("others_cores")
+        if others is None and s.get("load1") is not None:
+            others = s["load1"] - threads
+        if others is not None and others > free:
+            busy.append(others)
+        gpu = s.get("gpu") or {}
+        if gpu.get("other_processes"):
+            shared.append(gpu["other_processes"])
+        if (gpu.get("slowdown") or 0) & GPU_SLOWDOWN:
+            slowed.append(gpu["slowdown"])
+    of = f" ({len(busy)} of {len(states)})" if len(states) > 1 else ""
+    reasons = [f"others used up to {max(busy):.1f} of {cores} cores{of}"] if busy else []
+    if shared:
+        reasons.append(f"up to {max(shared)} other process(es) on the GPU")
+    if slowed:
+        reasons.append(f"GPU slowed itself (clock event reasons {slowed[0]:#x})")
+    return reasons
+
+
+def verdict(
+    times: Sequence[float], states: Sequence[Mapping[str, Any]] | None, cores: int, threads: int
+) -> Verdict:
+    """The rule of the module docstring on one phase: its replicate ``times`` and the
+    machine's ``states`` while they ran (None: not recorded, so unknown)."""
+    if states is None or not all(isinstance(s, Mapping) for s in states) or not states:
+        return Verdict(UNKNOWN, ("machine state not recorded",))
+    reasons = load_reasons(states, cores, threads)
+    wide = spread(times)
+    if wide is not None and wide > NOISY:
+        reasons.insert(0, f"IQR/median {wide:.2f}")
+    return Verdict(DISTURBED if reasons else QUIET, tuple(reasons))
+
+
+__all__ = [
+    "DISTURBED", "NOISY", "QUIET", "SLACK_CORES", "UNKNOWN", "Sample", "Verdict", "cpus",
+    "load_reasons", "sample", "spread", "state", "steady", "verdict",
+]  # fmt: skip

@@ -1,0 +1,250 @@
+"""Timings a reader can trust: the machine's state recorded per timed phase, the rule that
+calls a time disturbed, the report's marks, and claims on time ratios (issue 29)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from harness.core import machine
+from harness.core.machine import Sample
+from harness.core.protocol import Protocol
+from harness.render.report import build_report, render_csv, render_markdown
+from harness.render.results import results
+from harness.render.timing import MARK, record_verdict
+from harness.stats.claims import Claim, Timed, check
+from harness.store.records import RunStore
+from harness.tables.paper import TABLE1
+from harness.train.checkpoint import load_checkpoint, save_checkpoint
+from harness.train.loop import Steps, fit, make_optimizer
+from harness.train.measure import timing_fields
+
+GOLDEN = Path(__file__).parent / "golden"
+TICK = machine._TICK
+
+
+def _sample(at: float, busy: int, total: int, own: float, load1: float = 0.5) -> Sample:
+    return Sample(at, load1, busy, total, 2, own)
+
+
+def test_others_cpu_is_the_machine_less_this_process_tree() -> None:
+    """Over 1 s on 2 cores: 1.5 core-seconds busy, 0.5 of them ours, so others used 1 core."""
+    start = _sample(0.0, 1000, 10_000, own=1.0)
+    end = _sample(1.0, 1000 + int(1.5 * TICK), 10_000 + 2 * TICK, own=1.5, load1=2.5)
+    got = machine.state(start, end)
+    assert got["others_cores"] == pytest.approx(1.0)
+    assert got["load1"] == 2.5 and got["seconds"] == 1.0
+    short = _sample(0.01, 1001, 10_002, own=1.0)  # two ticks: too short to tell
+    assert machine.state(start, short)["others_cores"] is None
+
+
+def test_a_real_sample_sees_this_process_work() -> None:
+    before = machine.sample()
+    spent = time.process_time() + 0.06
+    while time.process_time() < spent:  # 60 ms of this process's CPU, however busy the machine
+        pass
+    after = machine.sample()
+    assert after.own - before.own > 0.03  # counted as ours (in clock ticks of 10 ms)
+    assert os.getpid() in machine.process_tree()
+
+
+class _Sleeps(Steps):
+    """Batches whose time is a sleep: epochs as steady as the scheduler allows, so that a
+    verdict turns on the machine's state alone."""
+
+    steps_per_epoch = 2
+
+    def __init__(self) -> None:
+        self.x = torch.ones(4, 3)
+
+    def epoch(self, epoch: int):
+        for _ in range(self.steps_per_epoch):
+            time.sleep(0.04)
+            yield self.x
+
+    def loss(self, net: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+        return net(batch).pow(2).mean()
+
+
+def _simulated_load(monkeypatch: pytest.MonkeyPatch, others: float, source: str) -> None:
+    """Make the load source report ``others`` cores busy besides this process: through
+    /proc/stat's counters, or (where there is none) through the load average."""
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(os, "getloadavg", lambda: (threads + others, 0.0, 0.0))
+    monkeypatch.setattr(machine, "MIN_TICKS", 1)  # epochs of 80 ms still measured from ticks
+    if source == "loadavg":
+        monkeypatch.setattr(machine, "_proc_stat", lambda: (None, None, None))
+        return
+
+    def proc_stat() -> tuple[int, int, int]:
+        now = time.perf_counter()
+        own = sum(machine.process_tree().values())
+        return int((own + others * now) * TICK), int(2 * now * TICK), 2
+
+    monkeypatch.setattr(machine, "_proc_stat", proc_stat)
+
+
+def _trained(monkeypatch: pytest.MonkeyPatch, others: float, source: str) -> dict:
+    _simulated_load(monkeypatch, others, source)
+    net = nn.Linear(3, 1)
+    protocol = Protocol(dataset="none", epochs=3, batch_size=4, optimizer="sgd", lr=0.01)
+    result = fit(net, make_optimizer(net, protocol), _Sleeps(), protocol,
+                 device=torch.device("cpu"), show=False)  # fmt: skip
+    assert len(result.epoch_machine) == len(result.epoch_times_s) == 3
+    return result.timing()
+
+
+@pytest.mark.parametrize("source", ["proc_stat", "loadavg"])
+def test_training_under_load_is_disturbed_and_quiet_training_is_not(
+    monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    loaded = _trained(monkeypatch, others=1.9, source=source)
+    states = loaded["train"]["states"]
+    verdict = machine.verdict([0.08] * 3, states, loaded["cores"], loaded["threads"])
+    assert verdict.label == machine.DISTURBED
+    assert (
+        verdict.reasons[0].startswith("others used up to")
+        and "of 2 cores (3 of 3)" in verdict.reasons[0]
+    )
+    if source == "proc_stat":  # measured from the counters, up to their ticks' rounding
+        assert all(s["others_cores"] == pytest.approx(1.9, abs=0.3) for s in states)
+    quiet = _trained(monkeypatch, others=0.0, source=source)
+    verdict = machine.verdict([0.08] * 3, quiet["train"]["states"], 2, quiet["threads"])
+    assert verdict == machine.Verdict(machine.QUIET)
+
+
+def test_a_wide_spread_alone_is_disturbed_and_no_state_is_unknown() -> None:
+    state = {"seconds": 1.0, "load1": 0.0, "others_cores": 0.0}
+    assert machine.verdict([1.0, 1.0, 1.5], [state] * 3, 2, 2).reasons == ("IQR/median 0.25",)
+    assert machine.verdict([1.0, 1.05, 1.1], [state] * 3, 2, 2).label == machine.QUIET
+    assert machine.verdict([1.0], None, 2, 2).label == machine.UNKNOWN
+
+
+def test_another_process_on_the_gpu_is_seen_through_nvidia_smi(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stand-in nvidia-smi on PATH, answering as a driver does: this process and one other
+    compute on the GPU, whose clocks run at 1410 of 1980 MHz with HW slowdown active."""
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text(
+        '#!/bin/sh\ncase "$*" in\n'
+        f"  *query-compute-apps*) echo {os.getpid()}; echo 4242424 ;;\n"
+        "  *) echo '1410, 1980, 97, 55, 0x0000000000000008' ;;\nesac\n"
+    )
+    smi.chmod(smi.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    gpu = machine.gpu_sample("GPU-0", set(machine.process_tree()))
+    assert gpu == {"sm_mhz": 1410.0, "max_sm_mhz": 1980.0, "util_pct": 97.0, "temp_c": 55.0,
+                   "slowdown": 8, "other_processes": 1}  # fmt: skip
+    reasons = machine.load_reasons([{"others_cores": 0.0, "gpu": gpu}], 2, 2)
+    assert reasons == [
+        "up to 1 other process(es) on the GPU",
+        "GPU slowed itself (clock event reasons 0x8)",
+    ]
+
+
+def _loaded_state(others: float) -> dict:
+    """One second on 2 cores, half a core of it ours and ``others`` cores not."""
+    start = _sample(0.0, 0, 0, own=0.0)
+    return machine.state(start, _sample(1.0, int((0.5 + others) * TICK), 2 * TICK, own=0.5))
+
+
+@pytest.fixture
+def table1_runs(tmp_path: Path) -> Path:
+    """The golden Table 1 smoke records (made before states were recorded), two of them
+    given the ``timing`` a cell now records: top-k under load, spatial FP quiet."""
+    runs = tmp_path / "runs"
+    shutil.copytree(GOLDEN / "runs" / "table1", runs / "table1")
+    for path in (runs / "table1" / "smoke").glob("mnist.*_s2-*.json"):
+        record = json.loads(path.read_text())
+        if record["config"]["variant"] not in ("mnist.topk_s2", "mnist.fp_max_s2"):
+            continue
+        state = _loaded_state(1.5 if "topk" in path.name else 0.0)
+        record["timing"] = timing_fields(
+            record["epoch_times_s"], [state], record["test_times_s"], state
+        ) | {"cores": 2, "threads": 2}
+        path.write_text(json.dumps(record))
+    return runs
+
+
+def test_the_report_marks_the_disturbed_row_and_the_claims_it_weakens(table1_runs: Path) -> None:
+    report = build_report(TABLE1, "smoke", RunStore(table1_runs))
+    timing = dict(zip(report.frame["variant"], report.frame["timing"], strict=True))
+    assert timing["mnist.topk_s2"] == machine.DISTURBED
+    assert timing["mnist.fp_max_s2"] == machine.QUIET
+    assert timing["mnist.baseline"] == machine.UNKNOWN  # an old record: never called quiet
+    text = render_markdown(report)
+    assert f"| Feature pooling (top-k) 50% {MARK} " in text
+    labels = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ")]
+    assert "Feature pooling (spatial pooling) 50%" in labels and "Baseline" in labels
+    assert sum(MARK in label for label in labels) == 2  # top-k's row, in both tables
+    assert "others used up to 1.5 of 2 cores" in text
+    ratio = [c for c in report.checks if c.claim.kind == "ratio"]
+    assert all("disturbed: mnist.topk_s2 (seed 0)" in c.verdict_text() for c in ratio)
+    header = render_csv(report).splitlines()[0].split(",")  # appended after the old last column
+    assert header[-4:] == ["n_seeds", "timing", "timing_others_cores", "timing_why"]
+
+
+def _timed(setting: str, label: str = machine.QUIET) -> dict[int, Timed]:
+    return {0: Timed(setting, label), 1: Timed(setting, label)}
+
+
+def test_a_time_ratio_is_marked_when_its_sides_were_timed_apart() -> None:
+    claim = Claim("a is slower", "-", "ratio", ("a", "b"), ("train_time_s",), low=1.0)
+    measured = {(None, "a"): {"train_time_s": {0: 2.0, 1: 2.2}},
+                (None, "b"): {"train_time_s": {0: 1.0, 1: 1.1}}}  # fmt: skip
+    alike = {(None, v): {"train_time_s": _timed("host, cpu, 2 threads")} for v in "ab"}
+    assert check(claim, measured, (None,), "paper", alike).caveat == ""
+    apart = {**alike, (None, "b"): {"train_time_s": _timed("host, cpu, 1 threads")}}
+    found = check(claim, measured, (None,), "paper", apart)
+    assert found.caveat == "timed on different machines or thread counts: seeds 0, 1"
+    assert found.verdict_text().startswith("supported; times not known to be comparable")
+    assert check(claim, measured, (None,), "paper").caveat == ""  # no conditions: not a time
+
+
+def test_results_name_each_cells_timing(table1_runs: Path) -> None:
+    frame = results("table1", table1_runs, "smoke").set_index("variant")
+    assert frame.loc["mnist.topk_s2", "train_timing"] == machine.DISTURBED
+    assert frame.loc["mnist.topk_s2", "train_timing_why"].startswith("others used up to 1.5")
+    assert frame.loc["mnist.fp_max_s2", "test_timing"] == machine.QUIET
+    assert frame.loc["mnist.baseline", "train_timing"] == machine.UNKNOWN
+
+
+def test_a_checkpoint_keeps_the_epochs_states(tmp_path: Path) -> None:
+    """A resumed cell's epochs stay judged: their states travel in the checkpoint."""
+    net = nn.Linear(3, 1)
+    states = [_loaded_state(0.0), _loaded_state(1.5)]
+    save_checkpoint(tmp_path / "c.ckpt", epoch=2, model=net, optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
+                    history=[], epoch_times_s=[1.0, 1.0], epoch_machine=states)  # fmt: skip
+    assert load_checkpoint(tmp_path / "c.ckpt", net)["epoch_machine"] == states
+
+
+def test_a_slow_first_epoch_is_a_warm_up_not_a_disturbance() -> None:
+    """From 3 epochs on the first (caches, allocator, compilation) is left out of the spread:
+    the median shrugs it off, an IQR of three would not."""
+    quiet = {"seconds": 1.0, "load1": 0.0, "others_cores": 0.0}
+
+    def record(epochs: list[float]) -> dict:
+        timing = timing_fields(epochs, [quiet] * len(epochs), [], None)
+        return {"config": {"seed": 0}, "epoch_times_s": epochs, "timing": timing}
+
+    assert record_verdict(record([3.0, 1.0, 1.01]), "train_time_s").label == machine.QUIET
+    found = record_verdict(record([1.0, 1.0, 1.5, 1.0]), "train_time_s")
+    assert found.label == machine.DISTURBED and found.reasons[0].startswith("IQR/median")
+    assert record_verdict(record([3.0, 1.0]), "train_time_s").label == machine.DISTURBED
+    assert record_verdict(record([1.0]), "test_time_s").label == machine.UNKNOWN  # no test state
+
+
+def test_a_cell_that_shared_its_device_is_disturbed_even_without_states() -> None:
+    old = {"config": {"seed": 0}, "epoch_times_s": [1.0], "contention": 3}
+    found = record_verdict(old, "train_time_s")
+    assert found == machine.Verdict(machine.DISTURBED, ("2 other cell(s) shared its device",))
+    assert record_verdict({**old, "contention": 1}, "train_time_s").label == machine.UNKNOWN
