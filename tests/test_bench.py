@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from harness.cli import main
+from harness.core.machine import DISTURBED, QUIET
 from harness.data.classification import ClassificationData
 from harness.tools import bench as bench_module
 from harness.tools import throughput
@@ -180,6 +181,9 @@ def test_images_per_s_of_both_loops_and_their_interleaved_ratio(tmp_path, capsys
     assert ratio["noisy"] == (ratio["iqr_over_median"] > NOISY)
     assert result["threads"] == 1 and result["quick"] and result["env"]["device"] == "cpu"
     assert result["harness"]["epoch_s"] == 60_000 / result["harness"]["images_per_s"]
+    for side in ("harness", "stock"):  # the machine's state over each block, and its reading
+        assert len(result[side]["states"]) == 2 and result[side]["machine"] in (QUIET, DISTURBED)
+        assert f"{side} {result[side]['machine']}" in line
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible")

@@ -17,7 +17,9 @@ Both sides: the same variant with the same initial weights, the protocol's optim
 the same batch size. Timing, as ``bench`` times its ratios: rounds, each a block of
 harness steps then a block of stock steps, every block after untimed warm-up steps and
 synchronised; images/s per block; the ratio is the median of the per-round ratios, with
-its IQR and ``bench``'s noisy flag. The stock side's worker processes are started at the
+its IQR and ``bench``'s noisy flag; each side also gets the machine's state over its
+blocks and :func:`harness.core.machine.verdict`'s reading (quiet or disturbed, and why),
+as the harness's training records do. The stock side's worker processes are started at the
 start of its block and stopped at its end, so they neither steal CPU from the harness's
 block nor prefetch batches during it (their start-up is in the untimed warm-up).
 """
@@ -43,6 +45,7 @@ from torch import Tensor
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from harness.core import machine
 from harness.core.errors import UserError
 from harness.core.runtime import AMP_MODES, Runtime, resolve_device
 from harness.data.classification import ClassificationData
@@ -53,7 +56,7 @@ from harness.tasks.classification.engine import ClassifierSteps
 from harness.tasks.classification.protocol import ClassificationProtocol
 from harness.tools.bench import Estimate, timing_threads
 from harness.train.loop import make_optimizer, train_step
-from harness.train.measure import synchronize
+from harness.train.measure import MachineWatch, synchronize
 from registry import create_model
 
 
@@ -221,38 +224,59 @@ def compare(
     harness = harness_step(variant, data.to(device), protocol, device, runtime)
     stock = StockLoop(variant, data, protocol, device, workers)
     images = protocol.batch_size * plan.steps
-    rates: dict[str, list[float]] = {"harness": [], "stock": []}
+    seconds: dict[str, list[float]] = {"harness": [], "stock": []}
+    states: dict[str, list[dict[str, Any]]] = {"harness": [], "stock": []}
     for _ in range(plan.rounds):
-        seconds = timed_block(harness, plan.warmup, plan.steps, device)
-        rates["harness"].append(images / seconds)
-        with stock.running() as step:
-            seconds = timed_block(step, plan.stock_warmup(workers), plan.steps, device)
-            rates["stock"].append(images / seconds)
+        with MachineWatch(device) as watch:
+            seconds["harness"].append(timed_block(harness, plan.warmup, plan.steps, device))
+        states["harness"].append(watch.state)
+        with MachineWatch(device) as watch, stock.running() as step:
+            warmup = plan.stock_warmup(workers)
+            seconds["stock"].append(timed_block(step, warmup, plan.steps, device))
+        states["stock"].append(watch.state)
+    rates = {name: [images / s for s in times] for name, times in seconds.items()}
     ratio = Estimate.of([h / s for h, s in zip(rates["harness"], rates["stock"], strict=True)])
 
-    def side(name: str, execution: str) -> dict[str, Any]:
+    def side(name: str, execution: str, processes: int) -> dict[str, Any]:
+        """A side's images/s, and the machine's state over its blocks (one per round,
+        warm-up included) with :func:`machine.verdict`'s reading of it."""
+        threads = torch.get_num_threads() + processes
+        found = machine.verdict(seconds[name], states[name], machine.cpus(), threads)
         return {**_estimate(Estimate.of(rates[name]), "images_per_s"),
-                "images_per_s_each_round": rates[name], "execution": execution}  # fmt: skip
+                "images_per_s_each_round": rates[name], "execution": execution,
+                "machine": found.label, "machine_reasons": list(found.reasons),
+                "states": states[name]}  # fmt: skip
 
     return {
         "variant": variant, "device": device.type, "batch_size": protocol.batch_size,
         "rounds": plan.rounds, "steps_per_round": plan.steps, "warmup_steps": plan.warmup,
         "stock_warmup_steps": plan.stock_warmup(workers),
-        "harness": side("harness", f"{runtime.label}, device-resident uint8, batch augmentation"),
-        "stock": side("stock", f"fp32, DataLoader(num_workers={workers}), transforms.v2"),
+        "harness": side(
+            "harness", f"{runtime.label}, device-resident uint8, batch augmentation", 0
+        ),
+        "stock": side("stock", f"fp32, DataLoader(num_workers={workers}), transforms.v2", workers),
         "workers": workers, "ratio": _estimate(ratio, "ratio"),
     }  # fmt: skip
 
 
+def _machine(result: dict[str, Any], name: str) -> str:
+    """A side's machine verdict, with its reasons."""
+    reasons = "; ".join(result[name]["machine_reasons"])
+    return f"{name} {result[name]['machine']}" + (f" ({reasons})" if reasons else "")
+
+
 def summary(result: dict[str, Any]) -> str:
-    """One line: each side's images/s and the ratio, with its spread and noisy flag."""
+    """One line: each side's images/s and the ratio, with its spread and noisy flag, and
+    whether the machine was quiet while each side ran."""
     ratio = result["ratio"]
+    machines = ", ".join(_machine(result, name) for name in ("harness", "stock"))
     return (
         f"{result['variant']} batch {result['batch_size']}: harness "
         f"{result['harness']['images_per_s']:.0f} images/s, stock DataLoader loop "
         f"{result['stock']['images_per_s']:.0f} images/s ({result['workers']} workers): "
         f"{ratio['ratio']:.2f}x (IQR/median {ratio['iqr_over_median']:.2f}"
-        f"{', noisy' if ratio['noisy'] else ''}; {result['rounds']} interleaved rounds)"
+        f"{', noisy' if ratio['noisy'] else ''}; {result['rounds']} interleaved rounds); "
+        f"machine: {machines}"
     )
 
 
