@@ -10,10 +10,11 @@ chunks that stay in cache, and the last merge only keeps the rows that can reach
 the top k.
 
 Ties follow a stable sort: among equal values the lower channel comes first. With
-gradients the network sorts integer keys that pack each value's order-preserving
-bits above its channel index, so the winners' channels are known exactly; the
-backward scatters each output's gradient to its channel. Without gradients it sorts
-the values themselves, which is cheaper.
+gradients the network sorts 32-bit integer keys that pack each value's
+order-preserving bits above its channel index, so the winners' channels are known;
+a float32 gives up its lowest log2(C) bits for the channel, and each chunk is then
+repaired exactly (see :func:`_repair`). The backward scatters each output's gradient
+to its channel. Without gradients the network sorts the values themselves.
 """
 
 from __future__ import annotations
