@@ -6,6 +6,7 @@ import multiprocessing
 import statistics
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -192,3 +193,15 @@ def test_throughput_on_a_missing_gpu_is_one_line_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--device cpu" in err
     assert not any(tmp_path.iterdir())
+
+
+def test_a_stock_block_fits_in_one_epoch_after_its_workers_prefetch():
+    """The stock side's images cover its warm-up (its own plus what the workers prefetch)
+    and its timed steps in one epoch: no block waits for a new epoch's workers."""
+    plan, workers = throughput.Plan(rounds=1, steps=3, warmup=2), 2
+    work = throughput.WORKLOADS["table1"]
+    protocol = replace(work.protocol, batch_size=4)
+    data = work.data(plan.images(protocol.batch_size, workers))
+    stock = throughput.StockLoop(work.variant, data, protocol, torch.device("cpu"), workers)
+    assert len(stock.loader) == plan.warmup + throughput.PREFETCH * workers + plan.steps
+    assert stock.loader.prefetch_factor == throughput.PREFETCH
