@@ -170,7 +170,7 @@ def test_images_per_s_of_both_loops_and_their_interleaved_ratio(tmp_path, capsys
             "1", "--batch-size", "4", "--workers", "1", "--out", str(out)]  # fmt: skip
     assert throughput.main(argv) == 0
     assert not multiprocessing.active_children()  # the DataLoader's worker is gone
-    line = capsys.readouterr().out.splitlines()[0]
+    line, data_line = capsys.readouterr().out.splitlines()[:2]
     assert line.startswith("mnist.fp_max_s2 batch 4: harness ") and "(1 workers)" in line
     result = json.loads(out.read_text())
     harness, stock = (result[side]["images_per_s_each_round"] for side in ("harness", "stock"))
@@ -182,6 +182,10 @@ def test_images_per_s_of_both_loops_and_their_interleaved_ratio(tmp_path, capsys
     assert ratio["noisy"] == (ratio["iqr_over_median"] > NOISY)
     assert result["threads"] == 1 and result["quick"] and result["env"]["device"] == "cpu"
     assert result["harness"]["epoch_s"] == 60_000 / result["harness"]["images_per_s"]
+    alone = result["data_path"]  # the data paths alone, in turns
+    assert alone["images_per_round"] == throughput.DATA_PATH_IMAGES // 4 * 4
+    assert min(alone["harness"]["images_per_s"], alone["stock"]["images_per_s"]) > 0
+    assert data_line.startswith("data path alone (table1, batch 4): harness ")
     for side in ("harness", "stock"):  # the machine's state over each block, and its reading
         assert len(result[side]["states"]) == 2 and result[side]["machine"] in (QUIET, DISTURBED)
         assert f"{side} {result[side]['machine']}" in line

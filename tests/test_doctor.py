@@ -151,6 +151,7 @@ def test_topk_compile_prints_each_candidate_on_one_line_and_a_failed_compile_is_
     )
     step = next(line for line in lines if line.startswith("[PASS] train-step"))
     assert "images/s, stock DataLoader loop" in step and "interleaved rounds" in step
+    assert "; data path alone (table1, batch 10): harness " in step
     result = json.loads(next(tmp_path.glob("doctor-cpu-*.json")).read_text())
     found = result["checks"][0]["details"]["candidates"]
     assert [c["compiled"] for c in found] == [True, False]

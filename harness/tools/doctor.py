@@ -244,8 +244,8 @@ def _throughput_outcome(ctx: Context, result: dict[str, Any], goal: str) -> Outc
     harness, stock = result["harness"], result["stock"]
     figure = (
         f"{throughput.summary(result)}; epoch of {result['epoch_images']} images "
-        f"{harness['epoch_s']:.1f} s vs {stock['epoch_s']:.1f} s [{harness['execution']}]"
-        + (f"; goal: {goal}" if goal else "")
+        f"{harness['epoch_s']:.1f} s vs {stock['epoch_s']:.1f} s [{harness['execution']}]; "
+        f"{throughput.data_summary(result['data_path'])}" + (f"; goal: {goal}" if goal else "")
     )
     numbers = [harness["images_per_s"], stock["images_per_s"], result["ratio"]["ratio"]]
     ok = all(math.isfinite(x) and x > 0 for x in numbers)

@@ -19,7 +19,9 @@ harness steps then a block of stock steps, every block after untimed warm-up ste
 synchronised; images/s per block; the ratio is the median of the per-round ratios, with
 its IQR and ``bench``'s noisy flag; each side also gets the machine's state over its
 blocks and :func:`harness.core.machine.verdict`'s reading (quiet or disturbed, and why),
-as the harness's training records do. The stock side's worker processes are started at the
+as the harness's training records do. Apart from training, :func:`data_path` times the two
+data paths alone (what one stock worker does against the harness's batch preparation). The
+stock side's worker processes are started at the
 start of its block and stopped at its end, so they neither steal CPU from the harness's
 block nor prefetch batches during it (their start-up is in the untimed warm-up).
 """
@@ -41,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
@@ -337,6 +339,7 @@ def measure(
         result = compare(
             variant, data, protocol, device, plan=plan, runtime=runtime, workers=workers
         )
+        result["data_path"] = data_path(name, device, batch)
     for side in ("harness", "stock"):
         result[side]["epoch_s"] = work.epoch_images / result[side]["images_per_s"]
     return {"what": f"{name}: images/s of the harness's training path and of a stock "
@@ -346,6 +349,61 @@ def measure(
             "epoch_images": work.epoch_images, "env": environment(device),
             "load_average": {"before": before, "after": os.getloadavg(), "cpus": os.cpu_count()},
             "date": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
+
+
+DATA_PATH_IMAGES = 2000  # per pass of the data paths alone: ~0.1 s on a CPU for the stock side
+
+
+def data_path(name: str, device: torch.device, batch_size: int, rounds: int = 5) -> dict[str, Any]:
+    """Images/s of each side's data path alone, one epoch over the same images per side
+    and round, in turns: the harness's batches (``ClassifierSteps.epoch``: index, crop,
+    flip, normalise on ``device``, synchronised) and the stock ``Dataset`` through a
+    DataLoader without workers (what one worker does: transforms and collation) plus
+    the copy to ``device``; with the ratio, as :func:`compare` gives it."""
+    work = WORKLOADS[name]
+    protocol = replace(work.protocol, batch_size=batch_size)
+    data = work.data(DATA_PATH_IMAGES)
+    on_device = data.to(device)
+    inputs = InputPipeline(on_device, protocol)
+    steps = ClassifierSteps(nn.Identity(), nn.Identity(), on_device, protocol, inputs, 0,
+                            contextlib.nullcontext())  # fmt: skip
+    dataset = ImageTensors(data.train_x, data.train_y, stock_transform(protocol, data))
+    loader = DataLoader(dataset, batch_size=protocol.batch_size, shuffle=True, drop_last=True)
+
+    def harness() -> None:
+        for _ in steps.epoch(0):
+            pass
+
+    def stock() -> None:
+        for x, _ in loader:
+            x.to(device, non_blocking=True)
+
+    images = len(loader) * protocol.batch_size
+    # warm-up (first calls, allocations), then as many harness passes per block as make it
+    # last about one stock pass: a pass of a fraction of a millisecond is too short to time
+    first = [timed_block(run, 0, 1, device) for run in (harness, stock)]
+    passes = {"harness": max(1, round(first[1] / first[0])), "stock": 1}
+    rates: dict[str, list[float]] = {"harness": [], "stock": []}
+    for _ in range(rounds):
+        for side, run in (("harness", harness), ("stock", stock)):
+            seconds = timed_block(run, 0, passes[side], device)
+            rates[side].append(passes[side] * images / seconds)
+    ratio = Estimate.of([h / s for h, s in zip(rates["harness"], rates["stock"], strict=True)])
+    return {"workload": name, "device": device.type, "batch_size": protocol.batch_size,
+            "images_per_round": images, "rounds": rounds,
+            **{side: _estimate(Estimate.of(r), "images_per_s") for side, r in rates.items()},
+            "ratio": _estimate(ratio, "ratio")}  # fmt: skip
+
+
+def data_summary(result: dict[str, Any]) -> str:
+    """One line: the two data paths' images/s and their ratio."""
+    ratio = result["ratio"]
+    return (
+        f"data path alone ({result['workload']}, batch {result['batch_size']}): harness "
+        f"{result['harness']['images_per_s']:.0f} images/s, one stock worker "
+        f"{result['stock']['images_per_s']:.0f} images/s: {ratio['ratio']:.1f}x (IQR/median "
+        f"{ratio['iqr_over_median']:.2f}{', noisy' if ratio['noisy'] else ''})"
+    )
 
 
 def parse(argv: list[str] | None, workload: str | None = None) -> argparse.Namespace:
@@ -404,6 +462,7 @@ def main(argv: list[str] | None = None, workload: str | None = None) -> int:
         runtime=runtime, workers=args.workers,
     )  # fmt: skip
     print(summary(result))
+    print(data_summary(result["data_path"]))
     harness, stock = result["harness"], result["stock"]
     print(f"epoch ({result['epoch_images']} images): harness {harness['epoch_s']:.1f} s, "
           f"stock {stock['epoch_s']:.1f} s [{harness['execution']}]")  # fmt: skip
