@@ -10,10 +10,11 @@ chunks that stay in cache, and the last merge only keeps the rows that can reach
 the top k.
 
 Ties follow a stable sort: among equal values the lower channel comes first. With
-gradients the network sorts integer keys that pack each value's order-preserving
-bits above its channel index, so the winners' channels are known exactly; the
-backward scatters each output's gradient to its channel. Without gradients it sorts
-the values themselves, which is cheaper.
+gradients the network sorts 32-bit integer keys that pack each value's
+order-preserving bits above its channel index, so the winners' channels are known;
+a float32 gives up its lowest log2(C) bits for the channel, and each chunk is then
+repaired exactly (see :func:`_repair`). The backward scatters each output's gradient
+to its channel. Without gradients the network sorts the values themselves.
 """
 
 from __future__ import annotations
@@ -349,21 +350,37 @@ def _unsorted(values: Tensor, largest: bool) -> Tensor | None:
 
 def _transpose(chosen: Tensor, picked: Tensor, largest: bool) -> Tensor:
     """Odd-even transposition rounds on (value, channel) pairs until sorted or
-    :data:`_REPAIR_ROUNDS` have run; fixes ``chosen`` and returns the values."""
+    :data:`_REPAIR_ROUNDS` have run; fixes ``chosen`` and returns the values.
+
+    The first round runs on every pixel of the chunk, later ones only on the pixels
+    still unsorted (runs of three or more near-equal values: a few per chunk)."""
+    k = chosen.shape[0]
     # each value's bits above its channel (one int64), so one swap moves both
-    pairs = picked.view(torch.int32).long() * (1 << 32) | chosen
-    values = pairs.view(torch.int32)[..., 1::2].view(torch.float32)  # the high halves
+    pairs = (picked.view(torch.int32).long() * (1 << 32) | chosen).view(k, -1)
+    columns = None
     for _ in range(_REPAIR_ROUNDS):
+        work = pairs if columns is None else pairs[:, columns]
+        values = _high_halves(work)
         for start in (0, 1):
-            a, b = pairs[start:-1:2], pairs[start + 1 :: 2]
+            a, b = work[start:-1:2], work[start + 1 :: 2]
             va, vb = values[start:-1:2], values[start + 1 :: 2]
             swap = (a ^ b) * (va < vb if largest else va > vb)
             a ^= swap
             b ^= swap
-        if _unsorted(values, largest) is None:
+        if columns is not None:
+            pairs[:, columns] = work
+        left = _unsorted(values, largest)
+        if left is None:
             break
-    torch.bitwise_and(pairs, (1 << 32) - 1, out=chosen)
-    return values
+        still = left.nonzero().squeeze(1)
+        columns = still if columns is None else columns[still]
+    torch.bitwise_and(pairs, (1 << 32) - 1, out=chosen.view(k, -1))
+    return _high_halves(pairs).view(picked.shape)
+
+
+def _high_halves(pairs: Tensor) -> Tensor:
+    """The float32 values held in the high 32 bits of int64 ``pairs`` (a view)."""
+    return pairs.view(torch.int32)[..., 1::2].view(torch.float32)
 
 
 def _mixed_at_cut(done: _Chunk, chosen: Tensor, cut: int) -> Tensor | None:

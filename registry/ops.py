@@ -63,10 +63,10 @@ def topk_pool(x: Tensor, k: int, largest: bool = True, impl: str = "auto") -> Te
     * ``"reference"``: a stable sort over channels, the definition the others match
       (values equal ``torch.topk``'s; ties ranked by channel).
     * ``"bitonic"``: a sorting network of elementwise ops (:mod:`registry.bitonic`);
-      on the CPU at the paper's shapes 2.8-6x faster than ``torch.topk`` forward and
-      1.2-2x with autograd (benchmarks/NOTES.md). Needs a power-of-two channel
-      count, a float dtype (float16, bfloat16 or float32 when a gradient is needed)
-      and no NaN.
+      on the CPU at the paper's shapes 0.7-2.4x spatial FP's time forward and
+      1.3-2.8x with autograd, where ``torch.topk`` takes 4-8x (benchmarks/NOTES.md).
+      Needs a power-of-two channel count, a float dtype (float16, bfloat16 or
+      float32 when a gradient is needed) and no NaN.
     * ``"auto"``: bitonic where it is supported and pays off (CPU, enough elements,
       not being traced by a FLOP counter), else the reference. On CUDA the
       reference's sort kernels are used; the network has not been timed there.
