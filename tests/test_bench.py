@@ -2,15 +2,21 @@
 
 import json
 import math
+import multiprocessing
+import statistics
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
 from harness.cli import main
+from harness.core.machine import DISTURBED, QUIET
+from harness.data.classification import ClassificationData
 from harness.tools import bench as bench_module
+from harness.tools import throughput
 from harness.tools.bench import (
     CASES,
     MIN_ROUNDS,
@@ -130,3 +136,76 @@ def test_first_screen_has_only_our_output():
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0 and done.stdout.startswith("Tables:")
     assert done.stderr == "", done.stderr
+
+
+def test_the_stock_loops_transforms_augment_as_the_harness_does():
+    """Table 2's protocol (4 pixels of zero padding, random crop, flip, CIFAR-10's
+    normalisation): every image the stock transforms make is one of the harness's crops
+    and flips of it, normalised alike, and different draws do occur."""
+    from harness.tasks.classification.augment import InputPipeline, crop_flip
+
+    work = throughput.WORKLOADS["vgg16"]
+    gen = torch.Generator().manual_seed(0)
+    image = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    data = ClassificationData(image, torch.zeros(1, dtype=torch.int64), image, image[:, 0, 0, 0],
+                              "one image", (0.49, 0.48, 0.45), (0.25, 0.24, 0.26))  # fmt: skip
+    prepare = InputPipeline(data, work.protocol, channels_last=False)
+    draws = torch.tensor([[top, left, flip] for top in range(9) for left in range(9)
+                          for flip in (0, 1)])  # fmt: skip
+    every = prepare(crop_flip(image.expand(len(draws), -1, -1, -1), draws, padding=4))
+    transform = throughput.stock_transform(work.protocol, data)
+    seen = set()
+    for seed in range(12):
+        torch.manual_seed(seed)
+        made = transform(image[0])
+        close = (every - made).abs().amax(dim=(1, 2, 3)) < 1e-5
+        assert close.any(), seed
+        seen.add(int(close.nonzero()[0]))
+    assert len(seen) > 1
+
+
+def test_images_per_s_of_both_loops_and_their_interleaved_ratio(tmp_path, capsys):
+    out = tmp_path / "t.json"
+    argv = ["--workload", "table1", "--device", "cpu", "--quick", "--rounds", "2", "--steps",
+            "1", "--batch-size", "4", "--workers", "1", "--out", str(out)]  # fmt: skip
+    assert throughput.main(argv) == 0
+    assert not multiprocessing.active_children()  # the DataLoader's worker is gone
+    line, data_line = capsys.readouterr().out.splitlines()[:2]
+    assert line.startswith("mnist.fp_max_s2 batch 4: harness ") and "(1 workers)" in line
+    result = json.loads(out.read_text())
+    harness, stock = (result[side]["images_per_s_each_round"] for side in ("harness", "stock"))
+    assert len(harness) == len(stock) == 2 and min(harness + stock) > 0
+    ratio = result["ratio"]
+    assert math.isclose(
+        ratio["ratio"], statistics.median(h / s for h, s in zip(harness, stock, strict=True))
+    )
+    assert ratio["noisy"] == (ratio["iqr_over_median"] > NOISY)
+    assert result["threads"] == 1 and result["quick"] and result["env"]["device"] == "cpu"
+    assert result["harness"]["epoch_s"] == 60_000 / result["harness"]["images_per_s"]
+    alone = result["data_path"]  # the data paths alone, in turns
+    assert alone["images_per_round"] == throughput.DATA_PATH_IMAGES // 4 * 4
+    assert min(alone["harness"]["images_per_s"], alone["stock"]["images_per_s"]) > 0
+    assert data_line.startswith("data path alone (table1, batch 4): harness ")
+    for side in ("harness", "stock"):  # the machine's state over each block, and its reading
+        assert len(result[side]["states"]) == 2 and result[side]["machine"] in (QUIET, DISTURBED)
+        assert f"{side} {result[side]['machine']}" in line
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible")
+def test_throughput_on_a_missing_gpu_is_one_line_and_exit_2(tmp_path, capsys):
+    assert throughput.main(["--device", "cuda", "--out", str(tmp_path / "t.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--device cpu" in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_stock_block_fits_in_one_epoch_after_its_workers_prefetch():
+    """The stock side's images cover its warm-up (its own plus what the workers prefetch)
+    and its timed steps in one epoch: no block waits for a new epoch's workers."""
+    plan, workers = throughput.Plan(rounds=1, steps=3, warmup=2), 2
+    work = throughput.WORKLOADS["table1"]
+    protocol = replace(work.protocol, batch_size=4)
+    data = work.data(plan.images(protocol.batch_size, workers))
+    stock = throughput.StockLoop(work.variant, data, protocol, torch.device("cpu"), workers)
+    assert len(stock.loader) == plan.warmup + throughput.PREFETCH * workers + plan.steps
+    assert stock.loader.prefetch_factor == throughput.PREFETCH

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -82,7 +83,16 @@ def test_doctor_on_the_cpu_passes_with_a_shrunk_budget(tmp_path):
     result = json.loads(next(out.glob("doctor-cpu-*.json")).read_text())
     assert [c["name"] for c in result["checks"]] == list(doctor.CHECKS)
     statuses = {c["name"]: c["status"] for c in result["checks"]}
-    for name in ("table1-fp32", "table1-bf16", "vgg-epoch", "bench", "topk", "timing", "torchrun"):
+    for name in (
+        "table1-fp32",
+        "table1-bf16",
+        "vgg-epoch",
+        "train-step",
+        "bench",
+        "topk",
+        "timing",
+        "torchrun",
+    ):
         assert statuses[name] == "pass", name
     assert all(c["figure"] for c in result["checks"]) and result["passed"]
     assert result["env"]["torch"] == torch.__version__
@@ -105,3 +115,85 @@ def test_records_must_be_all_there_from_the_device_and_finite():
     assert "ran on cuda:0" in doctor.check_records(ctx, on_gpu, "table1", "accuracy")
     nan = records(metrics={"accuracy": float("nan")})
     assert "accuracy is nan" in doctor.check_records(ctx, nan, "table1", "accuracy")
+
+
+def _fake_compile(broken: str | None = None, wrong: str | None = None):
+    """torch.compile stand-in: the module itself (eager), raising a two-line error for a
+    TopKPool of impl ``broken``, and reversing the channels of impl ``wrong``'s output."""
+
+    def compile_(module, **options):
+        assert options["fullgraph"] and options["dynamic"] is False
+        impl = getattr(module, "impl", None)
+        if impl == broken:
+            raise RuntimeError("no Triton for this GPU\n(a page of traceback)")
+        if impl == wrong:
+            return lambda x: module(x).flip(1)
+        return module
+
+    return compile_
+
+
+def test_topk_compile_prints_each_candidate_on_one_line_and_a_failed_compile_is_not_fatal(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setattr(torch, "compile", _fake_compile(broken="bitonic"))
+    only = "topk-compile,train-step"
+    assert (
+        main(["doctor", "--device", "cpu", "--quick", "--only", only, "--out", str(tmp_path)]) == 0
+    )
+    lines = capsys.readouterr().out.splitlines()
+    compiled = next(line for line in lines if line.startswith("[PASS] topk-compile"))
+    assert "compiled reference: matches the reference (values, gradients, ties)" in compiled
+    assert "over spatial FP fwd " in compiled and "at 1 of 1 shapes" in compiled
+    assert (
+        "compiled bitonic: not compiled as one graph (RuntimeError: no Triton for this GPU)"
+        in compiled
+    )
+    step = next(line for line in lines if line.startswith("[PASS] train-step"))
+    assert "images/s, stock DataLoader loop" in step and "interleaved rounds" in step
+    assert "; data path alone (table1, batch 10): harness " in step
+    result = json.loads(next(tmp_path.glob("doctor-cpu-*.json")).read_text())
+    found = result["checks"][0]["details"]["candidates"]
+    assert [c["compiled"] for c in found] == [True, False]
+    assert {r["compiled"] for r in found[0]["ratios"]} == {True} and len(found[0]["ratios"]) == 2
+
+
+def test_a_compiled_candidate_with_other_values_fails_the_check(monkeypatch):
+    monkeypatch.setattr(torch, "compile", _fake_compile(wrong="reference"))
+    ctx = doctor.Context(torch.device("cpu"), True, Path("."), frozenset({"topk-compile"}))
+    outcome = doctor.check_topk_compile(ctx)
+    assert outcome.status == "fail"
+    assert "compiled reference: DIFFERS FROM the reference" in outcome.figure
+    assert "compiled bitonic: matches" in outcome.figure
+
+
+def test_topk_compile_is_skipped_on_the_cpu_unless_named():
+    ctx = doctor.Context(torch.device("cpu"), True, Path("."), frozenset())
+    outcome = doctor.check_topk_compile(ctx)
+    assert outcome.status == "skipped" and "--only topk-compile" in outcome.figure
+
+
+def test_checks_not_started_within_the_budget_are_skipped(tmp_path, capsys, monkeypatch):
+    def slow(ctx):
+        time.sleep(0.3)
+        return doctor.verdict(True, "slept")
+
+    monkeypatch.setitem(doctor.CHECKS, "timing", ("slow", slow))
+    argv = ["doctor", "--device", "cpu", "--only", "timing,topk", "--out", str(tmp_path)]
+    assert main([*argv, "--budget-s", "0.1"]) == 0
+    out = capsys.readouterr().out
+    assert "[PASS] timing" in out
+    assert "[SKIPPED] topk (0 s): not started: the doctor's budget of 0 s was spent" in out
+    assert main([*argv, "--budget-s", "0"]) == 2
+    assert "--budget-s must be positive" in capsys.readouterr().err
+
+
+def test_on_a_gpu_the_vgg_run_uses_bf16_and_timeouts_are_cut_to_the_budget():
+    """CUDA's branches without a GPU: a Context on a cuda device runs nothing here."""
+    ctx = doctor.Context(torch.device("cuda"), False, Path("."), frozenset())
+    assert doctor.vgg_epoch_options(ctx)[:2] == ["--amp", "bf16"]
+    assert doctor._timeout(ctx, 300, 600) == 300
+    ctx.deadline = time.perf_counter() + 100
+    assert doctor.MIN_TIMEOUT_S <= doctor._timeout(ctx, 300, 600) <= 100
+    quick = doctor.Context(torch.device("cuda"), True, Path("."), frozenset())
+    assert doctor.vgg_epoch_options(quick) == ["--quick"]

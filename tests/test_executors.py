@@ -64,7 +64,11 @@ def ray_local():
 def test_ray_records_match_the_local_executor(tmp_path, ray_local):
     local, remote = RunStore(tmp_path / "local"), RunStore(tmp_path / "ray")
     assert _run_small(local).ran == 3
-    summary = _run_small(remote, RayExecutor())
+    executor = RayExecutor()
+    try:
+        summary = _run_small(remote, executor)
+    finally:
+        executor.shutdown()  # its workers hold the instance's CPUs until then
     assert (summary.ran, summary.failed) == (3, 0)
     ours, theirs = _records(local.root), _records(remote.root)
     assert [r["key"] for r in ours] == [r["key"] for r in theirs]  # the same cells
@@ -73,6 +77,66 @@ def test_ray_records_match_the_local_executor(tmp_path, ray_local):
         assert a["history"][-1]["train_loss"] == pytest.approx(b["history"][-1]["train_loss"])
         assert (a["executor"], b["executor"]) == ("local", "ray")
         assert b["threads"] == 1 and b["pid"] != os.getpid()
+
+
+def _noop_records(runs: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((runs / "noop" / "smoke").glob("*.json"))]
+
+
+def _run_noop(store: RunStore, cells: int, executor) -> None:
+    from tests.toy.noop import noop_table
+
+    summary = run_table(noop_table(cells), profile="smoke", seeds=cells, device="cpu",
+                        store=store, data_root=store.root.parent, executor=executor,
+                        log=lambda _: None)  # fmt: skip
+    assert (summary.ran, summary.failed) == (cells, 0)
+
+
+def test_ray_workers_serve_many_cells_open_their_data_once_and_stay(tmp_path, ray_local):
+    executor = RayExecutor()
+    try:
+        _run_noop(RunStore(tmp_path / "a"), 12, executor)
+        _run_noop(RunStore(tmp_path / "b"), 6, executor)  # the next table: the same workers
+    finally:
+        executor.shutdown()  # stops the workers it started, and leaves the module's Ray running
+    first, second = _noop_records(tmp_path / "a"), _noop_records(tmp_path / "b")
+    pids = {r["pid"] for r in first}
+    assert len(first) == 12 and len(pids) <= 2 and os.getpid() not in pids  # 2 CPUs: 2 workers
+    assert {r["metrics"]["data_opened"] for r in first} == {1}  # once per worker, not per cell
+    assert all(r["metrics"]["pid"] == r["pid"] for r in first)
+    assert {r["pid"] for r in second} <= pids
+    deadline = time.time() + 20
+    while any(_alive(pid) for pid in pids) and time.time() < deadline:
+        time.sleep(0.1)
+    assert ray_local.is_initialized() and not any(_alive(pid) for pid in pids)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_local_executor_costs_little_per_cell(tmp_path):
+    """A no-op cell goes through planning, its lease and its record: a small fraction of
+    the 0.1 s per cell it may cost (a loaded machine has room to spare)."""
+    from harness.run.executors import LocalExecutor
+
+    start = time.perf_counter()
+    _run_noop(RunStore(tmp_path / "runs"), 40, LocalExecutor())
+    assert (time.perf_counter() - start) / 40 < 0.1
+    opened = {r["metrics"]["data_opened"] for r in _noop_records(tmp_path / "runs")}
+    assert len(opened) == 1  # opened before the first cell, never again
+
+
+def test_a_cell_bigger_than_the_ray_cluster_is_refused_in_one_line(tmp_path, ray_local):
+    from harness.core.errors import UserError
+
+    with pytest.raises(UserError, match=r"asks for 64 CPUs .* the Ray cluster has 2"):
+        _run_noop(RunStore(tmp_path / "runs"), 2, RayExecutor(cpus_per_cell=64))
+    assert not _noop_records(tmp_path / "runs")
 
 
 def test_a_cell_that_raises_is_recorded_as_failed_and_retried_alone(tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ import os
 import socket
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,9 +64,14 @@ class Outcome:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-@functools.lru_cache(maxsize=2)
 def _data(task_name: str, protocol: Protocol, options: RunOptions, device: torch.device) -> Any:
-    """A table's data, opened once per process (per table and device)."""
+    """A table's data, opened once per process (per table and device): options that only
+    say how cells run (``force``, threads) do not open it again."""
+    return _opened(task_name, protocol, replace(options, force=False, threads=None), device)
+
+
+@functools.lru_cache(maxsize=2)
+def _opened(task_name: str, protocol: Protocol, options: RunOptions, device: torch.device) -> Any:
     return get_task(task_name).open_data(protocol, options, device)
 
 

@@ -1,5 +1,6 @@
 """Executors: where cells run. ``local`` runs them one after another in this process;
-``ray`` runs one Ray task per cell on a local Ray instance or a cluster (the batch
+``ray`` runs them on a pool of long-lived Ray workers, each taking cell after cell, on a
+local Ray instance or a cluster (the batch
 executors, ``slurm`` and ``submitit-local``, are :mod:`harness.run.slurm`;
 :func:`harness.run.runner.make_executor` picks one).
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -49,10 +51,8 @@ class LocalExecutor:
 
 
 def _cell_task(config: dict[str, Any], options: RunOptions, spec: TableSpec | None) -> Outcome:
-    """The body of a Ray task: one cell, then the worker's pools are kept for the next.
+    """One cell in a Ray worker, whose imports, plugins and opened data stay for the next.
     ``spec``: a study's (a worker cannot look it up by name), None for a paper table."""
-    from harness.run.cell import execute_cell  # imported in the worker
-
     if spec is not None and spec.plugins:  # where the study found them, if this host sees it
         with contextlib.suppress(PluginError):  # else execute_cell fails the cell, naming both
             load_plugins(spec.plugins, search_paths=[Path(p) for p in spec.plugin_paths])
@@ -62,20 +62,52 @@ def _cell_task(config: dict[str, Any], options: RunOptions, spec: TableSpec | No
         return Outcome(config, REFUSED, str(exc))
 
 
+class CellWorker:
+    """A Ray actor: one long-lived process that runs cell after cell, so that a cell pays
+    for no process start, no imports and no opening of its table's data (the process's
+    cache in :mod:`harness.run.cell` keeps it). Leases and records stay the authority: a
+    worker killed mid-cell leaves a lease whose holder is dead, taken over by its rerun."""
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def run(self, config: dict[str, Any], options: RunOptions, spec: TableSpec | None) -> Outcome:
+        try:
+            return _cell_task(config, options, spec)
+        finally:
+            if options.device.startswith("cuda"):  # the next cell may share the device
+                import torch
+
+                torch.cuda.empty_cache()
+
+
+@dataclass
+class _Pool:
+    """The executor's workers, kept between tables of one run (and their resources)."""
+
+    resources: dict[str, float]
+    cluster: str  # the Ray session they belong to
+    idle: list[Any] = field(default_factory=list)
+
+
 @dataclass
 class RayExecutor:
-    """One Ray task per cell. Without an address (and without ``RAY_ADDRESS``) it starts
-    a local Ray instance for this run: no dashboard, no usage stats, a small object
-    store (only configs and outcomes travel through it)."""
+    """Cells on a pool of long-lived Ray actors (:class:`CellWorker`), as many as the
+    cluster's resources fit, each taking one cell at a time. Without an address (and
+    without ``RAY_ADDRESS``) it starts a local Ray instance for this run: no dashboard, no
+    usage stats, a small object store (only configs, a study's spec and outcomes travel
+    through it). The workers stay, holding their resources, until :meth:`shutdown`."""
 
     address: str | None = None
     gpus_per_cell: float = 1.0
     cpus_per_cell: float | None = None  # default: 1 on the CPU, 4 per GPU cell
-    retries: int = 2  # a worker that dies mid-cell is restarted this many times
+    retries: int = 2  # a cell whose worker dies mid-cell is rerun this many times
     name: str = "ray"
     _started: bool = field(default=False, init=False)  # this run started the instance
+    _pool: _Pool | None = field(default=None, init=False)
 
-    def _ray(self) -> Any:
+    def connect(self) -> Any:
+        """Ray, started or reached now (the first ``run`` does it otherwise)."""
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         try:
             import ray
@@ -102,44 +134,101 @@ class RayExecutor:
         cpus = self.cpus_per_cell or (4.0 if cuda else 1.0)
         return {"num_cpus": cpus, "num_gpus": self.gpus_per_cell if cuda else 0}
 
+    def _slots(self, ray: Any, resources: dict[str, float]) -> int:
+        """How many cells the cluster runs at once; refuses a cell it cannot fit."""
+        have = ray.cluster_resources()
+        fits = [int(have.get("CPU", 0) / resources["num_cpus"] + 1e-9)]  # 2 / 0.2 is 10
+        if resources["num_gpus"]:
+            fits.append(int(have.get("GPU", 0) / resources["num_gpus"] + 1e-9))
+        if min(fits) < 1:
+            raise UserError(
+                f"a cell asks for {resources['num_cpus']:g} CPUs and {resources['num_gpus']:g} "
+                f"GPUs; the Ray cluster has {have.get('CPU', 0):g} and {have.get('GPU', 0):g} "
+                "(see --cpus-per-cell, --gpus-per-cell)"
+            )
+        return min(fits)
+
+    def _workers(self, ray: Any, resources: dict[str, float], wanted: int) -> list[Any]:
+        """The pool's idle workers, at least ``wanted`` of them (a pool from another
+        session or with other resources is dropped first)."""
+        cluster = ray.get_runtime_context().gcs_address
+        if self._pool is not None and self._pool.cluster != cluster:
+            self._pool = None  # its workers went with their Ray session
+        if self._pool is not None and self._pool.resources != resources:
+            self._kill_pool()
+        pool = self._pool = self._pool or _Pool(resources, cluster)
+        while len(pool.idle) < wanted:
+            pool.idle.append(self._new_worker(ray, resources))
+        return pool.idle
+
+    @staticmethod
+    def _new_worker(ray: Any, resources: dict[str, float]) -> Any:
+        return ray.remote(CellWorker).options(max_restarts=0, **resources).remote()
+
     def run(
         self, configs: list[dict[str, Any]], options: RunOptions, done: OnOutcome,
         spec: TableSpec | None = None,
     ) -> None:  # fmt: skip
-        """Cells in Ray workers, which find a paper table by name; a study's spec is sent
-        with each cell (its rows' models are defined by the cells' configs)."""
-        ray = self._ray()
-        resources = self._resources(options)
+        """Cells on the pool's workers, which find a paper table by name; a study's spec
+        is put in the object store once (its rows' models are defined by the configs)."""
+        ray = self.connect()
         if options.device == "auto":  # decide here, where the cluster's GPUs are known
             gpus = ray.cluster_resources().get("GPU", 0)
             options = replace(options, device="cuda" if gpus else "cpu")
-            resources = self._resources(options)
+        resources = self._resources(options)
         # the cell's torch threads are its CPUs, a stated choice (Ray would set 1 silently)
         options = replace(options, threads=max(1, int(resources["num_cpus"])), executor="ray")
-        remote = ray.remote(_cell_task).options(max_retries=self.retries, **resources)
+        idle = self._workers(ray, resources, min(self._slots(ray, resources), len(configs)))
         shipped = None if spec is None or TABLES.get(spec.name) is spec else ray.put(spec)
-        pending = {remote.remote(config, options, shipped): config for config in configs}
+        queue, reruns = list(reversed(configs)), Counter[int]()
+        busy: dict[Any, tuple[Any, dict[str, Any]]] = {}  # call -> (worker, its cell)
         try:
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1)
-                for ref in ready:
-                    config = pending.pop(ref)
-                    try:
-                        outcome = ray.get(ref)
-                    except ray.exceptions.RayError as exc:  # the worker died, retries spent
-                        line = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
-                        outcome = Outcome(config, FAILED, f"{type(exc).__name__}: {line}")
-                    if outcome.status == REFUSED:
-                        raise UserError(outcome.message)
-                    done(outcome)
+            while queue or busy:
+                while queue and idle:
+                    worker, config = idle.pop(), queue.pop()
+                    busy[worker.run.remote(config, options, shipped)] = (worker, config)
+                (ref,), _ = ray.wait(list(busy), num_returns=1)
+                worker, config = busy.pop(ref)
+                try:
+                    outcome = ray.get(ref)
+                    idle.append(worker)
+                except ray.exceptions.RayActorError as exc:  # killed, out of memory, lost
+                    idle.append(self._new_worker(ray, resources))
+                    reruns[id(config)] += 1
+                    if reruns[id(config)] <= self.retries:
+                        queue.append(config)  # its lease's holder is dead: taken over
+                        continue
+                    outcome = Outcome(config, FAILED, _error_line(exc))
+                except ray.exceptions.RayError as exc:  # the call itself failed, not the worker
+                    idle.append(worker)
+                    outcome = Outcome(config, FAILED, _error_line(exc))
+                if outcome.status == REFUSED:
+                    raise UserError(outcome.message)
+                done(outcome)
         except (KeyboardInterrupt, UserError):
-            for ref in pending:
-                ray.cancel(ref, force=True)
+            for worker, _ in busy.values():  # mid-cell: their leases go stale with them
+                ray.kill(worker, no_restart=True)
             raise
 
+    def _kill_pool(self) -> None:
+        if self._pool is not None:
+            import ray
+
+            if ray.is_initialized():
+                for worker in self._pool.idle:
+                    ray.kill(worker, no_restart=True)
+            self._pool = None
+
     def shutdown(self) -> None:
+        """Stop the workers, and the Ray instance if this run started it."""
+        self._kill_pool()
         if self._started:
             import ray
 
             ray.shutdown()
             self._started = False
+
+
+def _error_line(exc: Exception) -> str:
+    """An exception as one line: its type and the last line of its text."""
+    return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[-1]}"

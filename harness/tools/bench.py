@@ -51,7 +51,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from harness.core.machine import NOISY  # IQR / median above this: flagged noisy
 from harness.core.runtime import resolve_device
@@ -59,8 +58,7 @@ from harness.data.classification import ClassificationData
 from harness.store.records import atomic_write_text, check_writable_dir, environment
 from harness.tables.paper import TABLE1
 from harness.tasks.classification.engine import train_classifier
-from harness.train.loop import make_optimizer
-from harness.train.measure import count_flops, synchronize
+from harness.train.measure import synchronize
 from registry import TopKPool, create_model
 from registry.ops import TOPK_IMPLS, FeaturePool
 
@@ -175,8 +173,14 @@ def workload(
     device: torch.device,
     dtype: torch.dtype = torch.float32,
     topk_impl: str = "auto",
+    compiled: bool = False,
 ) -> Workload:
-    """Build ``op`` at ``case`` on ``device`` for one pass (``fwd`` or ``fwdbwd``)."""
+    """Build ``op`` at ``case`` on ``device`` for one pass (``fwd`` or ``fwdbwd``).
+
+    ``compiled``: the op's module under ``torch.compile`` (one graph, static shapes), compiled
+    afresh (dynamo's cache emptied, so no earlier shape counts towards its recompile
+    limit) on the first call, which the timing functions make untimed.
+    """
     if pass_ not in PASSES:
         raise ValueError(f"unknown pass {pass_!r}; choose one of {', '.join(PASSES)}")
     module, shape, out_shape = _module(op, case)
@@ -190,6 +194,10 @@ def workload(
     size = torch.finfo(dtype).bits // 8
     moved = (math.prod(shape) + weights + math.prod(out_shape)) * size
     flops = _forward_flops(op, module, shape, out_shape)
+    conv = isinstance(module, nn.Conv2d)
+    if compiled:
+        torch._dynamo.reset()
+        module = torch.compile(module, dynamic=False, fullgraph=True)
     if pass_ == "fwd":
 
         def run() -> None:
@@ -206,33 +214,7 @@ def workload(
         module.zero_grad(set_to_none=True)
         module(x).backward(upstream)
 
-    conv = isinstance(module, nn.Conv2d)
     return Workload(run_backward, shape, 2 * moved, flops * (3 if conv else 1), device, dtype)
-
-
-def train_step(variant: str, batch_size: int, device: torch.device) -> Workload:
-    """One optimiser step of a Table 1 row (Table 1's Adam) on a random batch of digits.
-
-    Bytes: the parameters' traffic, activations left out (the FC weights dominate):
-    read in the forward, gradients written, and Adam reading parameter, gradient and
-    two moments and writing three, 9 x the parameter bytes. FLOPs: 3 x the forward's.
-    """
-    torch.manual_seed(0)
-    model = create_model(variant).to(device)
-    optimizer = make_optimizer(model, TABLE1.protocol("paper"))
-    gen = torch.Generator().manual_seed(0)
-    x = torch.rand(batch_size, 1, 28, 28, generator=gen).to(device)
-    y = torch.randint(0, 10, (batch_size,), generator=gen).to(device)
-
-    def step() -> None:
-        loss = F.cross_entropy(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    params = sum(p.numel() for p in model.parameters())
-    flops = 3 * batch_size * count_flops(model, (1, 28, 28))
-    return Workload(step, tuple(x.shape), 9 * params * 4, flops, device)
 
 
 # Wall-time budget (s) of one op's timing and of one interleaved ratio: full, quick
@@ -326,14 +308,16 @@ def interleaved_ratio(
 
 
 def topk_ratio(
-    case: Case, pass_: str, device: torch.device, quick: bool, topk_impl: str = "auto"
-) -> dict[str, Any]:
-    """Top-k (``topk_impl``) over spatial FP (max) at ``case``, interleaved."""
-    topk = workload("topk", case, pass_, device, topk_impl=topk_impl)
+    case: Case, pass_: str, device: torch.device, quick: bool, topk_impl: str = "auto",
+    compiled: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """Top-k (``topk_impl``, under torch.compile if ``compiled``) over spatial FP (max) at
+    ``case``, interleaved."""
+    topk = workload("topk", case, pass_, device, topk_impl=topk_impl, compiled=compiled)
     spatial = workload("spatial_max", case, pass_, device)
     ratio = interleaved_ratio(topk.step, spatial.step, device, RATIO_BUDGET_S[quick])
     return {"case": case.name, "shape": list(case.maps), "pass": pass_, "topk_impl": topk_impl,
-            **_fields(ratio, "ratio", "ratio_iqr", "rounds")}  # fmt: skip
+            "compiled": compiled, **_fields(ratio, "ratio", "ratio_iqr", "rounds")}  # fmt: skip
 
 
 def _fields(estimate: Estimate, median: str, iqr: str, count: str) -> dict[str, Any]:

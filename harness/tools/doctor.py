@@ -2,15 +2,18 @@
 
 Each check prints one line, pass, fail or skipped, with the figure that decided it:
 Table 1's smoke run in fp32, under bf16 autocast and under ``torch.compile`` (records
-valid, accuracies close to fp32's); one VGG-16 epoch at batch 250 against a plain
-DataLoader loop (``benchmarks/vgg_epoch.py``); Table 4's smoke run; the op benchmark
-(top-k / spatial FP ratios, GB/s against the copy bandwidth); top-k's two
-implementations on the device; synchronised timing (CUDA events against the
-harness's Stopwatch); torchrun with one process and its collective backend; the Ray
-executor. Runs go to a temporary folder, so the user's ``runs/`` and ``reports/`` stay
-untouched; training runs are subprocesses, as a user would start them. The result is
-one JSON and one Markdown file under ``--out``, with the environment; the exit code
-is 1 when any check fails.
+valid, accuracies close to fp32's); images/s of a VGG-16 epoch at batch 250
+(what ``benchmarks/vgg_epoch.py`` runs) and of Table 1's training step, each against a stock
+DataLoader loop (:mod:`harness.tools.throughput`); Table 4's smoke run; the op
+benchmark (top-k / spatial FP ratios, GB/s against the copy bandwidth); top-k's two
+implementations on the device, and each under ``torch.compile`` (bit for bit against
+the reference, and its ratio to spatial FP); synchronised timing (CUDA events against
+the harness's Stopwatch); torchrun with one process and its collective backend; the
+Ray executor. Runs go to a temporary folder, so the user's ``runs/`` and ``reports/``
+stay untouched; training runs are subprocesses, as a user would start them. With
+``--budget-s`` no check starts after the budget is spent (``benchmarks/gpu_check.sh``
+fits a lent GPU's time that way). The result is one JSON and one Markdown file under
+``--out``, with the environment; the exit code is 1 when any check fails.
 """
 
 from __future__ import annotations
@@ -40,14 +43,14 @@ from harness.core.errors import UserError
 from harness.core.runtime import resolve_device
 from harness.store.records import RunStore, atomic_write_text, check_writable_dir, environment
 from harness.tables.paper import TABLES
-from harness.tools import bench
+from harness.tools import bench, throughput
 from harness.train.measure import Stopwatch, synchronize
-from registry import topk_pool
+from registry import TopKPool
 
-ROOT = Path(__file__).resolve().parents[2]
-VGG_EPOCH = ROOT / "benchmarks" / "vgg_epoch.py"
 ACCURACY_TOLERANCE = 0.1  # bf16 / compiled Table 1 smoke rows may differ from fp32 by this
 TIMING_TOLERANCE = 0.05  # CUDA events and the Stopwatch must agree within this fraction
+MIN_TIMEOUT_S = 60  # a subprocess started near the end of --budget-s still gets this long
+TOPK_COMPILE_BUDGET_S = 120  # compiling and timing the compiled top-k candidates, at most
 
 
 @dataclass
@@ -59,6 +62,10 @@ class Context:
     work: Path
     explicit: frozenset[str]  # checks named by --only: run even where skipped by default
     results: dict[str, Outcome] = field(default_factory=dict)
+    deadline: float = math.inf  # time.perf_counter() when --budget-s is spent
+
+    def remaining(self) -> float:
+        return self.deadline - time.perf_counter()
 
     @property
     def cuda(self) -> bool:
@@ -96,8 +103,10 @@ class Finished:
         return " | ".join(text[-lines:])
 
 
-def _timeout(ctx: Context, cuda_s: int, cpu_s: int) -> int:
-    return cuda_s if ctx.cuda else cpu_s
+def _timeout(ctx: Context, cuda_s: int, cpu_s: int) -> float:
+    """A subprocess's time limit on this device, cut to what is left of the budget
+    (at least MIN_TIMEOUT_S, so a started check still has a chance to finish)."""
+    return min(cuda_s if ctx.cuda else cpu_s, max(MIN_TIMEOUT_S, ctx.remaining()))
 
 
 def run_command(argv: list[str], timeout_s: float) -> Finished:
@@ -197,37 +206,50 @@ def check_table1_compile(ctx: Context) -> Outcome:
     return _table1(ctx, "table1-compile", "--compile", expect={"compile": True})
 
 
-def check_vgg_epoch(ctx: Context) -> Outcome:
-    if not VGG_EPOCH.is_file():
-        return skipped(f"{VGG_EPOCH} not found (not a clone of the repository)")
-    out = ctx.work / "vgg_epoch.json"
-    options = (
-        ["--amp", "bf16", "--repeats", "1"]
-        if ctx.cuda
-        else ["--steps", "1", "--warmup", "1", "--workers", "1"]
-    )
+def vgg_epoch_options(ctx: Context) -> list[str]:
+    """The VGG-16 throughput run's options: bf16 and enough rounds on a GPU, batch 250 but
+    one step per block on a CPU, batch 10 when quick."""
     if ctx.quick:
-        options = ["--steps", "1", "--warmup", "1", "--batch-size", "25", "--workers", "1"]
+        return ["--quick"]
+    if ctx.cuda:
+        return ["--amp", "bf16", "--rounds", "5", "--steps", "20", "--warmup", "3"]
+    return ["--rounds", "2", "--steps", "1", "--warmup", "1"]
+
+
+def check_vgg_epoch(ctx: Context) -> Outcome:
+    """What ``benchmarks/vgg_epoch.py`` measures, in a subprocess as a user starts it."""
+    out = ctx.work / "vgg_epoch.json"
     done = run_command(
-        [sys.executable, str(VGG_EPOCH), "--device", ctx.device.type, "--out", str(out), *options],
+        [sys.executable, "-m", "harness.tools.throughput", "--workload", "vgg16",
+         "--device", ctx.device.type, "--out", str(out), *vgg_epoch_options(ctx)],
         _timeout(ctx, 300, 600),
-    )
+    )  # fmt: skip
     if done.returncode != 0:
         return verdict(False, f"exit {done.returncode}: {done.tail()}")
-    result = json.loads(out.read_text())
-    fast, plain = result["fast"], result["plain"]
-    how = (
-        f"extrapolated from {result['steps_timed']} steps"
-        if result["epoch_extrapolated"]
-        else "measured"
-    )
+    return _throughput_outcome(ctx, json.loads(out.read_text()), VGG_GOAL if ctx.cuda else "")
+
+
+VGG_GOAL = "H100-class GPU: epoch <= 2 s with bf16, harness >= 3x the stock loop"
+
+
+def check_train_step(ctx: Context) -> Outcome:
+    """Table 1's training step, harness vs stock loop, in this process."""
+    plan = throughput.Plan(rounds=5, steps=20, warmup=3) if ctx.cuda and not ctx.quick else None
+    return _throughput_outcome(ctx, throughput.measure("table1", ctx.device, quick=ctx.quick,
+                                                       plan=plan), "")  # fmt: skip
+
+
+def _throughput_outcome(ctx: Context, result: dict[str, Any], goal: str) -> Outcome:
+    """One line of images/s (harness, stock, ratio) and the epoch they extrapolate to."""
+    harness, stock = result["harness"], result["stock"]
     figure = (
-        f"epoch {fast['epoch_s']:.1f} s ({fast['s_per_step']:.2f} s/step) [{fast['execution']}] "
-        f"vs plain DataLoader loop {plain['epoch_s']:.1f} s: {result['speedup']:.2f}x ({how}, "
-        f"batch {50_000 // result['steps_per_epoch']})"
-    ) + (f"; goal: {result['goal']}" if ctx.cuda else "")
-    ok = all(math.isfinite(x) and x > 0 for x in (fast["epoch_s"], plain["epoch_s"]))
-    return verdict(ok, figure, vgg_epoch=result)
+        f"{throughput.summary(result)}; epoch of {result['epoch_images']} images "
+        f"{harness['epoch_s']:.1f} s vs {stock['epoch_s']:.1f} s [{harness['execution']}]; "
+        f"{throughput.data_summary(result['data_path'])}" + (f"; goal: {goal}" if goal else "")
+    )
+    numbers = [harness["images_per_s"], stock["images_per_s"], result["ratio"]["ratio"]]
+    ok = all(math.isfinite(x) and x > 0 for x in numbers)
+    return verdict(ok, figure, throughput=result)
 
 
 def check_table4(ctx: Context) -> Outcome:
@@ -275,19 +297,38 @@ def check_bench(ctx: Context) -> Outcome:
     return verdict(ok, figure, bench=result)
 
 
+def ties_input(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A (2, 64, 5, 7) input of the integers 0..3 (many ties) and an upstream gradient for
+    its top 32."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 4, (2, 64, 5, 7), generator=gen).float().to(device)
+    return x, torch.randn(2, 32, 5, 7, generator=gen).to(device)
+
+
+def topk_outputs(
+    pool: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, upstream: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """The values without autograd, the values with it and the input's gradient: each
+    implementation has its own path for the first and for the other two."""
+    with torch.no_grad():
+        plain = pool(x)
+    x = x.detach().requires_grad_()
+    values = pool(x)
+    values.backward(upstream)
+    return plain, values.detach(), x.grad
+
+
+def _same(a: tuple[torch.Tensor, ...], b: tuple[torch.Tensor, ...]) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
 def check_topk(ctx: Context) -> Outcome:
     """Bitonic against the reference on the device (values and gradients, with ties), and
     each over spatial FP at the benchmark's shapes: what ``impl="auto"`` should use here."""
-    x = torch.randint(0, 4, (2, 64, 5, 7), dtype=torch.float32).to(ctx.device)  # many ties
-    x.requires_grad_()
-    upstream = torch.randn(2, 32, 5, 7).to(ctx.device)
-    outputs = {}
-    for impl in ("reference", "bitonic"):
-        x.grad = None
-        values = topk_pool(x, 32, impl=impl)
-        values.backward(upstream)
-        outputs[impl] = (values.detach(), x.grad.clone())
-    same = all(torch.equal(a, b) for a, b in zip(*outputs.values(), strict=True))
+    x, upstream = ties_input(ctx.device)
+    outputs = {impl: topk_outputs(TopKPool(32, impl=impl), x, upstream)
+               for impl in ("reference", "bitonic")}  # fmt: skip
+    same = _same(*outputs.values())
     quick = ctx.quick or not ctx.cuda
     shapes = bench.cases(quick)[: 1 if ctx.quick else None]
     with bench.timing_threads(ctx.device, quick):
@@ -309,6 +350,84 @@ def check_topk(ctx: Context) -> Outcome:
         f"{'the reference' if ctx.cuda else 'bitonic where it pays off'} on {ctx.device.type}"
     )
     return verdict(same, figure, ratios=ratios)
+
+
+COMPILED_IMPLS = ("reference", "bitonic")  # topk_pool implementations tried under torch.compile
+
+
+def _first_line(exc: Exception) -> str:
+    """An exception as one short line (inductor's messages run to pages)."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:160]
+
+
+def compiled_candidate(
+    ctx: Context, impl: str, reference: tuple[torch.Tensor, ...], deadline: float
+) -> dict[str, Any]:
+    """``impl`` under ``torch.compile`` (one graph): whether it compiles, whether it gives
+    the reference's values and gradients on the ties input, and, if so, its ratios over
+    spatial FP at the benchmark's shapes until ``deadline``."""
+    found: dict[str, Any] = {"impl": impl, "compiled": False, "same": None, "ratios": []}
+    torch._dynamo.reset()
+    try:
+        pool = torch.compile(TopKPool(32, impl=impl), dynamic=False, fullgraph=True)
+        outputs = topk_outputs(pool, *ties_input(ctx.device))
+    except Exception as exc:  # a candidate that does not compile is reported, not fatal
+        return {**found, "error": _first_line(exc)}
+    found.update(compiled=True, same=_same(outputs, reference))
+    if not found["same"]:
+        return found
+    quick = ctx.quick or not ctx.cuda
+    shapes = bench.cases(quick)[: 1 if ctx.quick else None]
+    found["shapes"] = len(shapes)
+    with bench.timing_threads(ctx.device, quick):
+        for case in shapes:
+            if time.perf_counter() > deadline:
+                break
+            try:
+                found["ratios"] += [
+                    bench.topk_ratio(case, p, ctx.device, quick, impl, compiled=True)
+                    for p in bench.PASSES
+                ]
+            except Exception as exc:
+                return {**found, "error": f"at {case.name}: {_first_line(exc)}"}
+    return found
+
+
+def _describe(found: dict[str, Any]) -> str:
+    """One candidate's clause of the figure."""
+    name = f"compiled {found['impl']}"
+    if not found["compiled"]:
+        return f"{name}: not compiled as one graph ({found['error']})"
+    if not found["same"]:
+        return f"{name}: DIFFERS FROM the reference (values, gradients, ties)"
+    spans = []
+    for pass_ in bench.PASSES:
+        r = [x["ratio"] for x in found["ratios"] if x["pass"] == pass_]
+        spans.append(f"{min(r):.2f}-{max(r):.2f}x" if r else "-")
+    timed = len(found["ratios"]) // len(bench.PASSES)
+    return (
+        f"{name}: matches the reference (values, gradients, ties); over spatial FP fwd "
+        f"{spans[0]}, fwd+bwd {spans[1]} at {timed} of {found['shapes']} shapes"
+        + (f" (stopped: {found['error']})" if "error" in found else "")
+        + (" (budget spent)" if timed < found["shapes"] and "error" not in found else "")
+    )
+
+
+def check_topk_compile(ctx: Context) -> Outcome:
+    """Compiled candidates for top-k on the device, checked bit for bit against the eager
+    reference and timed against spatial FP: the fused path issue 29 asks for on CUDA."""
+    if not ctx.cuda and "topk-compile" not in ctx.explicit:
+        return skipped(
+            "on the CPU inductor builds C++ kernels for every shape (minutes on a busy "
+            "2-core machine); `--only topk-compile` runs it"
+        )
+    reference = topk_outputs(TopKPool(32, impl="reference"), *ties_input(ctx.device))
+    deadline = min(ctx.deadline, time.perf_counter() + TOPK_COMPILE_BUDGET_S)
+    found = [compiled_candidate(ctx, impl, reference, deadline) for impl in COMPILED_IMPLS]
+    torch._dynamo.reset()
+    ok = any(f["compiled"] for f in found) and all(f["same"] is not False for f in found)
+    return verdict(ok, "; ".join(map(_describe, found)), candidates=found)
 
 
 def check_timing(ctx: Context) -> Outcome:
@@ -435,10 +554,18 @@ CHECKS: dict[str, tuple[str, Callable[[Context], Outcome]]] = {
     "table1-fp32": ("Table 1 smoke, fp32", check_table1_fp32),
     "table1-bf16": ("Table 1 smoke, --amp bf16", check_table1_bf16),
     "table1-compile": ("Table 1 smoke, --compile", check_table1_compile),
-    "vgg-epoch": ("VGG-16 epoch at batch 250 vs a plain DataLoader loop", check_vgg_epoch),
+    "vgg-epoch": (
+        "VGG-16 epoch at batch 250, images/s vs a stock DataLoader loop",
+        check_vgg_epoch,
+    ),
+    "train-step": ("Table 1 training step, images/s vs a stock DataLoader loop", check_train_step),
     "table4": ("Table 4 smoke (denoisers)", check_table4),
     "bench": ("op benchmark: ratios, GB/s against copy bandwidth", check_bench),
     "topk": ("top-k: bitonic vs reference on the device", check_topk),
+    "topk-compile": (
+        "top-k under torch.compile: same values, ratio to spatial FP",
+        check_topk_compile,
+    ),
     "timing": ("synchronised timing: CUDA events vs Stopwatch", check_timing),
     "torchrun": ("torchrun, 1 process: collective + imagenet smoke", check_torchrun),
     "ray": ("Ray executor: table1 smoke", check_ray),
@@ -470,25 +597,35 @@ def _nvidia_smi(query: str) -> str | None:
     return done.stdout.strip().splitlines()[0] if done.returncode == 0 and done.stdout else None
 
 
+def _run_check(ctx: Context, name: str, budget_s: float | None) -> Outcome:
+    """One check, timed; a crash is a failure, a check past the budget is skipped."""
+    if ctx.remaining() <= 0:
+        return skipped(f"not started: the doctor's budget of {budget_s:.0f} s was spent")
+    begin = time.perf_counter()
+    try:
+        outcome = CHECKS[name][1](ctx)
+    except Exception as exc:  # a crashed check is a failed check; the rest still run
+        outcome = verdict(False, _first_line(exc))
+    outcome.seconds = time.perf_counter() - begin
+    return outcome
+
+
 def run_doctor(
     device: torch.device, quick: bool, only: list[str] | None = None,
-    say: Callable[[str], None] = print,
+    say: Callable[[str], None] = print, budget_s: float | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Run the checks (all, or ``only``) and return the JSON-ready result."""
+    """Run the checks (all, or ``only``, in that order) and return the JSON-ready result;
+    with ``budget_s``, checks not started when it is spent are skipped."""
     names = only or list(CHECKS)
     started, env = time.perf_counter(), environment_report(device)
     say(f"doctor on {env['device_name']} ({device}), torch {env['torch']}, CUDA {env['cuda']}"
         f"{', quick' if quick else ''}")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="harness-doctor-") as tmp:
         ctx = Context(device, quick, Path(tmp), frozenset(only or ()))
+        if budget_s is not None:
+            ctx.deadline = started + budget_s
         for name in names:
-            check = CHECKS[name][1]
-            begin = time.perf_counter()
-            try:
-                outcome = check(ctx)
-            except Exception as exc:  # a crashed check is a failed check; the rest still run
-                outcome = verdict(False, f"{type(exc).__name__}: {exc}")
-            outcome.seconds = time.perf_counter() - begin
+            outcome = _run_check(ctx, name, budget_s)
             ctx.results[name] = outcome
             say(f"[{outcome.status.upper():>4}] {name} ({outcome.seconds:.0f} s): {outcome.figure}")
     env["load_average_end"] = list(os.getloadavg())
@@ -500,6 +637,7 @@ def run_doctor(
         "total_s": time.perf_counter() - started,
         "passed": not failed,
         "failed": failed,
+        "budget_s": budget_s,
         "checks": [{"name": n, "title": CHECKS[n][0], **asdict(o)} for n, o in ctx.results.items()],
     }
 
@@ -551,6 +689,8 @@ def add_doctor_parser(sub: argparse._SubParsersAction) -> None:
                         help="folder for the JSON and Markdown (default reports/doctor/)")  # fmt: skip
     doctor.add_argument("--quick", action="store_true",
                         help="shrunk budget (the test suite): smaller VGG batch, short timings")  # fmt: skip
+    doctor.add_argument("--budget-s", type=float, metavar="S",
+                        help="start no check after S seconds (the rest are skipped)")  # fmt: skip
     doctor.add_argument("--only", metavar="CHECK[,CHECK]",
                         help=f"run these checks only, even where skipped by default: {', '.join(CHECKS)}")  # fmt: skip
 
@@ -563,7 +703,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         raise UserError(f"unknown check(s) {', '.join(unknown)}; choose from {', '.join(CHECKS)}")
     device = resolve_device(args.device)
     check_writable_dir(args.out, "--out")
-    result = run_doctor(device, args.quick, only, say=lambda line: print(line, flush=True))
+    if args.budget_s is not None and args.budget_s <= 0:
+        raise UserError(f"--budget-s must be positive, got {args.budget_s:g}")
+    result = run_doctor(device, args.quick, only, say=lambda line: print(line, flush=True),
+                        budget_s=args.budget_s)  # fmt: skip
     paths = save(result, args.out)
     print(f"wrote {' and '.join(map(str, paths))}")
     return 0 if result["passed"] else 1
