@@ -260,13 +260,13 @@ def _topk_index(x: Tensor, k: int, largest: bool) -> tuple[Tensor, Tensor]:
     ``x`` (N, C, H, W), both (N, k, H, W), in output order: by value, equal values by
     channel.
 
-    The network sorts 32-bit integer keys: a value's order-preserving bits (``+ 0.0``
-    turns -0.0 into +0.0, which tie in the reference too; negative values get their
-    magnitude bits flipped), inverted for largest, above its channel. A 16-bit float's
-    bits fit whole. A float32's do not: its lowest log2(C) bits give way to the
-    channel, so values that differ only there rank by channel, and :func:`_repair` then
-    puts each chunk right from its full bits. Half the bytes of 64-bit keys, so the
-    network costs about what sorting the values themselves does.
+    The network sorts 32-bit integer keys: a value's order-preserving bits (sign and
+    magnitude made two's complement, so -0.0 and +0.0 tie as in the reference), negated
+    for largest, above its channel. A 16-bit float's bits fit whole. A float32's do
+    not: its lowest log2(C) bits give way to the channel (:func:`_truncated_order`), so
+    values that differ only there rank by channel, and :func:`_repair` then puts each
+    chunk right from its full bits. Half the bytes of 64-bit keys, so the network costs
+    about what sorting the values themselves does.
     """
     n, c, h, w = x.shape
     bits_dtype = BITS[x.dtype]
@@ -277,23 +277,22 @@ def _topk_index(x: Tensor, k: int, largest: bool) -> tuple[Tensor, Tensor]:
 
     def fill(chunk: Tensor, keys: Tensor, spare: Tensor) -> None:
         if cut:
-            keys.view(x.dtype).copy_(chunk)
-            _to_order(keys, spare, cut)
-            keys &= ~low
-        else:  # a 16-bit float's bits, widened, above a 16-bit channel field
+            _truncated_order(chunk, keys, spare, cut, largest)
+        else:  # a 16-bit float's bits whole
             bits = chunk.contiguous().view(bits_dtype).clone()
             _to_order(bits, torch.empty_like(bits))
-            keys.copy_(bits).mul_(1 << field)
-        if largest:
-            keys ^= ~low  # reverses the order of the value bits, keeps the channel field
-        keys |= channel
+            keys.copy_(bits)
+            if largest:
+                keys.bitwise_not_()  # -b - 1: reverses the order without overflowing
+        torch.add(channel, keys, alpha=1 << field, out=keys)
 
     index = torch.empty((n, k, h, w), dtype=torch.int64, device=x.device)
     values = torch.empty((n, k, h, w), dtype=x.dtype, device=x.device)
     index_rows, value_rows = index.view(n, k, h * w), values.view(n, k, h * w)
 
     def emit(done: _Chunk) -> None:
-        chosen = (done.rows[:k] & low).long()
+        chosen = torch.empty(done.rows[:k].shape, dtype=torch.int64, device=x.device)
+        torch.bitwise_and(done.rows[:k], low, out=chosen)
         picked = done.planes.gather(0, chosen)
         if cut:
             picked = _repair(done, chosen, picked, largest, cut)
@@ -417,6 +416,21 @@ def _to_order(bits: Tensor, sign: Tensor, cut: int = 0) -> None:
         sign &= (1 << cut) - 2
         bits += (1 << cut) - 1
     bits -= sign
+
+
+def _truncated_order(chunk: Tensor, keys: Tensor, sign: Tensor, cut: int, largest: bool) -> None:
+    """Write into ``keys`` (int32) each float32 of ``chunk`` as ±ceil(|bits| / 2^cut),
+    negated for largest: the order of :func:`_to_order`'s bits with their lowest ``cut``
+    dropped (zeros alone in their group), in 8 passes."""
+    keys.view(torch.float32).copy_(chunk)  # one strided read (the copy kernel is best at it)
+    torch.bitwise_right_shift(keys, 31, out=sign)  # 0 for +, -1 for -
+    keys &= torch.iinfo(torch.int32).max
+    keys += (1 << cut) - 1
+    keys >>= cut
+    if largest:
+        sign.bitwise_not_()
+    keys ^= sign  # (c ^ s) - s: c negated where s is -1
+    keys -= sign
 
 
 def _order_bits(values: Tensor, cut: int) -> Tensor:
