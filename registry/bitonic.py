@@ -19,6 +19,7 @@ to its channel. Without gradients the network sorts the values themselves.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -129,6 +130,7 @@ class _Chunk(NamedTuple):
     planes: Tensor  # (C, n, p): the chunk's input, a view of the caller's tensor
     images: slice
     pixels: slice
+    temp: Callable[[str, tuple[int, ...], torch.dtype], Tensor]  # see _Workspace.temp
 
 
 Fill = Callable[[Tensor, Tensor, Tensor], None]
@@ -143,6 +145,19 @@ class _Workspace:
     spare: Tensor
     plans: dict[int, tuple[list[Op], Tensor, list[Tensor]]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    temps: dict[tuple[str, torch.dtype], Tensor] = field(default_factory=dict)
+
+    def temp(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+        """A contiguous ``shape`` tensor kept for reuse by every chunk and call. A chunk's
+        temporaries (0.25-0.5 MB) are above glibc's mmap threshold: allocated afresh, each
+        was mapped and faulted in anew whenever malloc's state said so, which made one
+        call 1.4x slower than the next at 512 channels (benchmarks/NOTES.md)."""
+        size = math.prod(shape)
+        held = self.temps.get((name, dtype))
+        if held is None or held.numel() < size:
+            held = torch.empty(size, dtype=dtype, device=self.buffer.device)
+            self.temps[(name, dtype)] = held
+        return held[:size].view(shape)
 
 
 # Workspaces kept between calls, so a layer called every step does not rebuild its
@@ -226,7 +241,7 @@ def _select(
                     fn(left, right, out=out)
                 shape = chunk.shape[1:]
                 lost = [rows.view(-1, *shape) for rows in dropped]
-                emit(_Chunk(rows.view(-1, *shape), lost, chunk, images, pixels))
+                emit(_Chunk(rows.view(-1, *shape), lost, chunk, images, pixels, space.temp))
 
     if threads == 1:
         work(0)
@@ -291,9 +306,10 @@ def _topk_index(x: Tensor, k: int, largest: bool) -> tuple[Tensor, Tensor]:
     index_rows, value_rows = index.view(n, k, h * w), values.view(n, k, h * w)
 
     def emit(done: _Chunk) -> None:
-        chosen = torch.empty(done.rows[:k].shape, dtype=torch.int64, device=x.device)
+        chosen = done.temp("chosen", done.rows[:k].shape, torch.int64)
         torch.bitwise_and(done.rows[:k], low, out=chosen)
-        picked = done.planes.gather(0, chosen)
+        picked = done.temp("picked", chosen.shape, x.dtype)
+        torch.gather(done.planes, 0, chosen, out=picked)
         if cut:
             picked = _repair(done, chosen, picked, largest, cut)
         index_rows[done.images, :, done.pixels] = chosen.transpose(0, 1)
@@ -324,7 +340,7 @@ def _repair(done: _Chunk, chosen: Tensor, picked: Tensor, largest: bool, cut: in
     """
     redo = _unsorted(picked, largest)
     if redo is not None:
-        picked = _transpose(chosen, picked, largest)
+        picked = _transpose(done, chosen, picked, largest)
         redo = _unsorted(picked, largest)
     mixed = _mixed_at_cut(done, chosen, cut)
     if mixed is not None:
@@ -347,7 +363,7 @@ def _unsorted(values: Tensor, largest: bool) -> Tensor | None:
     return pixels.bool() if bool(pixels.amax()) else None
 
 
-def _transpose(chosen: Tensor, picked: Tensor, largest: bool) -> Tensor:
+def _transpose(done: _Chunk, chosen: Tensor, picked: Tensor, largest: bool) -> Tensor:
     """Odd-even transposition rounds on (value, channel) pairs until sorted or
     :data:`_REPAIR_ROUNDS` have run; fixes ``chosen`` and returns the values.
 
@@ -355,7 +371,8 @@ def _transpose(chosen: Tensor, picked: Tensor, largest: bool) -> Tensor:
     still unsorted (runs of three or more near-equal values: a few per chunk)."""
     k = chosen.shape[0]
     # each value's bits above its channel (one int64), so one swap moves both
-    pairs = (picked.view(torch.int32).long() * (1 << 32) | chosen).view(k, -1)
+    pairs = done.temp("pairs", (k, chosen[0].numel()), torch.int64)
+    pairs.copy_(picked.view(torch.int32).view(k, -1)).mul_(1 << 32).bitwise_or_(chosen.view(k, -1))
     columns = None
     for _ in range(_REPAIR_ROUNDS):
         work = pairs if columns is None else pairs[:, columns]
@@ -363,9 +380,12 @@ def _transpose(chosen: Tensor, picked: Tensor, largest: bool) -> Tensor:
         for start in (0, 1):
             a, b = work[start:-1:2], work[start + 1 :: 2]
             va, vb = values[start:-1:2], values[start + 1 :: 2]
-            swap = (a ^ b) * (va < vb if largest else va > vb)
-            a ^= swap
-            b ^= swap
+            order = done.temp("order", a.shape, torch.bool)
+            torch.lt(va, vb, out=order) if largest else torch.gt(va, vb, out=order)
+            delta = torch.bitwise_xor(a, b, out=done.temp("swap", a.shape, torch.int64))
+            delta *= order
+            a ^= delta
+            b ^= delta
         if columns is not None:
             pairs[:, columns] = work
         left = _unsorted(values, largest)
