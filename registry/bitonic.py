@@ -41,6 +41,10 @@ BITS = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: 
 # chunk's other temporaries (1 MB on the AMD EPYC it was tuned on: 1 MB chunks took 0.55-0.7x the
 # time of 16 MB ones with int64 keys at 32 and 256 channels, benchmarks/NOTES.md).
 _CHUNK_BYTES = 1 << 20
+# Below this many chunks a call's ops run on torch's own threads, not on Python threads
+# (measured with 2 threads: Python threads won at the denoiser's 100-200 chunks, lost
+# at Table 1's and VGG-16's 2-31).
+_PYTHON_THREADS_MIN_CHUNKS = 64
 # Sorting values alone makes no other temporaries; there, chunks this many times larger were faster
 # at 512 channels (fewer, longer ops: 2.0-2.5x spatial FP instead of 3.1-5.4x at 4 MB vs
 # 1 MB, benchmarks/NOTES.md) and no slower elsewhere.
@@ -208,18 +212,23 @@ def _select(
     until the network runs); ``emit`` then receives the sorted rows, and with
     ``keep_dropped`` the rows the network dropped (to learn the best unselected key).
 
-    On a CPU with several torch threads, chunks are shared out among as many Python
-    threads, each running torch single-threaded on its own buffers (torch releases the
-    GIL inside an op). Letting each small op split across OpenMP threads instead made a
-    call wait at every op's barrier for a descheduled thread: on a busy machine 10-20x
-    slower than one thread (benchmarks/NOTES.md).
+    On a CPU with several torch threads and many chunks (the denoiser's maps), chunks
+    are shared out among as many Python threads, each running torch single-threaded on
+    its own buffers (torch releases the GIL inside an op); on a busy machine that also
+    spares each op's OpenMP barrier. With fewer chunks the GIL handoffs between small
+    ops cost more than they gain, and each op splits across torch's threads instead
+    (2 threads, quiet machine: 1.1-1.8x faster at Table 1's and VGG-16's shapes,
+    benchmarks/NOTES.md).
     """
     c, n, hw = planes.shape
     if c & (c - 1):
         raise ValueError(f"the bitonic network needs a power-of-two channel count, got {c}")
     itemsize = torch.empty((), dtype=dtype).element_size()
+    step = max(1, chunk_bytes // (2 * c * itemsize))
     threads = torch.get_num_threads() if planes.device.type == "cpu" else 1
-    step = max(1, min(chunk_bytes // (2 * c * itemsize), -(-n * hw // threads)))
+    if -(-n * hw // step) < _PYTHON_THREADS_MIN_CHUNKS:
+        threads = 1  # few chunks: each op splits across torch's own threads instead
+    step = min(step, -(-n * hw // threads))
     chunks = list(_chunks(n, hw, step))
     threads = min(threads, len(chunks))
 
@@ -246,9 +255,21 @@ def _select(
     if threads == 1:
         work(0)
         return
-    with ThreadPoolExecutor(threads) as pool:
-        for done in [pool.submit(work, first) for first in range(threads)]:
-            done.result()
+    for done in [_pool(threads).submit(work, first) for first in range(threads)]:
+        done.result()
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """A pool of ``threads`` worker threads kept for the process: starting threads on
+    every call cost 0.1-0.3 ms, as much as a small layer's whole top k."""
+    with _pools_lock:
+        if threads not in _pools:
+            _pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="topk")
+        return _pools[threads]
 
 
 def topk_values(x: Tensor, k: int, largest: bool) -> Tensor:

@@ -173,8 +173,10 @@ def test_values_are_the_inputs_bits_signed_zeros_included(dtype, largest):
     assert torch.equal(got.detach().view(bits), want.detach().view(bits))
 
 
-def test_thread_count_changes_chunks_not_results(monkeypatch):
+@pytest.mark.parametrize("python_threads_from", [1, 10**9])  # Python threads, torch's
+def test_thread_count_changes_chunks_not_results(monkeypatch, python_threads_from):
     monkeypatch.setattr(registry.bitonic, "_CHUNK_BYTES", 4096)  # 8 pixels per thread
+    monkeypatch.setattr(registry.bitonic, "_PYTHON_THREADS_MIN_CHUNKS", python_threads_from)
     x = make_input("relu", (6, 32, 9, 9), torch.float32, seed=11)
     upstream = torch.randn(6, 16, 9, 9)
     before = torch.get_num_threads()
