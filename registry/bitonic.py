@@ -37,18 +37,15 @@ __all__ = ["BITS", "topk", "topk_values"]
 BITS = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}
 
 # A chunk of pixels is packed, sorted and unpacked in two buffers of this many bytes
-# together when gradients need keys, small enough to stay in a core's L2 cache with the
-# chunk's other temporaries (1 MB on the AMD EPYC it was tuned on: 1 MB chunks took 0.55-0.7x the
-# time of 16 MB ones with int64 keys at 32 and 256 channels, benchmarks/NOTES.md).
+# together, small enough to stay in a core's L2 cache with the chunk's other temporaries
+# (1 MB on the AMD EPYC it was tuned on: 1 MB chunks took 0.55-0.7x the time of 16 MB
+# ones with int64 keys at 32 and 256 channels; 2-4 MB were no faster with int32 keys or
+# values, benchmarks/NOTES.md).
 _CHUNK_BYTES = 1 << 20
 # Below this many chunks a call's ops run on torch's own threads, not on Python threads
 # (measured with 2 threads: Python threads won at the denoiser's 100-200 chunks, lost
 # at Table 1's and VGG-16's 2-31).
 _PYTHON_THREADS_MIN_CHUNKS = 64
-# Sorting values alone makes no other temporaries; there, chunks this many times larger were faster
-# at 512 channels (fewer, longer ops: 2.0-2.5x spatial FP instead of 3.1-5.4x at 4 MB vs
-# 1 MB, benchmarks/NOTES.md) and no slower elsewhere.
-_VALUES_CHUNK_SCALE = 4
 
 
 def _crossed(o: Tensor) -> tuple[Tensor, Tensor]:
@@ -201,12 +198,11 @@ def _select(
     dtype: torch.dtype,
     fill: Fill,
     emit: Emit,
-    chunk_bytes: int,
     keep_dropped: bool = False,
 ) -> None:
     """Top k of every pixel of ``planes`` (C, N, H*W), one cache-sized chunk at a time.
 
-    Each chunk's two buffers take at most ``chunk_bytes``, and there are at least as
+    Each chunk's two buffers take at most :data:`_CHUNK_BYTES`, and there are at least as
     many chunks as threads. ``fill(chunk, buffer, spare)`` writes a chunk's (C, n, p)
     planes into a ``dtype`` buffer of that shape (``spare``, another, is free to use
     until the network runs); ``emit`` then receives the sorted rows, and with
@@ -224,7 +220,7 @@ def _select(
     if c & (c - 1):
         raise ValueError(f"the bitonic network needs a power-of-two channel count, got {c}")
     itemsize = torch.empty((), dtype=dtype).element_size()
-    step = max(1, chunk_bytes // (2 * c * itemsize))
+    step = max(1, _CHUNK_BYTES // (2 * c * itemsize))
     threads = torch.get_num_threads() if planes.device.type == "cpu" else 1
     if -(-n * hw // step) < _PYTHON_THREADS_MIN_CHUNKS:
         threads = 1  # few chunks: each op splits across torch's own threads instead
@@ -287,7 +283,7 @@ def topk_values(x: Tensor, k: int, largest: bool) -> Tensor:
 
     planes = x.detach().transpose(0, 1).flatten(2)
     copy = lambda chunk, buf, _spare: buf.copy_(chunk)  # noqa: E731
-    _select(planes, k, largest, x.dtype, copy, emit, _CHUNK_BYTES * _VALUES_CHUNK_SCALE)
+    _select(planes, k, largest, x.dtype, copy, emit)
     return out
 
 
@@ -337,7 +333,7 @@ def _topk_index(x: Tensor, k: int, largest: bool) -> tuple[Tensor, Tensor]:
         value_rows[done.images, :, done.pixels] = picked.transpose(0, 1)
 
     planes = x.detach().transpose(0, 1).flatten(2)
-    _select(planes, k, False, torch.int32, fill, emit, _CHUNK_BYTES, keep_dropped=bool(cut))
+    _select(planes, k, False, torch.int32, fill, emit, keep_dropped=bool(cut))
     return index, values
 
 
