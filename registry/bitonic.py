@@ -202,8 +202,8 @@ def _select(
 ) -> None:
     """Top k of every pixel of ``planes`` (C, N, H*W), one cache-sized chunk at a time.
 
-    Each chunk's two buffers take at most :data:`_CHUNK_BYTES`, and there are at least as
-    many chunks as threads. ``fill(chunk, buffer, spare)`` writes a chunk's (C, n, p)
+    Each chunk's two buffers take at most :data:`_CHUNK_BYTES` (and with Python threads
+    there are at least as many chunks as threads). ``fill(chunk, buffer, spare)`` writes a chunk's (C, n, p)
     planes into a ``dtype`` buffer of that shape (``spare``, another, is free to use
     until the network runs); ``emit`` then receives the sorted rows, and with
     ``keep_dropped`` the rows the network dropped (to learn the best unselected key).
