@@ -131,6 +131,57 @@ def test_local_executor_costs_little_per_cell(tmp_path):
     assert len(opened) == 1  # opened before the first cell, never again
 
 
+STOP_WHILE_REPORTING = """
+import os, sys, time, ray
+from pathlib import Path
+from harness.run.executors import RayExecutor
+from harness.store.records import RunStore
+from tests.test_executors import _run_noop
+
+def descendants():
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            parents[int(stat.parent.name)] = int(fields[1])
+    found, todo = set(), [os.getpid()]
+    while todo:
+        parent = todo.pop()
+        kids = [pid for pid, ppid in parents.items() if ppid == parent]
+        found.update(kids)
+        todo.extend(kids)
+    return found
+
+executor = RayExecutor()
+_run_noop(RunStore(sys.argv[1]), 2, executor)
+children = descendants()
+start = time.perf_counter()
+executor.shutdown(wait=False)  # returns at once: Ray stops on a thread
+returned = time.perf_counter() - start
+stopping = executor._stopping.is_alive()
+executor.shutdown()  # waits for it
+print(len(children), stopping, returned < 0.5, ray.is_initialized(), sorted(descendants()))
+"""
+
+
+def test_ray_stops_on_a_thread_while_the_last_report_is_written(tmp_path):
+    """``shutdown(wait=False)`` hands Ray's stop to a thread; ``shutdown()`` waits for it,
+    and then none of the processes Ray started is left."""
+    pytest.importorskip("ray")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)  # a local instance of its own
+    done = subprocess.run([sys.executable, "-c", STOP_WHILE_REPORTING, str(tmp_path / "runs")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    children, stopping, returned_at_once, initialized, left = done.stdout.split(maxsplit=4)
+    assert int(children) >= 3  # the instance's processes and the workers
+    assert (stopping, returned_at_once, initialized) == ("True", "True", "False")
+    assert left.strip() == "[]"
+
+
 def test_a_cell_bigger_than_the_ray_cluster_is_refused_in_one_line(tmp_path, ray_local):
     from harness.core.errors import UserError
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -46,7 +47,7 @@ class LocalExecutor:
             for task in tasks().values():
                 task.close(interrupted)
 
-    def shutdown(self) -> None:
+    def shutdown(self, wait: bool = True) -> None:
         """Nothing to stop: the cells ran here."""
 
 
@@ -105,6 +106,7 @@ class RayExecutor:
     name: str = "ray"
     _started: bool = field(default=False, init=False)  # this run started the instance
     _pool: _Pool | None = field(default=None, init=False)
+    _stopping: threading.Thread | None = field(default=None, init=False)  # shutdown(wait=False)
 
     def connect(self) -> Any:
         """Ray, started or reached now (the first ``run`` does it otherwise)."""
@@ -219,14 +221,21 @@ class RayExecutor:
                     ray.kill(worker, no_restart=True)
             self._pool = None
 
-    def shutdown(self) -> None:
-        """Stop the workers, and the Ray instance if this run started it."""
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop the workers, and the Ray instance if this run started it. Ray stops its
+        processes one after another (over a second, mostly waiting): ``wait=False`` does
+        that on a thread while the caller writes its last report, and the next call (or the
+        interpreter's exit, which joins the thread) waits for it."""
         self._kill_pool()
         if self._started:
             import ray
 
-            ray.shutdown()
+            self._stopping = threading.Thread(target=ray.shutdown, name="ray shutdown")
+            self._stopping.start()
             self._started = False
+        if wait and self._stopping is not None:
+            self._stopping.join()
+            self._stopping = None
 
 
 def _error_line(exc: Exception) -> str:
