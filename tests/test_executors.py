@@ -324,6 +324,19 @@ def test_kill_9_of_a_ray_worker_is_retried(tmp_path):
     assert len(_records(runs)) == 7
 
 
+def test_a_ray_address_nothing_answers_at_is_one_line_in_seconds(tmp_path, capsys, monkeypatch):
+    """Ray would retry it for minutes; nothing is claimed or written meanwhile."""
+    pytest.importorskip("ray")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    runs = tmp_path / "runs"
+    code = main(["run", "table1", "--profile", "smoke", "--runs-dir", str(runs), "--out",
+                 str(tmp_path / "out"), "--executor", "ray", "--address", "127.0.0.1:9"])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot reach the Ray cluster at 127.0.0.1:9: nothing" in err[0]
+    assert not list(runs.rglob("*.json")) and not list(runs.rglob("*.lease"))
+
+
 def test_executor_options_are_checked_up_front(tmp_path, capsys):
     base = ["run", "table1", "--profile", "smoke", "--runs-dir", str(tmp_path / "r")]
     assert main([*base, "--address", "10.0.0.1:6379"]) == 2

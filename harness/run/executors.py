@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -27,6 +28,12 @@ from harness.tables.paper import TABLES, TableSpec
 
 OnOutcome = Callable[[Outcome], None]
 _RAY_INSTALL = 'pip install -e ".[ray]"'
+# `ray start` turns token authentication on by default (Ray 2.60 does), and a driver that
+# does not say it uses tokens fails to connect with no word about them
+_AUTH_HINT = (
+    "; a cluster started with `ray start` may use token authentication: set "
+    "RAY_AUTH_MODE=token here (the token is read from ~/.ray/auth_token or RAY_AUTH_TOKEN)"
+)
 
 
 class LocalExecutor:
@@ -124,10 +131,13 @@ class RayExecutor:
             }
             if address is None:
                 kwargs |= {"num_cpus": os.cpu_count(), "object_store_memory": 256 * 2**20}
+            else:
+                _check_reachable(address)
             try:
                 ray.init(address=address, **kwargs)
             except (ConnectionError, RuntimeError) as exc:
-                raise UserError(f"cannot reach the Ray cluster at {address}: {exc}") from None
+                hint = _AUTH_HINT if address and "RAY_AUTH_MODE" not in os.environ else ""
+                raise UserError(f"cannot reach the Ray cluster at {address}: {exc}{hint}") from None
             self._started = True
         return ray
 
@@ -236,6 +246,26 @@ class RayExecutor:
         if wait and self._stopping is not None:
             self._stopping.join()
             self._stopping = None
+
+
+_CONNECT_TIMEOUT_S = 5.0
+
+
+def _check_reachable(address: str) -> None:
+    """Refuse a ``host:port`` nothing answers at, in seconds: Ray itself retries such an
+    address for minutes before it gives up. ``auto`` and other forms are left to Ray."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), _CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise UserError(
+            f"cannot reach the Ray cluster at {address}: nothing answered within "
+            f"{_CONNECT_TIMEOUT_S:g} s ({reason}); start it with `ray start --head` or check "
+            "--address"
+        ) from None
 
 
 def _error_line(exc: Exception) -> str:
