@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -167,19 +168,50 @@ print(len(children), stopping, returned < 0.5, ray.is_initialized(), sorted(desc
 """
 
 
-def test_ray_stops_on_a_thread_while_the_last_report_is_written(tmp_path):
-    """``shutdown(wait=False)`` hands Ray's stop to a thread; ``shutdown()`` waits for it,
-    and then none of the processes Ray started is left."""
-    pytest.importorskip("ray")
+def _stop_while_reporting(tmp_path: Path) -> tuple[str, ...]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)  # a local instance of its own
     done = subprocess.run([sys.executable, "-c", STOP_WHILE_REPORTING, str(tmp_path / "runs")],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    children, stopping, returned_at_once, initialized, left = done.stdout.split(maxsplit=4)
+    return tuple(done.stdout.split(maxsplit=4))
+
+
+def test_ray_stops_on_a_thread_while_the_last_report_is_written(tmp_path):
+    """``shutdown(wait=False)`` hands Ray's stop to a thread; ``shutdown()`` waits for it,
+    and then none of the processes Ray started is left."""
+    pytest.importorskip("ray")
+    children, stopping, returned_at_once, initialized, left = _stop_while_reporting(tmp_path)
     assert int(children) >= 3  # the instance's processes and the workers
     assert (stopping, returned_at_once, initialized) == ("True", "True", "False")
     assert left.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_a_run_without_address_starts_its_own_instance_beside_a_running_cluster(tmp_path):
+    """Ray would join a cluster `ray start` left on this machine (and refuse the run's CPU
+    count there); without --address the run is promised an instance of its own."""
+    pytest.importorskip("ray")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ray = Path(sys.executable).with_name("ray")
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
+    head = subprocess.Popen([ray, "start", "--head", "--block", "--port", str(port),
+                             "--num-cpus", "1", "--include-dashboard=false"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    status = [ray, "status", "--address", f"127.0.0.1:{port}"]
+    try:
+        deadline = time.time() + 120
+        while subprocess.run(status, env=env, capture_output=True).returncode != 0:
+            assert head.poll() is None and time.time() < deadline, "ray start did not come up"
+            time.sleep(1)
+        children, _, _, initialized, left = _stop_while_reporting(tmp_path)
+        assert int(children) >= 3 and initialized == "False" and left.strip() == "[]"
+        assert subprocess.run(status, env=env, capture_output=True).returncode == 0  # still up
+    finally:
+        head.terminate()  # `ray start --block` stops what it started
+        head.wait(timeout=60)
 
 
 def test_a_cell_bigger_than_the_ray_cluster_is_refused_in_one_line(tmp_path, ray_local):

@@ -133,8 +133,8 @@ class RayExecutor:
                 kwargs |= {"num_cpus": os.cpu_count(), "object_store_memory": 256 * 2**20}
             else:
                 _check_reachable(address)
-            try:
-                ray.init(address=address, **kwargs)
+            try:  # "local": a new instance even where `ray start` left one running
+                ray.init(address=address or "local", **kwargs)
             except (ConnectionError, RuntimeError) as exc:
                 hint = _AUTH_HINT if address and "RAY_AUTH_MODE" not in os.environ else ""
                 raise UserError(f"cannot reach the Ray cluster at {address}: {exc}{hint}") from None
