@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SUMMARY = re.compile(r"\[\w+\]: (\d+) trained, (\d+) already done, (\d+) failed")
 # a Ray instance with one CPU, then the harness's own command line on it
 ONE_WORKER = (
-    "import sys, ray; ray.init(num_cpus=1, include_dashboard=False, "
+    'import sys, ray; ray.init(address="local", num_cpus=1, include_dashboard=False, '
     "object_store_memory=256 * 2**20)\n"
     "from harness.cli import main\n"
     "try:\n    code = main(sys.argv[1:])\nfinally:\n    ray.shutdown()\nsys.exit(code)"

@@ -433,8 +433,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _run_specs([get_spec(name, yes=args.yes) for name in args.tables], args)
 
 
-def _run_specs(specs: list[TableSpec], args: argparse.Namespace) -> int:
-    """Run paper tables and studies alike: validate all, then cells, then each report."""
+def _validate_run(specs: list[TableSpec], args: argparse.Namespace) -> None:
+    """Every table, option and input file of a run checked before any work."""
     check_workers(args.workers)
     for spec in specs:  # validate everything before any work
         spec.protocol(args.profile)
@@ -448,6 +448,11 @@ def _run_specs(specs: list[TableSpec], args: argparse.Namespace) -> int:
             f"{', '.join(args.tables)} has none, so it would do nothing"
         )
     _check_inputs(args, specs)
+
+
+def _run_specs(specs: list[TableSpec], args: argparse.Namespace) -> int:
+    """Run paper tables and studies alike: validate all, then cells, then each report."""
+    _validate_run(specs, args)
     tracking = Tracking(args.track, args.runs_dir) if args.track and is_main() else None
     executor = _executor(args)
     # with Ray the cells run on the cluster's devices: "auto" is decided there

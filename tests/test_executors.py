@@ -57,7 +57,7 @@ def ray_local():
     ray = pytest.importorskip("ray")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ["PYTHONPATH"] = str(ROOT)
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=128 * 2**20)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=128 * 2**20)
     yield ray
     ray.shutdown()
 

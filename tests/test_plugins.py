@@ -284,7 +284,8 @@ def test_an_uncountable_cell_trains_and_a_partial_table_reports(user_plugins, tm
     text = render_markdown(report).split("\n\n| ")[1]  # the first table (no paper rows here)
     table = [line.split("|") for line in ("| " + text).splitlines() if line[:2] == "| "]
     flops = [c.strip() for c in table[0]].index("FLOPs")
-    shown = {row[1].strip(): row[flops].strip() for row in table[1:]}
+    # a row whose timing was disturbed (a busy machine) carries a mark after its label
+    shown = {row[1].replace("‡", "").strip(): row[flops].strip() for row in table[1:]}
     assert shown["log-sum-exp pooling (no FLOP handle) (not in the paper)"] == "–"  # unknown
     out = tmp_path / "reports"
     assert write_table_plot(report, out)
@@ -331,7 +332,7 @@ def test_ray_workers_import_the_cells_plugins(user_plugins, tmp_path) -> None:
     ray = pytest.importorskip("ray")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ["PYTHONPATH"] = str(ROOT)
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=128 * 2**20)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=128 * 2**20)
     try:
         configs, options = _plugin_cells(tmp_path)
         outcomes: list = []
