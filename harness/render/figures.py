@@ -222,14 +222,14 @@ def _mosaic(maps: torch.Tensor, rows: int) -> np.ndarray:
 
 def fig5(src: Source) -> Drawn:
     """The maps each network hands to its FC layers, for the same test digits (Fig. 5)."""
+    from harness.tasks.classification.augment import as_input  # torch: only when drawn
+
     records = {v: src.records(v)[0] for v in MAP_VARIANTS}
     protocol = records[MAP_VARIANTS[0]]["config"]["protocol"]
     data = load_classification(
         protocol["dataset"], src.data_root, download=False,
         train_limit=protocol["train_limit"], test_limit=protocol["test_limit"],
     )  # fmt: skip
-    from harness.tasks.classification.augment import as_input  # torch: only when drawn
-
     digits = as_input(data.test_x[:MAP_DIGITS])
     with torch.no_grad():
         maps = {v: _trained(src, r).features(digits) for v, r in records.items()}
@@ -356,10 +356,10 @@ def _pooling_diagram(
 
 def fig1(src: Source) -> Drawn:
     """Top-k feature pooling worked on real maps (the paper's Fig. 1)."""
-    x, note = _example_maps(src)
-    k = len(x) // EXAMPLE_STRIDE
     from registry import topk_pool  # torch: only when drawn
 
+    x, note = _example_maps(src)
+    k = len(x) // EXAMPLE_STRIDE
     y = topk_pool(x[None], k)[0]
     ranks = ["largest", "2nd largest", "3rd largest"] + [f"{r}th largest" for r in range(4, k + 1)]
     node = _Node(tuple(range(len(x))), tuple(range(k)),
@@ -370,10 +370,10 @@ def fig1(src: Source) -> Drawn:
 
 def fig2(src: Source) -> Drawn:
     """Spatial feature pooling worked on real maps (the paper's Fig. 2)."""
-    x, note = _example_maps(src)
-    s = EXAMPLE_STRIDE
     from registry import feature_pool  # torch: only when drawn
 
+    x, note = _example_maps(src)
+    s = EXAMPLE_STRIDE
     y = feature_pool(x[None], s)[0]
     groups = [tuple(range(j * s, (j + 1) * s)) for j in range(len(y))]
     nodes = [_Node(g, (j,), "max") for j, g in enumerate(groups)]

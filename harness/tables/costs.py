@@ -150,7 +150,7 @@ def is_classical(variant: str) -> bool:
 
 
 def _classical(model: torch.nn.Module) -> bool:
-    from registry.nets.classical import ClassicalDenoiser  # as torch: once a model is built
+    from registry.nets.classical import ClassicalDenoiser  # torch, which built the model
 
     return isinstance(model, ClassicalDenoiser)
 

@@ -10,6 +10,7 @@ from harness.core.protocol import Protocol
 from harness.core.task import CellContext, RunOptions, Task, TrainingShape, dataset_shape
 from harness.data.imagenet import FOLDER_SETS, FolderData, open_folders
 from harness.tasks.folders.protocol import NAME
+from harness.train import distributed
 
 if TYPE_CHECKING:  # the engine imports torch: tables and reports read this module without it
     import torch
@@ -39,8 +40,6 @@ class Folders(Task):
         self, protocol: Protocol, options: RunOptions, device: torch.device
     ) -> FolderData:
         """Rank 0 first (it may write the smoke fixture), then the other torchrun ranks."""
-        from harness.train import distributed
-
         main = distributed.world().is_main
         if not main:
             distributed.barrier()
