@@ -71,3 +71,7 @@ def __getattr__(name: str) -> Any:
     if name in _OPS:
         return getattr(importlib.import_module(".ops", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_OPS})

@@ -92,3 +92,25 @@ def test_commands_that_read_records_never_import_torch(tmp_path):
     assert {name: loaded for name, (loaded, _) in outcomes.items()} == dict.fromkeys(
         outcomes, False
     )
+
+
+def test_the_registry_reads_and_registers_without_torch():
+    """Variants, architectures and reduction kinds are listed, looked up and registered
+    (as a user's plugin does) with torch unimportable; building a model needs it."""
+    probe = "\n".join([
+        "import sys; sys.modules['torch'] = None",
+        "import registry",
+        "assert registry.variant_info('mnist.topk_s2').kwargs['reduction'] == registry.Reduction('topk', 2)",
+        "assert 'vgg16' in registry.list_archs() and 'conv1x1' in registry.list_reductions()",
+        "registry.register_reduction('probe_sum')(lambda channels, stride: None)",
+        "registry.register_variant('mnist.probe_sum_s2', 'mnist', reduction=registry.Reduction('probe_sum', 2))",
+        "print(registry.list_variants('mnist.probe_*'))",
+        "try:",
+        "    registry.create_model('mnist.baseline')",
+        "except ImportError as exc:",
+        "    print(exc.name)",
+    ])  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == ["['mnist.probe_sum_s2']", "torch"]
