@@ -9,7 +9,10 @@ another, interleaved over repeats so that drift hits every mode alike:
 * ``ray``: ``--executor ray`` as it comes: a local Ray instance with one worker per core,
   each cell on one core (one thread);
 * ``ray-1``: the same on a Ray instance given one CPU: one worker, one cell at a time on
-  one core (what ``ray`` is N times faster than, ideally).
+  one core (what ``ray`` is N times faster than, ideally);
+* ``ray-up``: ``--executor ray`` on a one-node cluster that is already up (started once
+  here with ``ray start --head``, as a user keeps one, and stopped at the end): Ray's
+  per-run cost without the instance's start and stop.
 
 Targets (issue 29): ``ray`` no slower than ``local`` on Table 1's smoke, and ``ray`` with
 2 workers on 2 cores at least 1.6x ``ray-1`` on Table 1's demo (minutes):
@@ -26,6 +29,7 @@ processes get done than one; no two-worker speed-up can exceed it).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -34,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,10 +58,17 @@ PROBE = (
     "end, n = time.perf_counter() + {seconds}, 0\n"
     "while time.perf_counter() < end:\n    x @ x\n    n += 1\nprint(n)"
 )
+RAY_UP_PORT = 6391  # the head of the cluster that ``ray-up`` runs on, started here
+# ``ray start`` turns token authentication on; its clients must say they use it
+RAY_UP_ENV = {"RAY_AUTH_MODE": "token"}
 MODES = {
     "local": ([sys.executable, "-m", "harness"], []),
     "ray": ([sys.executable, "-m", "harness"], ["--executor", "ray"]),
     "ray-1": ([sys.executable, "-c", ONE_WORKER], ["--executor", "ray"]),
+    "ray-up": (
+        [sys.executable, "-m", "harness"],
+        ["--executor", "ray", "--address", f"127.0.0.1:{RAY_UP_PORT}"],
+    ),
 }
 
 
@@ -67,6 +79,8 @@ def _timed_run(table: str, profile: str, mode: str) -> tuple[float, int]:
         command = [*launcher, "run", table, "--profile", profile, "--device", "cpu",
                    "--runs-dir", f"{tmp}/runs", "--out", f"{tmp}/out", *extra]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"}
+        if mode == "ray-up":
+            env |= RAY_UP_ENV
         start = time.perf_counter()
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
         seconds = time.perf_counter() - start
@@ -91,6 +105,29 @@ def parallel_ceiling(seconds: float = 4.0) -> float:
     return sum(probes(2)) / alone
 
 
+@contextlib.contextmanager
+def ray_cluster(cpus: int) -> Iterator[None]:
+    """A one-node Ray cluster for ``ray-up`` (as a user would keep one with ``ray start``),
+    stopped at the end: ``ray start --block`` stops what it started when terminated."""
+    ray = Path(sys.executable).with_name("ray")
+    flags = ["--port", str(RAY_UP_PORT), "--num-cpus", str(cpus), "--include-dashboard=false",
+             "--disable-usage-stats"]  # fmt: skip
+    env = {**os.environ, **RAY_UP_ENV}
+    head = subprocess.Popen([ray, "start", "--head", "--block", *flags], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.time() + 120
+        status = [ray, "status", "--address", f"127.0.0.1:{RAY_UP_PORT}"]
+        while subprocess.run(status, capture_output=True, env=env).returncode != 0:
+            if head.poll() is not None or time.time() > deadline:
+                sys.exit("ray start --head did not come up")
+            time.sleep(1)
+        yield
+    finally:
+        head.terminate()
+        head.wait(timeout=60)
+
+
 def _table(table: str, profile: str, modes: list[str], repeats: int) -> dict[str, Any]:
     times: dict[str, list[float]] = {m: [] for m in modes}
     loads: list[float] = []
@@ -107,6 +144,8 @@ def _table(table: str, profile: str, modes: list[str], repeats: int) -> dict[str
                               "wall_s": times, "median_s": median, "load_1min": loads}  # fmt: skip
     if "local" in median and "ray" in median:
         result["ray_over_local"] = median["ray"] / median["local"]  # <= 1: Ray no slower
+    if "local" in median and "ray-up" in median:
+        result["ray_up_over_local"] = median["ray-up"] / median["local"]
     if "ray-1" in median and "ray" in median:
         result["speedup_ray_over_ray_1"] = median["ray-1"] / median["ray"]
     return result
@@ -121,6 +160,9 @@ def _line(r: dict[str, Any]) -> str:
     if "ray_over_local" in r:
         verdict = "no slower" if r["ray_over_local"] <= 1 else "SLOWER"
         ratios.append(f"ray/local {r['ray_over_local']:.2f} ({verdict})")
+    if "ray_up_over_local" in r:
+        verdict = "no slower" if r["ray_up_over_local"] <= 1 else "SLOWER"
+        ratios.append(f"ray-up/local {r['ray_up_over_local']:.2f} ({verdict})")
     if "speedup_ray_over_ray_1" in r:
         verdict = "meets" if r["speedup_ray_over_ray_1"] >= 1.6 else "MISSES"
         ratios.append(
@@ -141,7 +183,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
     ceiling = [parallel_ceiling()]
-    results = [_table(t, args.profile, args.modes, args.repeats) for t in args.tables]
+    up = ray_cluster(os.cpu_count() or 1) if "ray-up" in args.modes else contextlib.nullcontext()
+    with up:
+        results = [_table(t, args.profile, args.modes, args.repeats) for t in args.tables]
     ceiling.append(parallel_ceiling())
     for r in results:
         print(_line(r))

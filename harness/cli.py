@@ -178,8 +178,9 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
                      help="bf16: train and test under bfloat16 autocast (default off)")  # fmt: skip
     run.add_argument("--compile", action="store_true", help="torch.compile each model")
     run.add_argument("--executor", choices=EXECUTORS, default="local",
-                     help="local: cells one after another here (default); ray: one Ray task "
-                     "per cell, on a local Ray instance or the cluster at --address")  # fmt: skip
+                     help="local: cells one after another here (default); ray: cells on a "
+                     "pool of Ray workers, on a local Ray instance or the cluster at "
+                     "--address")  # fmt: skip
     run.add_argument("--address", help="ray: the cluster to join (default: $RAY_ADDRESS, else "
                      "a local instance for this run)")  # fmt: skip
     run.add_argument("--gpus-per-cell", type=float, default=1.0, metavar="F",
@@ -458,7 +459,7 @@ def _run_specs(specs: list[TableSpec], args: argparse.Namespace) -> int:
         check_writable_dir(args.out, "--out")
     failed, started, reports = 0, time.time(), []
     try:
-        for spec in specs:
+        for i, spec in enumerate(specs, 1):
             summary = run_table(
                 spec, profile=args.profile, seeds=_seeds(args, spec), device=device, store=store,
                 data_root=args.data_root, download=not args.no_download, force=args.force,
@@ -467,6 +468,8 @@ def _run_specs(specs: list[TableSpec], args: argparse.Namespace) -> int:
                 workers=args.workers, executor=executor, track=tracking, command=args.command_line,
             )  # fmt: skip
             failed += summary.failed
+            if i == len(specs):  # the cells are done: Ray stops while the report is written
+                executor.shutdown(wait=False)
             if not is_main():  # under torchrun only rank 0 writes reports
                 continue
             if summary.submitted:  # detached: the reports are `wait`'s to write

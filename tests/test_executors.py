@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -129,6 +130,88 @@ def test_local_executor_costs_little_per_cell(tmp_path):
     assert (time.perf_counter() - start) / 40 < 0.1
     opened = {r["metrics"]["data_opened"] for r in _noop_records(tmp_path / "runs")}
     assert len(opened) == 1  # opened before the first cell, never again
+
+
+STOP_WHILE_REPORTING = """
+import os, sys, time, ray
+from pathlib import Path
+from harness.run.executors import RayExecutor
+from harness.store.records import RunStore
+from tests.test_executors import _run_noop
+
+def descendants():
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            parents[int(stat.parent.name)] = int(fields[1])
+    found, todo = set(), [os.getpid()]
+    while todo:
+        parent = todo.pop()
+        kids = [pid for pid, ppid in parents.items() if ppid == parent]
+        found.update(kids)
+        todo.extend(kids)
+    return found
+
+executor = RayExecutor()
+_run_noop(RunStore(sys.argv[1]), 2, executor)
+children = descendants()
+start = time.perf_counter()
+executor.shutdown(wait=False)  # returns at once: Ray stops on a thread
+returned = time.perf_counter() - start
+stopping = executor._stopping.is_alive()
+executor.shutdown()  # waits for it
+print(len(children), stopping, returned < 0.5, ray.is_initialized(), sorted(descendants()))
+"""
+
+
+def _stop_while_reporting(tmp_path: Path) -> tuple[str, ...]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)  # a local instance of its own
+    done = subprocess.run([sys.executable, "-c", STOP_WHILE_REPORTING, str(tmp_path / "runs")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    return tuple(done.stdout.split(maxsplit=4))
+
+
+def test_ray_stops_on_a_thread_while_the_last_report_is_written(tmp_path):
+    """``shutdown(wait=False)`` hands Ray's stop to a thread; ``shutdown()`` waits for it,
+    and then none of the processes Ray started is left."""
+    pytest.importorskip("ray")
+    children, stopping, returned_at_once, initialized, left = _stop_while_reporting(tmp_path)
+    assert int(children) >= 3  # the instance's processes and the workers
+    assert (stopping, returned_at_once, initialized) == ("True", "True", "False")
+    assert left.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_a_run_without_address_starts_its_own_instance_beside_a_running_cluster(tmp_path):
+    """Ray would join a cluster `ray start` left on this machine (and refuse the run's CPU
+    count there); without --address the run is promised an instance of its own."""
+    pytest.importorskip("ray")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ray = Path(sys.executable).with_name("ray")
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
+    head = subprocess.Popen([ray, "start", "--head", "--block", "--port", str(port),
+                             "--num-cpus", "1", "--include-dashboard=false"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    status = [ray, "status", "--address", f"127.0.0.1:{port}"]
+    try:
+        deadline = time.time() + 120
+        while subprocess.run(status, env=env, capture_output=True).returncode != 0:
+            assert head.poll() is None and time.time() < deadline, "ray start did not come up"
+            time.sleep(1)
+        children, _, _, initialized, left = _stop_while_reporting(tmp_path)
+        assert int(children) >= 3 and initialized == "False" and left.strip() == "[]"
+        assert subprocess.run(status, env=env, capture_output=True).returncode == 0  # still up
+    finally:
+        head.terminate()  # `ray start --block` stops what it started
+        head.wait(timeout=60)
 
 
 def test_a_cell_bigger_than_the_ray_cluster_is_refused_in_one_line(tmp_path, ray_local):
@@ -271,6 +354,19 @@ def test_kill_9_of_a_ray_worker_is_retried(tmp_path):
     trained, done, failed, _ = map(int, SUMMARY.search(out).groups())
     assert (trained + done, failed) == (7, 0), out
     assert len(_records(runs)) == 7
+
+
+def test_a_ray_address_nothing_answers_at_is_one_line_in_seconds(tmp_path, capsys, monkeypatch):
+    """Ray would retry it for minutes; nothing is claimed or written meanwhile."""
+    pytest.importorskip("ray")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    runs = tmp_path / "runs"
+    code = main(["run", "table1", "--profile", "smoke", "--runs-dir", str(runs), "--out",
+                 str(tmp_path / "out"), "--executor", "ray", "--address", "127.0.0.1:9"])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot reach the Ray cluster at 127.0.0.1:9: nothing" in err[0]
+    assert not list(runs.rglob("*.json")) and not list(runs.rglob("*.lease"))
 
 
 def test_executor_options_are_checked_up_front(tmp_path, capsys):

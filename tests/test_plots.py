@@ -6,14 +6,16 @@ import itertools
 import math
 
 import matplotlib
+import matplotlib.figure
 import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.axes import Axes
 from matplotlib.text import Text
 
+from harness.render import site
 from harness.render.figures import table_plot
-from harness.render.plotstyle import STYLE
+from harness.render.plotstyle import STYLE, render
 from harness.render.report import Report
 from harness.tables.paper import TABLES
 from registry import variant_info
@@ -131,3 +133,37 @@ def test_denoising_plots_draw_the_noisy_input(table):
     assert len(noisy) == 1 and list(noisy[0].get_xdata()) == list(spec.sigmas)
     if "train_time_s" in spec.columns:
         assert any("train time" in ax.get_xlabel() for ax in _panels(fig))
+
+
+def _line(calls: list[int]):
+    def draw():
+        calls.append(1)
+        fig = matplotlib.figure.Figure()
+        fig.add_subplot().plot([0, 1], [1, 0])
+        return fig, ""
+
+    return draw
+
+
+def test_a_plot_drawn_again_later_is_the_same_file(tmp_path, monkeypatch):
+    """The PDF carries no date: the same drawing gives the same bytes in any folder, at
+    any time (matplotlib would otherwise stamp it, here with SOURCE_DATE_EPOCH)."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1000000000")
+    first = render(_line([]), tmp_path / "a", "plot")
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "2000000000")
+    again = render(_line([]), tmp_path / "b", "plot")
+    assert [p.read_bytes() for p in first] == [p.read_bytes() for p in again]
+
+
+def test_the_site_keeps_a_plot_drawn_from_the_same_rows(tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    n = len(TABLES["table1"].rows)
+    report = _report("table1", accuracy=[0.97] * n, train_time_s=[3.0] * n)
+    calls: list[int] = []
+    monkeypatch.setattr(site, "table_plot", lambda _: _line(calls)())
+    for _ in range(2):
+        assert site._draw_plot(report, tmp_path / "site", "table1") == "figures/table1.png"
+    assert len(calls) == 1
+    report.frame.loc[0, "accuracy"] = 0.5  # another value: drawn again
+    site._draw_plot(report, tmp_path / "site", "table1")
+    assert len(calls) == 2

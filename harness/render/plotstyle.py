@@ -150,6 +150,11 @@ def wrap(text: str, width: float) -> str:
     return textwrap.fill(text, chars)
 
 
+# The same drawing, the same bytes: a PDF would otherwise carry the time it was saved,
+# so a report redrawn elsewhere or later (or checked into git) would differ in that alone.
+_NO_DATE = {"pdf": {"CreationDate": None}}
+
+
 def render(
     draw: Callable[[], tuple[Figure, str]], out_dir: Path, name: str, *, inputs: str | None = None
 ) -> list[Path]:
@@ -178,7 +183,8 @@ def render(
                      ha="left", va="top", transform=fig.transFigure)  # fmt: skip
         for path in paths:
             buffer = io.BytesIO()
-            fig.savefig(buffer, format=path.suffix[1:], dpi=PNG_DPI)
+            fmt = path.suffix[1:]
+            fig.savefig(buffer, format=fmt, dpi=PNG_DPI, metadata=_NO_DATE.get(fmt))
             write_output(path, buffer.getvalue())
     if key is not None:
         cache.remember("figures", key, _digests(paths))

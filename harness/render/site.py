@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.core.errors import UserError
 from harness.core.lazy import lazy
-from harness.render.figures import FIGURES_DIR, table_plot
+from harness.render.figures import FIGURES_DIR, plot_inputs, table_plot
 from harness.render.plotstyle import render
 from harness.render.report import (
     BASELINE_LEGEND,
@@ -92,10 +92,11 @@ def write_site(reports: Sequence[Report], store: RunStore, out: Path) -> Path:
 
 
 def _draw_plot(report: Report, out: Path, stem: str) -> str | None:
-    """The table's plot as PNG (and PDF) in the site's figures folder; None if the table
-    has no columns a plot is defined for."""
+    """The table's plot as PNG (and PDF) in the site's figures folder (kept as it is when
+    drawn before from the same rows); None if the table has no columns a plot is defined
+    for."""
     try:
-        render(lambda: table_plot(report), out / FIGURES_DIR, stem)
+        render(lambda: table_plot(report), out / FIGURES_DIR, stem, inputs=plot_inputs(report))
     except UserError:
         return None
     return f"{FIGURES_DIR}/{stem}.png"

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
+import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -26,6 +28,12 @@ from harness.tables.paper import TABLES, TableSpec
 
 OnOutcome = Callable[[Outcome], None]
 _RAY_INSTALL = 'pip install -e ".[ray]"'
+# `ray start` turns token authentication on by default (Ray 2.60 does), and a driver that
+# does not say it uses tokens fails to connect with no word about them
+_AUTH_HINT = (
+    "; a cluster started with `ray start` may use token authentication: set "
+    "RAY_AUTH_MODE=token here (the token is read from ~/.ray/auth_token or RAY_AUTH_TOKEN)"
+)
 
 
 class LocalExecutor:
@@ -46,7 +54,7 @@ class LocalExecutor:
             for task in tasks().values():
                 task.close(interrupted)
 
-    def shutdown(self) -> None:
+    def shutdown(self, wait: bool = True) -> None:
         """Nothing to stop: the cells ran here."""
 
 
@@ -105,6 +113,7 @@ class RayExecutor:
     name: str = "ray"
     _started: bool = field(default=False, init=False)  # this run started the instance
     _pool: _Pool | None = field(default=None, init=False)
+    _stopping: threading.Thread | None = field(default=None, init=False)  # shutdown(wait=False)
 
     def connect(self) -> Any:
         """Ray, started or reached now (the first ``run`` does it otherwise)."""
@@ -122,10 +131,13 @@ class RayExecutor:
             }
             if address is None:
                 kwargs |= {"num_cpus": os.cpu_count(), "object_store_memory": 256 * 2**20}
-            try:
-                ray.init(address=address, **kwargs)
+            else:
+                _check_reachable(address)
+            try:  # "local": a new instance even where `ray start` left one running
+                ray.init(address=address or "local", **kwargs)
             except (ConnectionError, RuntimeError) as exc:
-                raise UserError(f"cannot reach the Ray cluster at {address}: {exc}") from None
+                hint = _AUTH_HINT if address and "RAY_AUTH_MODE" not in os.environ else ""
+                raise UserError(f"cannot reach the Ray cluster at {address}: {exc}{hint}") from None
             self._started = True
         return ray
 
@@ -219,14 +231,41 @@ class RayExecutor:
                     ray.kill(worker, no_restart=True)
             self._pool = None
 
-    def shutdown(self) -> None:
-        """Stop the workers, and the Ray instance if this run started it."""
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop the workers, and the Ray instance if this run started it. Ray stops its
+        processes one after another (over a second, mostly waiting): ``wait=False`` does
+        that on a thread while the caller writes its last report, and the next call (or the
+        interpreter's exit, which joins the thread) waits for it."""
         self._kill_pool()
         if self._started:
             import ray
 
-            ray.shutdown()
+            self._stopping = threading.Thread(target=ray.shutdown, name="ray shutdown")
+            self._stopping.start()
             self._started = False
+        if wait and self._stopping is not None:
+            self._stopping.join()
+            self._stopping = None
+
+
+_CONNECT_TIMEOUT_S = 5.0
+
+
+def _check_reachable(address: str) -> None:
+    """Refuse a ``host:port`` nothing answers at, in seconds: Ray itself retries such an
+    address for minutes before it gives up. ``auto`` and other forms are left to Ray."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), _CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise UserError(
+            f"cannot reach the Ray cluster at {address}: nothing answered within "
+            f"{_CONNECT_TIMEOUT_S:g} s ({reason}); start it with `ray start --head` or check "
+            "--address"
+        ) from None
 
 
 def _error_line(exc: Exception) -> str:
