@@ -75,20 +75,24 @@ def _harness(args: list[str], env: dict[str, str]) -> tuple[bool, str]:
 
 
 def test_commands_that_read_records_never_import_torch(tmp_path):
-    """``--help``, ``list`` and ``report`` (its plot drawn, then kept), with a cold cost
-    cache: every golden row has records, so no model is built. ``run`` imports torch
-    where it builds one (tests/test_cli.py runs cells)."""
-    runs = tmp_path / "runs"
+    """``--help``, ``list``, ``report`` (its plot drawn, then kept), ``claims``, ``site`` and
+    ``figures`` drawn from records alone, with a cold cost cache: every golden row has
+    records, so no model is built. ``run`` imports torch where it builds one
+    (tests/test_cli.py runs cells); Figs. 1, 2 and 5 run networks."""
+    runs, out = tmp_path / "runs", tmp_path / "out"
     shutil.copytree(GOLDEN_TABLE1, runs / "table1")
     env = {"PYTHONPATH": str(ROOT), "HARNESS_CACHE_DIR": str(tmp_path / "cache")}
-    report = ["report", "table1", "--runs-dir", str(runs), "--format", "md",
-              "--out", str(tmp_path / "reports")]  # fmt: skip
+    read = ["--runs-dir", str(runs)]
+    report = ["report", "table1", *read, "--format", "md", "--out", str(out / "reports")]
     outcomes = {name: _harness(args, env) for name, args in (
         ("--help", ["--help"]), ("list", ["list"]), ("report, new plot", report),
-        ("report, plot kept", report),
+        ("report, plot kept", report), ("claims", ["claims", "table1", *read]),
+        ("site", ["site", "table1", *read, "--out", str(out / "site")]),
+        ("figures", ["figures", "table1", "fig4", *read, "--out", str(out / "figures")]),
     )}  # fmt: skip
     assert "wrote" in outcomes["report, new plot"][1] and ".png" in outcomes["report, new plot"][1]
     assert "kept" in outcomes["report, plot kept"][1]
+    assert sorted(p.name for p in (out / "figures").glob("*.png")) == ["fig4.png", "table1.png"]
     assert {name: loaded for name, (loaded, _) in outcomes.items()} == dict.fromkeys(
         outcomes, False
     )
