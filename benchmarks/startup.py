@@ -1,7 +1,8 @@
 """Start-up of the CLI against ``python -c "import torch"``, on this machine (issue 29).
 
 Every ``list``, ``plan``, ``report`` and ``--help`` pays the CLI's imports; the goal is
-within 1.3x of importing torch, which the CLI cannot avoid. Each command is a fresh
+within 1.3x of importing torch (which they no longer import, unless ``plan`` builds a
+model whose costs are not in the cache). Each command is a fresh
 process, run in turns with the baseline (torch, command, torch, command, ...), so a
 change in the machine's load hits both halves of a pair alike; the figure is the median
 of the pairwise ratios, with its IQR/median and bench's ``noisy`` flag.

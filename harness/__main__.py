@@ -2,7 +2,7 @@ import gc
 
 from harness.core import lifeline
 
-lifeline.guard_rank()  # before the CLI's imports (torch): a rank dies with its agent
+lifeline.guard_rank()  # before the CLI's imports: a rank dies with its agent
 
 from harness.cli import main  # noqa: E402
 

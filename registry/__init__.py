@@ -5,7 +5,16 @@
 
 Users add reduction kinds (``register_reduction``), architectures and variants from their
 own modules; installed packages declare theirs as entry points (``load_entry_points``).
+
+Importing the package does not import torch: the metadata (variants, architectures,
+reduction kinds) serves commands that only read records (issue 29). A model's network
+imports it when built, and the operators below import :mod:`registry.ops` on first use.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from . import models  # noqa: F401  (registers the architectures and variants)
 from ._registry import (
@@ -21,7 +30,6 @@ from ._registry import (
     register_variant,
     variant_info,
 )
-from .ops import FeaturePool, TopKPool, feature_pool, topk_pool
 from .reduction import (
     Reduction,
     ReductionKind,
@@ -29,6 +37,11 @@ from .reduction import (
     reduction_kind,
     register_reduction,
 )
+
+if TYPE_CHECKING:
+    from .ops import FeaturePool, TopKPool, feature_pool, topk_pool
+
+_OPS = ("FeaturePool", "TopKPool", "feature_pool", "topk_pool")  # need torch: imported when used
 
 __all__ = [
     "FeaturePool",
@@ -52,3 +65,13 @@ __all__ = [
     "topk_pool",
     "variant_info",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _OPS:
+        return getattr(importlib.import_module(".ops", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_OPS})

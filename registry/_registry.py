@@ -22,9 +22,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+if TYPE_CHECKING:  # metadata is read without torch (``list``, ``report``); builders need it
+    from torch import nn
 
 __all__ = [
     "PaperRow",
@@ -40,7 +41,7 @@ __all__ = [
     "variant_info",
 ]
 
-Builder = Callable[..., nn.Module]
+Builder = Callable[..., "nn.Module"]
 
 _ARCHS: dict[str, Builder] = {}
 _VARIANTS: dict[str, VariantInfo] = {}

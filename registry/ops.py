@@ -19,10 +19,10 @@ import torch
 from torch import Tensor, nn
 
 from . import bitonic
+from .reduction import TOPK_IMPLS
 
 __all__ = ["TOPK_IMPLS", "FeaturePool", "TopKPool", "feature_pool", "topk_pool"]
 
-TOPK_IMPLS = ("auto", "reference", "bitonic")
 # The network issues about log2(C)^2 elementwise ops; with fewer input elements than
 # this many per op, their fixed cost outweighs the gain over one sort call (CPU, measured).
 _BITONIC_MIN_NUMEL_PER_OP = 2048

@@ -24,16 +24,27 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from ._registry import load_entry_points, unknown_name
-from .ops import FeaturePool, TopKPool
 
-__all__ = ["Reduction", "ReductionKind", "list_reductions", "reduction_kind", "register_reduction"]
+if TYPE_CHECKING:  # kinds and configs are read without torch; their layers need it
+    from torch import nn
 
-Factory = Callable[[int, int], nn.Module]
+__all__ = [
+    "TOPK_IMPLS",
+    "Reduction",
+    "ReductionKind",
+    "list_reductions",
+    "reduction_kind",
+    "register_reduction",
+]
+
+# ``registry.ops.topk_pool``'s implementations, named here so that a command line lists
+# them without importing torch
+TOPK_IMPLS = ("auto", "reference", "bitonic")
+
+Factory = Callable[[int, int], "nn.Module"]
 # fvcore's handle signature, (inputs, outputs) -> count; kept as plain data here
 FlopHandle = Callable[[list[Any], list[Any]], int]
 
@@ -146,6 +157,8 @@ class Reduction:
         """The module placed at the insertion point, given the conv's ``channels``."""
         factory = reduction_kind(self.kind).factory
         if factory is None:
+            from torch import nn
+
             return nn.Identity()
         self.out_channels(channels)  # the stride must divide the maps the factory gets
         return factory(channels, self.stride)
@@ -158,28 +171,38 @@ _add(ReductionKind("conv", None, MappingProxyType({}), "the preceding conv emits
 @register_reduction("fp_max")
 def _fp_max(channels: int, stride: int) -> nn.Module:
     """Spatial feature pooling: max over groups of ``stride`` adjacent channels."""
+    from .ops import FeaturePool
+
     return FeaturePool(stride, mode="max")
 
 
 @register_reduction("fp_min")
 def _fp_min(channels: int, stride: int) -> nn.Module:
     """Spatial feature pooling with min."""
+    from .ops import FeaturePool
+
     return FeaturePool(stride, mode="min")
 
 
 @register_reduction("topk")
 def _topk(channels: int, stride: int) -> nn.Module:
     """Top-k feature pooling: the k = C / stride largest values per pixel."""
+    from .ops import TopKPool
+
     return TopKPool(channels // stride, largest=True)
 
 
 @register_reduction("topk_min")
 def _topk_min(channels: int, stride: int) -> nn.Module:
     """Top-k feature pooling with the smallest values."""
+    from .ops import TopKPool
+
     return TopKPool(channels // stride, largest=False)
 
 
 @register_reduction("conv1x1")
 def _conv1x1(channels: int, stride: int) -> nn.Module:
     """A learned 1x1 conv from C to C / stride maps (Network-in-Network style)."""
+    from torch import nn
+
     return nn.Conv2d(channels, channels // stride, kernel_size=1)

@@ -15,7 +15,7 @@ import torch
 
 from harness.train.measure import count_conv_weights, count_flops
 from registry import Reduction, printed_value, variant_info
-from registry.models.denoiser import Denoiser
+from registry.nets.denoiser import Denoiser
 
 GTX1070_FLOPS = 1920 * 2 * 1.683e9  # CUDA cores x 2 FLOP (FMA) x boost clock
 FP = {"fp1": Reduction("fp_max", 2), "fp2": Reduction("fp_max", 2)}

@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-import harness.tasks.classification
+import harness.tasks.classification.engine
 from harness.cli import main
 from harness.tables.paper import TABLE1
 from registry import variant_info
@@ -72,7 +72,7 @@ def test_second_run_trains_nothing_and_force_retrains(smoke, monkeypatch, capsys
     def no_training(*args, **kwargs):
         raise AssertionError("a finished cell was trained again")
 
-    monkeypatch.setattr(harness.tasks.classification, "train_classifier", no_training)
+    monkeypatch.setattr(harness.tasks.classification.engine, "train_classifier", no_training)
     assert (
         run_cli("run", "table1", "--profile", "smoke", "--runs-dir", str(runs), "--out", str(out))
         == 0
@@ -82,9 +82,9 @@ def test_second_run_trains_nothing_and_force_retrains(smoke, monkeypatch, capsys
 
     calls = []
     monkeypatch.undo()
-    real = harness.tasks.classification.train_classifier
+    real = harness.tasks.classification.engine.train_classifier
     monkeypatch.setattr(
-        harness.tasks.classification,
+        harness.tasks.classification.engine,
         "train_classifier",
         lambda *a, **k: calls.append(1) or real(*a, **k),
     )

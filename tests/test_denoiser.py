@@ -3,7 +3,8 @@ import torch
 
 from harness.train.measure import count_conv_weights, count_flops, count_params, paper_convention
 from registry import Reduction, create_model, printed_value, variant_info
-from registry.models.denoiser import KERNELS, Denoiser
+from registry.models.denoiser import KERNELS
+from registry.nets.denoiser import Denoiser
 
 # sum of k^2 over the inception kernels 1, 3, 5, 7, 9
 K2 = sum(k * k for k in KERNELS)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-import harness.tasks.classification
+import harness.tasks.classification.engine
 from harness.cli import main
 from harness.run.executors import RayExecutor
 from harness.run.runner import run_table
@@ -224,14 +224,14 @@ def test_a_cell_bigger_than_the_ray_cluster_is_refused_in_one_line(tmp_path, ray
 
 def test_a_cell_that_raises_is_recorded_as_failed_and_retried_alone(tmp_path, monkeypatch):
     store = RunStore(tmp_path / "runs")
-    real = harness.tasks.classification.train_classifier
+    real = harness.tasks.classification.engine.train_classifier
 
     def flaky(model, data, protocol, **kwargs):
         if "fp_max_s2" in kwargs["desc"]:
             raise RuntimeError("simulated CUDA error: an illegal memory access")
         return real(model, data, protocol, **kwargs)
 
-    monkeypatch.setattr(harness.tasks.classification, "train_classifier", flaky)
+    monkeypatch.setattr(harness.tasks.classification.engine, "train_classifier", flaky)
     summary = _run_small(store)
     assert (summary.ran, summary.failed) == (2, 1)
     error = next((store.root / "table1" / "smoke").glob("mnist.fp_max_s2-*.error.txt"))
@@ -240,7 +240,7 @@ def test_a_cell_that_raises_is_recorded_as_failed_and_retried_alone(tmp_path, mo
     assert not list((store.root / "table1" / "smoke").glob("*.lease"))
 
     calls = []
-    monkeypatch.setattr(harness.tasks.classification, "train_classifier",
+    monkeypatch.setattr(harness.tasks.classification.engine, "train_classifier",
                         lambda *a, **k: calls.append(k["desc"]) or real(*a, **k))  # fmt: skip
     summary = _run_small(store)
     assert (summary.ran, summary.skipped, summary.failed) == (1, 2, 0)
@@ -252,7 +252,7 @@ def test_run_exits_nonzero_with_a_failed_cell(tmp_path, monkeypatch, capsys):
     def broken(*args, **kwargs):
         raise ValueError("boom")
 
-    monkeypatch.setattr(harness.tasks.classification, "train_classifier", broken)
+    monkeypatch.setattr(harness.tasks.classification.engine, "train_classifier", broken)
     runs = tmp_path / "runs"
     code = main(["run", "table1", "--profile", "smoke", "--runs-dir", str(runs),
                  "--out", str(tmp_path / "out")])  # fmt: skip

@@ -1,5 +1,6 @@
-"""Importing the CLI loads torch and the harness, not the libraries only some commands need
-(issue 29: ``list``, ``plan``, ``report`` and ``--help`` start about as fast as torch)."""
+"""Importing the CLI loads the harness, not the libraries only some commands need, torch
+included (issue 29: ``list``, ``plan``, ``report`` and ``--help`` start about as fast as
+torch, and the commands that only read metadata and records never import it)."""
 
 import json
 import os
@@ -11,8 +12,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # Each takes from a fraction of a second to seconds to import (torchvision also pulls
 # in torch._dynamo and sympy); the commands that need them import them when used.
-HEAVY = ("torchvision", "torch._dynamo", "sympy", "scipy", "pandas", "matplotlib", "fvcore",
-         "skimage", "ray", "jinja2")  # fmt: skip
+HEAVY = ("torch", "torchvision", "torch._dynamo", "sympy", "scipy", "pandas", "matplotlib",
+         "fvcore", "skimage", "ray", "jinja2")  # fmt: skip
+GOLDEN_TABLE1 = ROOT / "tests" / "golden" / "runs" / "table1"
 
 
 def test_importing_the_cli_leaves_heavy_libraries_unloaded():
@@ -38,15 +40,15 @@ def test_a_lazy_module_imports_on_first_use():
 
 
 def test_plan_and_report_again_on_the_same_inputs_neither_count_nor_draw(tmp_path):
-    """The second ``plan`` reads its models' costs from the cost cache (no fvcore), the
-    second ``report`` keeps its plot (no matplotlib)."""
+    """The second ``plan`` reads its models' costs from the cost cache (no fvcore, and no
+    torch: the first built the models), the second ``report`` keeps its plot (no matplotlib)."""
     runs, out = tmp_path / "runs", tmp_path / "reports"
     shutil.copytree(ROOT / "tests" / "golden" / "runs" / "table1", runs / "table1")
     probe = (
         "import json, sys; from harness.cli import main; "
         f"main(['plan', 'table1', '--profile', 'smoke', '--seeds', '2', '--runs-dir', {str(tmp_path / 'other')!r}]); "
         f"main(['report', 'table1', '--profile', 'smoke', '--runs-dir', {str(runs)!r}, '--format', 'md', '--out', {str(out)!r}]); "
-        "print(json.dumps(sorted(m for m in ('fvcore', 'matplotlib') if m in sys.modules)))"
+        "print(json.dumps(sorted(m for m in ('fvcore', 'matplotlib', 'torch') if m in sys.modules)))"
     )  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HARNESS_CACHE_DIR": str(tmp_path / "cache")}
     loaded = []
@@ -55,4 +57,64 @@ def test_plan_and_report_again_on_the_same_inputs_neither_count_nor_draw(tmp_pat
                               text=True, timeout=300, env=env)  # fmt: skip
         assert done.returncode == 0, done.stderr[-2000:]
         loaded.append(json.loads(done.stdout.splitlines()[-1]))
-    assert loaded == [["fvcore", "matplotlib"], []]
+    assert loaded == [["fvcore", "matplotlib", "torch"], []]
+
+
+def _harness(args: list[str], env: dict[str, str]) -> tuple[bool, str]:
+    """``python -m harness ARGS`` (exit code 0): whether it had imported torch when it
+    ended, and its standard output."""
+    probe = (
+        "import atexit, sys; "
+        "atexit.register(lambda: print('torch' in sys.modules, file=sys.stderr)); "
+        "import runpy; sys.argv[0] = 'harness'; runpy.run_module('harness', run_name='__main__')"
+    )
+    done = subprocess.run([sys.executable, "-c", probe, *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, **env})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    return {"True": True, "False": False}[done.stderr.splitlines()[-1]], done.stdout
+
+
+def test_commands_that_read_records_never_import_torch(tmp_path):
+    """``--help``, ``list``, ``report`` (its plot drawn, then kept), ``claims``, ``site`` and
+    ``figures`` drawn from records alone, with a cold cost cache: every golden row has
+    records, so no model is built. ``run`` imports torch where it builds one
+    (tests/test_cli.py runs cells); Figs. 1, 2 and 5 run networks."""
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    shutil.copytree(GOLDEN_TABLE1, runs / "table1")
+    env = {"PYTHONPATH": str(ROOT), "HARNESS_CACHE_DIR": str(tmp_path / "cache")}
+    read = ["--runs-dir", str(runs)]
+    report = ["report", "table1", *read, "--format", "md", "--out", str(out / "reports")]
+    outcomes = {name: _harness(args, env) for name, args in (
+        ("--help", ["--help"]), ("list", ["list"]), ("report, new plot", report),
+        ("report, plot kept", report), ("claims", ["claims", "table1", *read]),
+        ("site", ["site", "table1", *read, "--out", str(out / "site")]),
+        ("figures", ["figures", "table1", "fig4", *read, "--out", str(out / "figures")]),
+    )}  # fmt: skip
+    assert "wrote" in outcomes["report, new plot"][1] and ".png" in outcomes["report, new plot"][1]
+    assert "kept" in outcomes["report, plot kept"][1]
+    assert sorted(p.name for p in (out / "figures").glob("*.png")) == ["fig4.png", "table1.png"]
+    assert {name: loaded for name, (loaded, _) in outcomes.items()} == dict.fromkeys(
+        outcomes, False
+    )
+
+
+def test_the_registry_reads_and_registers_without_torch():
+    """Variants, architectures and reduction kinds are listed, looked up and registered
+    (as a user's plugin does) with torch unimportable; building a model needs it."""
+    probe = "\n".join([
+        "import sys; sys.modules['torch'] = None",
+        "import registry",
+        "assert registry.variant_info('mnist.topk_s2').kwargs['reduction'] == registry.Reduction('topk', 2)",
+        "assert 'vgg16' in registry.list_archs() and 'conv1x1' in registry.list_reductions()",
+        "registry.register_reduction('probe_sum')(lambda channels, stride: None)",
+        "registry.register_variant('mnist.probe_sum_s2', 'mnist', reduction=registry.Reduction('probe_sum', 2))",
+        "print(registry.list_variants('mnist.probe_*'))",
+        "try:",
+        "    registry.create_model('mnist.baseline')",
+        "except ImportError as exc:",
+        "    print(exc.name)",
+    ])  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == ["['mnist.probe_sum_s2']", "torch"]

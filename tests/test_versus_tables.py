@@ -29,9 +29,9 @@ from harness.tables.paper import TABLE6, TABLE7, TABLE8
 from harness.tasks.denoising.engine import WorkerPool, evaluate_denoiser, noisy_input
 from harness.train.measure import count_flops
 from registry import create_model
-from registry.models.classical import ClassicalDenoiser, NLMeans
-from registry.models.dncnn import DnCNN
-from registry.models.rednet import REDNet
+from registry.nets.classical import ClassicalDenoiser, NLMeans
+from registry.nets.dncnn import DnCNN
+from registry.nets.rednet import REDNet
 
 CPU = torch.device("cpu")
 

@@ -7,12 +7,13 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import torch
-
 from harness.core.errors import UserError
+from harness.core.lazy import lazy
 
 if TYPE_CHECKING:
-    pass
+    import torch
+else:  # commands that only read records never import torch (issue 29)
+    torch = lazy("torch")
 
 
 AMP_MODES = ("off", "bf16")

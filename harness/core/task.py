@@ -19,9 +19,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-
 from harness.core.errors import UserError
 from harness.core.metrics import COST_CONVENTIONS, COSTS, Metric
 from harness.core.protocol import Protocol
@@ -29,6 +26,9 @@ from harness.core.runtime import Runtime
 from registry import create_model, list_variants, variant_info
 
 if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
     from harness.store.records import RunStore
     from harness.train.loop import TrainResult
 

@@ -34,8 +34,6 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from harness.core.errors import UserError
 from harness.core.lazy import lazy
@@ -43,8 +41,12 @@ from harness.data import fingerprint
 from harness.store.records import check_writable_dir, removing_new_dirs
 
 if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
     from harness.data import cifar
 else:  # it subclasses torchvision's CIFAR10, and importing torchvision takes seconds
+    torch = lazy("torch")  # not imported by commands that only read records
     cifar = lazy("harness.data.cifar")
 
 

@@ -11,15 +11,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from torch import Tensor
-from torch.utils.data import Dataset
 
 from harness.core.errors import UserError
 from harness.data import fingerprint
 from harness.store.records import check_writable_dir
+
+if TYPE_CHECKING:  # the catalogue is read without torch (tables, reports)
+    from torch import Tensor
+    from torch.utils.data import Dataset
 
 MEAN = (0.485, 0.456, 0.406)  # ImageNet's per-channel statistics (torchvision's)
 STD = (0.229, 0.224, 0.225)
@@ -81,8 +83,10 @@ def write_fixture_folder(
     return base
 
 
-class _Indexed(Dataset):
-    """Items with their index, so each rank's share of an epoch can be counted."""
+class _Indexed:
+    """Items with their index, so each rank's share of an epoch can be counted. A map-style
+    dataset as a DataLoader takes one (``__getitem__`` and ``__len__``), not a subclass of
+    torch's ``Dataset``, so that the catalogue above is read without importing torch."""
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset

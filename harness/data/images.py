@@ -20,17 +20,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image
-from torch import Tensor
 
 from harness.core.errors import UserError
 from harness.core.lazy import lazy
 from harness.data import fingerprint
 
 if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
     from torchvision.transforms.v2 import functional as TF
 else:  # importing torchvision takes seconds (it loads torch._dynamo): only when resizing
+    torch = lazy("torch")  # not imported by commands that only read records
     TF = lazy("torchvision.transforms.v2.functional")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")

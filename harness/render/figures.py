@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from harness.core.errors import UserError, unknown
 from harness.core.lazy import lazy
@@ -60,18 +59,19 @@ from harness.store.records import RunStore, check_writable_dir
 from harness.tables.cells import cell_config, cell_key
 from harness.tables.paper import PROFILES, TABLE1, TABLES, TableSpec
 from harness.tables.study import get_spec, is_study
-from harness.tasks.classification.augment import as_input
-from registry import create_model, feature_pool, topk_pool
+from registry import create_model
 
 if TYPE_CHECKING:
     import matplotlib as mpl
     import pandas as pd
+    import torch
     from matplotlib import lines as mlines
     from matplotlib import patches as mpatches
     from matplotlib import ticker as mticker
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 else:  # imported when a figure is drawn: `list`, `plan` and `--help` start without them
+    torch = lazy("torch")  # not imported by commands that only read records
     mpl, pd = lazy("matplotlib"), lazy("pandas")
     mlines, mpatches = lazy("matplotlib.lines"), lazy("matplotlib.patches")
     mticker = lazy("matplotlib.ticker")
@@ -222,6 +222,8 @@ def _mosaic(maps: torch.Tensor, rows: int) -> np.ndarray:
 
 def fig5(src: Source) -> Drawn:
     """The maps each network hands to its FC layers, for the same test digits (Fig. 5)."""
+    from harness.tasks.classification.augment import as_input  # torch: only when drawn
+
     records = {v: src.records(v)[0] for v in MAP_VARIANTS}
     protocol = records[MAP_VARIANTS[0]]["config"]["protocol"]
     data = load_classification(
@@ -263,6 +265,8 @@ def _example_maps(src: Source) -> tuple[torch.Tensor, str]:
 
     The trained baseline of ``src`` when its weights exist, else a fresh seed-0 one.
     """
+    from harness.tasks.classification.augment import as_input  # torch: only when drawn
+
     data = load_classification("mnist5k", src.data_root)
     first = int(torch.nonzero(data.test_y == EXAMPLE_LABEL)[0])
     digit = as_input(data.test_x[first : first + 1])
@@ -352,6 +356,8 @@ def _pooling_diagram(
 
 def fig1(src: Source) -> Drawn:
     """Top-k feature pooling worked on real maps (the paper's Fig. 1)."""
+    from registry import topk_pool  # torch: only when drawn
+
     x, note = _example_maps(src)
     k = len(x) // EXAMPLE_STRIDE
     y = topk_pool(x[None], k)[0]
@@ -364,6 +370,8 @@ def fig1(src: Source) -> Drawn:
 
 def fig2(src: Source) -> Drawn:
     """Spatial feature pooling worked on real maps (the paper's Fig. 2)."""
+    from registry import feature_pool  # torch: only when drawn
+
     x, note = _example_maps(src)
     s = EXAMPLE_STRIDE
     y = feature_pool(x[None], s)[0]

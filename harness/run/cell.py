@@ -19,9 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from harness.core.errors import UserError
+from harness.core.lazy import lazy
 from harness.core.plugins import PluginError, load_plugins
 from harness.core.protocol import Protocol
 from harness.core.runtime import resolve_device
@@ -45,7 +44,11 @@ from harness.train import distributed
 from registry.models.classical import MissingDependency
 
 if TYPE_CHECKING:
+    import torch
+
     from harness.train.loop import TrainResult
+else:  # commands that only read records never import torch (issue 29)
+    torch = lazy("torch")
 
 # outcomes of one cell
 TRAINED, DONE, HELD, FAILED, UNAVAILABLE = "trained", "done", "held", "failed", "unavailable"

@@ -13,9 +13,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from tqdm.auto import tqdm
 
 from harness.core.errors import UserError
@@ -42,6 +41,9 @@ from harness.store.tracking import Tracking
 from harness.tables.cells import table_cells
 from harness.tables.paper import TableSpec
 from harness.train import distributed
+
+if TYPE_CHECKING:  # an annotation: commands that only read records never import torch
+    import torch
 
 Executor = LocalExecutor | RayExecutor | SlurmExecutor
 

@@ -81,7 +81,11 @@ def code_fingerprint(*packages: str) -> str:
     files = set(_package_files())
     for name, module in list(sys.modules.items()):
         file = getattr(module, "__file__", None)
-        if file and (name.partition(".")[0] in tops or not file.startswith(installed)):
+        # a bare name is no file: torch.ops and torch.classes say "_ops.py" and "_classes.py",
+        # and the key must not change when torch is imported (``report`` may never import it)
+        if not file or not os.path.isabs(file):
+            continue
+        if name.partition(".")[0] in tops or not file.startswith(installed):
             files.add(file)
     return _fingerprint(frozenset(files))
 

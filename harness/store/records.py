@@ -37,12 +37,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from harness.core.errors import UserError
+from harness.core.lazy import lazy
 from harness.store.lease import pid_alive
+
+if TYPE_CHECKING:
+    import torch
+else:  # commands that only read records never import torch (issue 29)
+    torch = lazy("torch")
 
 SCHEMA = 2  # 2: configs hold the task's whole protocol; records name host, pid, contention
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
+from harness.core.lazy import lazy
 from harness.core.metrics import COSTS
 from harness.core.protocol import Protocol
 from harness.core.task import Task, TrainingShape, get_task
@@ -22,7 +21,12 @@ from harness.store.records import RunStore
 from harness.tables.paper import TableSpec
 from harness.train.measure import count_params, flops_or_unknown, paper_convention
 from registry import create_model, variant_info
-from registry.models.classical import ClassicalDenoiser, MissingDependency
+from registry.models.classical import MissingDependency
+
+if TYPE_CHECKING:
+    import torch
+else:  # commands that only read records never import torch (issue 29)
+    torch = lazy("torch")
 
 # columns that depend on the architecture alone: the same for every seed, no spread
 ARCHITECTURE_COLUMNS = tuple(m.name for m in COSTS if m.deterministic)
@@ -89,7 +93,7 @@ def _count(
     except (RuntimeError, NotImplementedError):  # an op without a meta kernel, say
         model = task.build_model(protocol, variant)
         columns = measure_model(model, rule, shape)
-    return ModelCost(isinstance(model, ClassicalDenoiser), columns)
+    return ModelCost(_classical(model), columns)
 
 
 def _uninitialised(task: Task, protocol: Protocol, variant: str) -> torch.nn.Module:
@@ -142,6 +146,12 @@ def is_classical(variant: str) -> bool:
         return True
     except (RuntimeError, NotImplementedError):
         model = create_model(variant)
+    return _classical(model)
+
+
+def _classical(model: torch.nn.Module) -> bool:
+    from registry.nets.classical import ClassicalDenoiser  # torch, which built the model
+
     return isinstance(model, ClassicalDenoiser)
 
 
@@ -243,7 +253,7 @@ def measure_model(
     """The architecture-only columns (they do not depend on training). A classical
     method has no parameters and no FLOP count (its numpy work is not traced): neither
     column is recorded, and reports show "–"."""
-    if isinstance(model, ClassicalDenoiser):
+    if _classical(model):
         return {}
     return {
         "params": count_params(model),

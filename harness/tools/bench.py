@@ -47,20 +47,23 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-
+from harness.core.lazy import lazy
 from harness.core.machine import NOISY  # IQR / median above this: flagged noisy
 from harness.core.runtime import resolve_device
 from harness.data.classification import ClassificationData
 from harness.store.records import atomic_write_text, check_writable_dir, environment
 from harness.tables.paper import TABLE1
-from harness.tasks.classification.engine import train_classifier
 from harness.train.measure import synchronize
-from registry import TopKPool, create_model
-from registry.ops import TOPK_IMPLS, FeaturePool
+from registry import create_model
+from registry.reduction import TOPK_IMPLS
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+else:  # the CLI builds this command's parser without importing torch (issue 29)
+    torch, nn = lazy("torch"), lazy("torch.nn")
 
 OPS = ("spatial_max", "spatial_min", "topk", "conv_reduction", "conv1x1")
 PASSES = ("fwd", "fwdbwd")
@@ -122,7 +125,7 @@ class Workload:
     bytes: int
     flops: int
     device: torch.device
-    dtype: torch.dtype = torch.float32
+    dtype: torch.dtype
 
     def fn(self) -> None:
         """One call, synchronised: what pytest-benchmark times."""
@@ -136,14 +139,16 @@ class Workload:
                 "device": self.device.type, "bytes": self.bytes, "flops": self.flops}  # fmt: skip
 
 
-def _module(op: str, case: Case) -> tuple[nn.Module, Shape, Shape]:
-    """The op as a module, its input shape and its output shape."""
+def _module(op: str, case: Case, topk_impl: str) -> tuple[nn.Module, Shape, Shape]:
+    """The op as a module (top-k with ``topk_impl``), its input shape and its output shape."""
+    from registry.ops import FeaturePool, TopKPool
+
     n, c, h, w = case.maps
     out = (n, c // case.stride, h, w)
     if op in ("spatial_max", "spatial_min"):
         return FeaturePool(case.stride, mode=op.removeprefix("spatial_")), case.maps, out
     if op == "topk":
-        return TopKPool(c // case.stride), case.maps, out
+        return TopKPool(c // case.stride, impl=topk_impl), case.maps, out
     if op == "conv1x1":
         return nn.Conv2d(c, c // case.stride, 1), case.maps, out
     if op == "conv_reduction":
@@ -171,11 +176,12 @@ def workload(
     case: Case,
     pass_: str,
     device: torch.device,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     topk_impl: str = "auto",
     compiled: bool = False,
 ) -> Workload:
-    """Build ``op`` at ``case`` on ``device`` for one pass (``fwd`` or ``fwdbwd``).
+    """Build ``op`` at ``case`` on ``device`` for one pass (``fwd`` or ``fwdbwd``), in
+    ``dtype`` (default float32).
 
     ``compiled``: the op's module under ``torch.compile`` (one graph, static shapes), compiled
     afresh (dynamo's cache emptied, so no earlier shape counts towards its recompile
@@ -183,9 +189,8 @@ def workload(
     """
     if pass_ not in PASSES:
         raise ValueError(f"unknown pass {pass_!r}; choose one of {', '.join(PASSES)}")
-    module, shape, out_shape = _module(op, case)
-    if isinstance(module, TopKPool):
-        module.impl = topk_impl
+    dtype = dtype or torch.float32
+    module, shape, out_shape = _module(op, case, topk_impl)
     module = module.to(device=device, dtype=dtype)
     gen = torch.Generator().manual_seed(0)
     # ReLU'd maps, as the paper's networks feed the reduction (ties included)
@@ -356,6 +361,9 @@ def epoch_times(
     The variants take turns, one epoch each per round, so a change in the machine's
     load during the run hits both alike.
     """
+    from harness.tasks.classification.engine import train_classifier
+    from registry.ops import TopKPool
+
     protocol = dataclasses.replace(
         TABLE1.protocol("paper"), epochs=1, batch_size=batch_size,
         eval_points_per_epoch=1, test_batch_size=batch_size, test_repeats=1,

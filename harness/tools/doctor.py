@@ -35,17 +35,24 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from harness.core.errors import UserError
+from harness.core.lazy import lazy
 from harness.core.runtime import resolve_device
 from harness.store.records import RunStore, atomic_write_text, check_writable_dir, environment
 from harness.tables.paper import TABLES
-from harness.tools import bench, throughput
+from harness.tools import bench
 from harness.train.measure import Stopwatch, synchronize
-from registry import TopKPool
+
+if TYPE_CHECKING:
+    import torch
+
+    from harness.tools import throughput
+    from registry import ops
+else:  # the CLI builds this command's parser without importing torch (issue 29)
+    torch, ops = lazy("torch"), lazy("registry.ops")
+    throughput = lazy("harness.tools.throughput")
 
 ACCURACY_TOLERANCE = 0.1  # bf16 / compiled Table 1 smoke rows may differ from fp32 by this
 TIMING_TOLERANCE = 0.05  # CUDA events and the Stopwatch must agree within this fraction
@@ -326,7 +333,7 @@ def check_topk(ctx: Context) -> Outcome:
     """Bitonic against the reference on the device (values and gradients, with ties), and
     each over spatial FP at the benchmark's shapes: what ``impl="auto"`` should use here."""
     x, upstream = ties_input(ctx.device)
-    outputs = {impl: topk_outputs(TopKPool(32, impl=impl), x, upstream)
+    outputs = {impl: topk_outputs(ops.TopKPool(32, impl=impl), x, upstream)
                for impl in ("reference", "bitonic")}  # fmt: skip
     same = _same(*outputs.values())
     quick = ctx.quick or not ctx.cuda
@@ -370,7 +377,7 @@ def compiled_candidate(
     found: dict[str, Any] = {"impl": impl, "compiled": False, "same": None, "ratios": []}
     torch._dynamo.reset()
     try:
-        pool = torch.compile(TopKPool(32, impl=impl), dynamic=False, fullgraph=True)
+        pool = torch.compile(ops.TopKPool(32, impl=impl), dynamic=False, fullgraph=True)
         outputs = topk_outputs(pool, *ties_input(ctx.device))
     except Exception as exc:  # a candidate that does not compile is reported, not fatal
         return {**found, "error": _first_line(exc)}
@@ -422,7 +429,7 @@ def check_topk_compile(ctx: Context) -> Outcome:
             "on the CPU inductor builds C++ kernels for every shape (minutes on a busy "
             "2-core machine); `--only topk-compile` runs it"
         )
-    reference = topk_outputs(TopKPool(32, impl="reference"), *ties_input(ctx.device))
+    reference = topk_outputs(ops.TopKPool(32, impl="reference"), *ties_input(ctx.device))
     deadline = min(ctx.deadline, time.perf_counter() + TOPK_COMPILE_BUDGET_S)
     found = [compiled_candidate(ctx, impl, reference, deadline) for impl in COMPILED_IMPLS]
     torch._dynamo.reset()

@@ -11,11 +11,16 @@ from __future__ import annotations
 import atexit
 import os
 from dataclasses import dataclass
-
-import torch
-import torch.distributed as dist
+from typing import TYPE_CHECKING
 
 from harness.core.errors import UserError
+from harness.core.lazy import lazy
+
+if TYPE_CHECKING:
+    import torch
+    import torch.distributed as dist
+else:  # commands that only read records never import torch (issue 29)
+    torch, dist = lazy("torch"), lazy("torch.distributed")
 
 
 @dataclass(frozen=True)

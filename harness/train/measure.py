@@ -34,14 +34,16 @@ from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-
 from harness.core import machine
+from harness.core.lazy import lazy
 from registry import list_reductions, reduction_kind
 
 if TYPE_CHECKING:
+    import torch
     from fvcore.nn import FlopCountAnalysis
+    from torch import nn
+else:  # commands that only read records never import torch (issue 29)
+    torch = lazy("torch")
 
 
 def _fvcore() -> tuple[ModuleType, ModuleType]:
@@ -266,7 +268,7 @@ def count_conv_weights(model: nn.Module) -> int:
     return sum(
         m.weight.numel()
         for m in model.modules()
-        if isinstance(m, nn.modules.conv._ConvNd) and m.weight.requires_grad
+        if isinstance(m, torch.nn.modules.conv._ConvNd) and m.weight.requires_grad
     )
 
 

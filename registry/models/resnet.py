@@ -23,13 +23,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from torch import nn
-
 from .._registry import PaperRow, register_arch, register_variant
 from ..reduction import Reduction
 
-if TYPE_CHECKING:  # torchvision is imported where a ResNet is built: importing it costs
-    from torchvision.models.resnet import ResNet  # seconds (it loads torch._dynamo)
+if TYPE_CHECKING:  # torch and torchvision are imported where a ResNet is built: importing
+    from torch import nn  # torchvision costs seconds (it loads torch._dynamo)
+    from torchvision.models.resnet import ResNet
 
 # reduction before stage X: (stage module before it, stage module rebuilt, maps arriving)
 POSITIONS: Mapping[int, tuple[str, str, int]] = {
@@ -40,6 +39,8 @@ POSITIONS: Mapping[int, tuple[str, str, int]] = {
 
 def _init_like_torchvision(module: nn.Module) -> None:
     """The init torchvision's ResNet applies, for the modules rebuilt here."""
+    from torch import nn
+
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -61,12 +62,13 @@ def _reduce_before(model: ResNet, position: int, reduction: Reduction) -> None:
     before, after, channels = POSITIONS[position]
     if reduction.kind == "none":
         return
+    from torch import nn
+    from torchvision.models.resnet import Bottleneck, conv1x1
+
     layer = reduction.layer(channels)
     _init_like_torchvision(layer)
     setattr(model, before, nn.Sequential(*getattr(model, before), layer))
     stage: nn.Sequential = getattr(model, after)
-    from torchvision.models.resnet import Bottleneck, conv1x1
-
     first: Bottleneck = stage[0]
     inputs = reduction.out_channels(channels)
     out = first.conv3.out_channels

@@ -18,12 +18,13 @@ none is added (20 parameters, invisible in the printed digits).
 from __future__ import annotations
 
 from collections.abc import Mapping
-
-from torch import Tensor, nn
+from typing import TYPE_CHECKING
 
 from .._registry import PaperRow, register_arch, register_variant
-from ..init import xavier_init_
 from ..reduction import Reduction
+
+if TYPE_CHECKING:
+    from ..nets.vgg import VGG16
 
 # output channels of each conv, block by block
 BLOCKS: tuple[tuple[int, ...], ...] = (
@@ -34,7 +35,7 @@ BLOCKS: tuple[tuple[int, ...], ...] = (
     (512, 512, 512),
 )
 POSITIONS = tuple(range(1, len(BLOCKS) + 1))
-_POOLED = 4  # blocks 1..4 end with a max pool
+POOLED = 4  # blocks 1..4 end with a max pool
 
 
 def check_reductions(reductions: Mapping[int, Reduction]) -> dict[int, Reduction]:
@@ -58,49 +59,10 @@ def check_reductions(reductions: Mapping[int, Reduction]) -> dict[int, Reduction
     return checked
 
 
-class VGG16(nn.Module):
-    """VGG-16 for 32x32 inputs with optional channel reductions after its blocks."""
-
-    def __init__(
-        self,
-        reductions: Mapping[int, Reduction] | None = None,
-        num_classes: int = 10,
-        in_channels: int = 3,
-        image_size: int = 32,
-    ) -> None:
-        super().__init__()
-        plan = check_reductions(reductions or {})
-        layers: list[nn.Module] = []
-        channels = in_channels
-        for position, widths in enumerate(BLOCKS, 1):
-            reduction = plan.get(position, Reduction())
-            for i, width in enumerate(widths):
-                if i == len(widths) - 1:
-                    width = reduction.conv_channels(width)
-                layers += [
-                    nn.Conv2d(channels, width, 3, padding=1),
-                    nn.BatchNorm2d(width),
-                    nn.ReLU(inplace=True),
-                ]
-                channels = width
-            if position <= _POOLED:
-                layers.append(nn.MaxPool2d(2))
-            if reduction.kind != "none":
-                layers.append(reduction.layer(channels))
-            channels = reduction.out_channels(widths[-1])
-        side = image_size // 2**_POOLED
-        # features: everything before the classifier; hidden: the flattened maps it sees
-        self.features = nn.Sequential(*layers)
-        self.hidden = nn.Flatten()
-        self.head = nn.Linear(channels * side * side, num_classes)
-        xavier_init_(self)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.hidden(self.features(x)))
-
-
 @register_arch("vgg16")
 def vgg16(reductions: Mapping[int, Reduction] | None = None, **kwargs: object) -> VGG16:
+    from ..nets.vgg import VGG16
+
     return VGG16(reductions=reductions, **kwargs)
 
 

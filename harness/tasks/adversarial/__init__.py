@@ -5,25 +5,21 @@ from __future__ import annotations
 import functools
 import hashlib
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from harness.core.errors import UserError
 from harness.core.metrics import COSTS, Metric
 from harness.core.task import CellContext, RunOptions, Task, TrainingShape, dataset_shape
 from harness.data.imagenet import FOLDER_SETS
-from harness.tasks.adversarial.engine import (
-    AttackData,
-    Attackers,
-    open_attack_images,
-    prepare_attack,
-    run_attack_cell,
-)
 from harness.tasks.adversarial.protocol import NAME, AttackProtocol
-from harness.train.loop import TrainResult
 from registry import create_model, list_variants, variant_info
+
+if TYPE_CHECKING:  # the engine imports torch: tables and reports read this module without it
+    import torch
+    from torch import nn
+
+    from harness.tasks.adversarial.engine import AttackData, Attackers
+    from harness.train.loop import TrainResult
 
 
 @functools.cache
@@ -33,6 +29,8 @@ def _sha256(path: Path) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _attackers(protocol: AttackProtocol, weights: Path | None) -> Attackers:
+    from harness.tasks.adversarial.engine import prepare_attack
+
     return prepare_attack(protocol, weights)
 
 
@@ -83,12 +81,16 @@ class Adversarial(Task):
     def open_data(
         self, protocol: AttackProtocol, options: RunOptions, device: torch.device
     ) -> AttackData:
+        from harness.tasks.adversarial.engine import open_attack_images
+
         return open_attack_images(protocol.dataset, options.data_root)
 
     def run_cell(
         self, model: nn.Module, data: AttackData, protocol: AttackProtocol, config: dict[str, Any],
         ctx: CellContext,
     ) -> tuple[TrainResult, Path | None]:  # fmt: skip
+        from harness.tasks.adversarial.engine import run_attack_cell
+
         attackers = _attackers(protocol, ctx.options.denoiser_weights)
         return run_attack_cell(model, data, protocol, config, attackers, device=ctx.device), None
 

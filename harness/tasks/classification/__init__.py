@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from harness.core.metrics import COST_CONVENTIONS, COSTS, Metric
 from harness.core.protocol import Protocol
 from harness.core.task import CellContext, RunOptions, Task, TrainingShape, dataset_shape
 from harness.data.classification import DATASETS, ClassificationData, load_classification
-from harness.tasks.classification.engine import train_classifier
 from harness.tasks.classification.protocol import NAME, ClassificationProtocol
-from harness.train.loop import TrainResult
+
+if TYPE_CHECKING:  # the engine imports torch: tables and reports read this module without it
+    import torch
+    from torch import nn
+
+    from harness.train.loop import TrainResult
 
 ACCURACY = Metric("accuracy", "Accuracy", "fraction", "{:.4f}", higher_is_better=True, logged=True)
 ACCURACY_CONVENTION = "accuracy: fraction of the whole test set classified correctly."
@@ -47,6 +48,8 @@ class Classification(Task):
         self, model: nn.Module, data: ClassificationData, protocol: ClassificationProtocol,
         config: dict[str, Any], ctx: CellContext,
     ) -> tuple[TrainResult, Path | None]:  # fmt: skip
+        from harness.tasks.classification.engine import train_classifier
+
         result = train_classifier(
             model, data, protocol, seed=config["seed"], device=ctx.device, desc=ctx.desc,
             runtime=ctx.options.runtime,

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from harness.core.metrics import (
     FLOPS,
@@ -24,16 +21,14 @@ from harness.core.metrics import (
 from harness.core.task import CellContext, RunOptions, Task, TrainingShape
 from harness.data.classification import DATASETS
 from harness.data.images import TEST_SETS
-from harness.tasks.denoising.engine import (
-    DenoiseData,
-    WorkerPool,
-    load_denoise_data,
-    needed_side,
-    run_denoise_cell,
-    training_key,
-)
-from harness.tasks.denoising.protocol import NAME, DenoiseProtocol
-from harness.train.loop import TrainResult
+from harness.tasks.denoising.protocol import NAME, DenoiseProtocol, needed_side, training_key
+
+if TYPE_CHECKING:  # the engine imports torch: tables and reports read this module without it
+    import torch
+    from torch import nn
+
+    from harness.tasks.denoising.engine import DenoiseData, WorkerPool
+    from harness.train.loop import TrainResult
 
 PSNR = Metric("psnr", "PSNR", "dB", "{:.2f}", higher_is_better=True, logged=True, per_level=True)
 NOISY_PSNR = Metric("noisy_psnr", "Noisy PSNR", "dB", "{:.2f}", logged=True, per_level=True)
@@ -109,6 +104,8 @@ class Denoising(Task):
     def open_data(
         self, protocol: DenoiseProtocol, options: RunOptions, device: torch.device
     ) -> DenoiseData:
+        from harness.tasks.denoising.engine import load_denoise_data
+
         return load_denoise_data(
             protocol, options.data_root, download=options.download, device=device,
             test_dir=options.test_dir,
@@ -117,6 +114,8 @@ class Denoising(Task):
     def _workers(self, workers: int) -> WorkerPool:
         """One pool per process, started on first use and kept for the process's cells."""
         if self._pool is None or self._pool.workers != workers:
+            from harness.tasks.denoising.engine import WorkerPool
+
             self.close(interrupted=False)
             self._pool = WorkerPool(workers).__enter__()
         return self._pool
@@ -125,6 +124,8 @@ class Denoising(Task):
         self, model: nn.Module, data: DenoiseData, protocol: DenoiseProtocol, config: dict[str, Any],
         ctx: CellContext,
     ) -> tuple[TrainResult, Path | None]:  # fmt: skip
+        from harness.tasks.denoising.engine import run_denoise_cell
+
         return run_denoise_cell(
             model, data, protocol, config, store=ctx.store, device=ctx.device, desc=ctx.desc,
             pool=self._workers(ctx.options.workers), retime=ctx.times_training,

@@ -36,7 +36,6 @@ from harness.data.fingerprint import fingerprint as folder_fingerprint
 from harness.data.images import (
     DEMO_TEST,
     DEMO_TRAIN,
-    MIN_SIDE,
     LoadedImage,
     check_images,
     coco_subset,
@@ -53,16 +52,15 @@ from harness.store.evalcache import ImageResultCache
 from harness.store.records import (
     RunStore,
     atomic_write_text,
-    config_hash,
     dumps_strict,
-    jsonable,
     load_tensors,
     read_json,
     writing,
 )
+from harness.tasks.denoising.protocol import needed_side, training_key
 from harness.train.loop import Steps, TrainResult, fit, make_optimizer
 from harness.train.measure import MachineWatch, Stopwatch
-from registry.models.classical import ClassicalDenoiser
+from registry.nets.classical import ClassicalDenoiser
 
 if TYPE_CHECKING:
     from torchvision.transforms.v2 import functional as TF
@@ -349,12 +347,6 @@ def _as_images(prefix: str, pixels: Tensor) -> list[LoadedImage]:
     return [LoadedImage(f"{prefix}-{i:05d}", p) for i, p in enumerate(pixels)]
 
 
-def needed_side(protocol: DenoiseProtocol) -> int:
-    """The smallest test image a protocol can score: its centre crop (never padded), and
-    SSIM's window."""
-    return max(protocol.test_crop or 0, MIN_SIDE)
-
-
 _BUNDLED = ("demo", "demo_patches", "cifar10")  # test sets that are not folders of files
 
 
@@ -440,31 +432,6 @@ def load_denoise_data(
     where = "; ".join(t.source for t in tests.values())
     return DenoiseData(train.to(device), tests, f"train: {train_desc}; test: {where}", train_desc,
                        tuple(sources))  # fmt: skip
-
-
-# the protocol fields that decide a trained model (not the test set, crop or choices text)
-_TRAINING_FIELDS = (
-    "dataset", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "lr_steps",
-    "eval_points_per_epoch", "train_limit", "patch_size", "optimizer_options",
-)  # fmt: skip
-
-
-def training_key(config: dict[str, Any], protocol: DenoiseProtocol, train_data: str) -> str:
-    """Equal keys, equal trained weights: the same architecture and kwargs, data, training
-    protocol, noise level and seed, whichever table asks (Table 4's Baseline+2FP at sigma
-    30 is Table 6's, 7's and 8's). A model trained over a range of noise levels
-    (``train_sigmas``) serves every sigma."""
-    return config_hash(
-        {
-            "arch": config["arch"],
-            "model": config["model"],
-            "kwargs": jsonable(protocol.kwargs_for(config["arch"])),
-            "protocol": {k: config["protocol"].get(k) for k in _TRAINING_FIELDS},
-            "train_data": train_data,
-            "sigma": list(protocol.train_sigmas) or config["sigma"],
-            "seed": config["seed"],
-        }
-    )
 
 
 def _training_result(path: Path, quarantine: Callable[[Path, str], object]) -> TrainResult | None:

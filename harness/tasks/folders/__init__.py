@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from harness.core.metrics import COST_CONVENTIONS, COSTS, Metric
 from harness.core.protocol import Protocol
 from harness.core.task import CellContext, RunOptions, Task, TrainingShape, dataset_shape
 from harness.data.imagenet import FOLDER_SETS, FolderData, open_folders
-from harness.tasks.folders.engine import run_folder_cell
 from harness.tasks.folders.protocol import NAME
 from harness.train import distributed
-from harness.train.loop import TrainResult
+
+if TYPE_CHECKING:  # the engine imports torch: tables and reports read this module without it
+    import torch
+    from torch import nn
+
+    from harness.train.loop import TrainResult
 
 TOP1 = Metric("top1", "Top-1", "fraction", "{:.5f}", higher_is_better=True, logged=True)
 TOP5 = Metric("top5", "Top-5", "fraction", "{:.5f}", higher_is_better=True, logged=True)
@@ -51,6 +52,8 @@ class Folders(Task):
         self, model: nn.Module, data: FolderData, protocol: Protocol, config: dict[str, Any],
         ctx: CellContext,
     ) -> tuple[TrainResult, Path | None]:  # fmt: skip
+        from harness.tasks.folders.engine import run_folder_cell
+
         return run_folder_cell(
             model, data, protocol, config, store=ctx.store, device=ctx.device, desc=ctx.desc,
             runtime=ctx.options.runtime, save_weights=ctx.save_weights,
