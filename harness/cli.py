@@ -693,16 +693,27 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, unwound as Ctrl-C is (so every cleanup runs) but exiting 128 + 15."""
 
 
+_SIGNALLED: list[int] = []  # SIGTERM seen by this process's current main()
+
+
 def _terminated(signum: int, frame: object) -> None:
     """SIGTERM (a scheduler's or `kill`'s) stops a run as Ctrl-C does: the cell in flight
     is abandoned, worker processes are stopped, and everything finished stays saved."""
+    _SIGNALLED.append(signum)
     raise Terminated
+
+
+def _interrupted(signum: int) -> int:
+    print("interrupted: finished cells are saved; run the same command again to resume",
+          file=sys.stderr)  # fmt: skip
+    return 128 + signum
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminated) if on_main_thread else None
     code = 0
+    _SIGNALLED.clear()
     try:
         args = build_parser().parse_args(argv)
         # as the records name it: the command that made them
@@ -712,13 +723,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_plugins(getattr(args, "plugins", ()))  # and installed entry points: before any work
         with removing_new_dirs(*_folders(args)):
             code = COMMANDS[args.command](args) or 0
-    except UserError as exc:
+            if _SIGNALLED:  # its Terminated was swallowed on the way (a library's bare except)
+                raise Terminated
+    except KeyboardInterrupt as exc:
+        return _interrupted(signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
+    except Exception as exc:
+        if _SIGNALLED:  # an error a SIGTERM left behind (a module half imported, say)
+            return _interrupted(signal.SIGTERM)
+        if not isinstance(exc, UserError):
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as exc:
-        print("interrupted: finished cells are saved; run the same command again to resume",
-              file=sys.stderr)  # fmt: skip
-        return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
     finally:
         if on_main_thread:
             signal.signal(signal.SIGTERM, previous)

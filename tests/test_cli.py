@@ -2,10 +2,13 @@ import csv
 import io
 import json
 import os
+import signal
+import time
 
 import pytest
 import torch
 
+import harness.cli
 import harness.tasks.classification.engine
 from harness.cli import main
 from harness.tables.paper import TABLE1
@@ -284,3 +287,29 @@ def test_cuda_requested_without_gpu(tmp_path, capsys):
         == 2
     )
     assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def _swallowing_sigterm(then: Exception | None = None):
+    """A command during which SIGTERM arrives and its Terminated is swallowed, as a
+    library's bare ``except:`` would (then, perhaps, an error the interruption caused)."""
+
+    def command(_args) -> int:
+        try:
+            signal.raise_signal(signal.SIGTERM)
+            time.sleep(5)  # the handler runs before this returns
+        except BaseException:
+            pass
+        if then is not None:
+            raise then
+        return 1  # as if the cell it interrupted had been recorded as failed
+
+    return command
+
+
+@pytest.mark.parametrize("then", [None, AttributeError("partially initialized module")])
+def test_a_sigterm_something_swallowed_still_ends_the_run_with_143(monkeypatch, capsys, then):
+    monkeypatch.setitem(harness.cli.COMMANDS, "list", _swallowing_sigterm(then))
+    assert main(["list"]) == 143
+    assert "interrupted" in capsys.readouterr().err
+    monkeypatch.setitem(harness.cli.COMMANDS, "list", lambda _args: 0)
+    assert main(["list"]) == 0  # the next call starts afresh

@@ -117,8 +117,10 @@ def test_sigterm_exits_143_and_keeps_finished_cells(runs_copy, capsys):
         line = process.stdout.readline()
         assert "6 already done, 1 to run" in line, line
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=120) == 143
-        assert "interrupted" in process.stderr.read()
+        code = process.wait(timeout=120)
+        err = process.stderr.read()
+        assert code == 143, f"exit {code}\n{process.stdout.read()[-2000:]}\n{err[-3000:]}"
+        assert "interrupted" in err
     finally:
         _stop(process)
     assert all(p.stat().st_mtime_ns == t for p, t in untouched.items())
