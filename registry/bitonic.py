@@ -42,6 +42,10 @@ BITS = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: 
 # ones with int64 keys at 32 and 256 channels; 2-4 MB were no faster with int32 keys or
 # values, benchmarks/NOTES.md).
 _CHUNK_BYTES = 1 << 20
+# With each op split across torch's threads instead, larger chunks pay: fewer ops, each
+# thread's share larger than its fixed costs (2 threads: 4 MB took 0.80-0.89x the time of
+# 1 MB at every paper shape, forward and backward; 2 and 8 MB no better than 4 MB).
+_SPLIT_CHUNK_BYTES = 4 << 20
 # Below this many chunks a call's ops run on torch's own threads, not on Python threads
 # (measured with 2 threads: Python threads won at the denoiser's 100-200 chunks, lost
 # at Table 1's and VGG-16's 2-31).
@@ -202,11 +206,13 @@ def _select(
 ) -> None:
     """Top k of every pixel of ``planes`` (C, N, H*W), one cache-sized chunk at a time.
 
-    Each chunk's two buffers take at most :data:`_CHUNK_BYTES` (and with Python threads
-    there are at least as many chunks as threads). ``fill(chunk, buffer, spare)`` writes a chunk's (C, n, p)
-    planes into a ``dtype`` buffer of that shape (``spare``, another, is free to use
-    until the network runs); ``emit`` then receives the sorted rows, and with
-    ``keep_dropped`` the rows the network dropped (to learn the best unselected key).
+    Each chunk's two buffers take at most :data:`_CHUNK_BYTES`, or
+    :data:`_SPLIT_CHUNK_BYTES` when each op splits across torch's threads (and with
+    Python threads there are at least as many chunks as threads). ``fill(chunk, buffer,
+    spare)`` writes a chunk's (C, n, p) planes into a ``dtype`` buffer of that shape
+    (``spare``, another, is free to use until the network runs); ``emit`` then receives
+    the sorted rows, and with ``keep_dropped`` the rows the network dropped (to learn the
+    best unselected key).
 
     On a CPU with several torch threads and many chunks (the denoiser's maps), chunks
     are shared out among as many Python threads, each running torch single-threaded on
@@ -223,7 +229,9 @@ def _select(
     step = max(1, _CHUNK_BYTES // (2 * c * itemsize))
     threads = torch.get_num_threads() if planes.device.type == "cpu" else 1
     if -(-n * hw // step) < _PYTHON_THREADS_MIN_CHUNKS:
-        threads = 1  # few chunks: each op splits across torch's own threads instead
+        if threads > 1:  # few chunks: each op splits across torch's own threads instead
+            step = max(1, _SPLIT_CHUNK_BYTES // (2 * c * itemsize))
+        threads = 1
     step = min(step, -(-n * hw // threads))
     chunks = list(_chunks(n, hw, step))
     threads = min(threads, len(chunks))

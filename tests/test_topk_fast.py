@@ -105,6 +105,7 @@ def test_chunked_pixels_give_the_same_result(monkeypatch, chunk_bytes):
     upstream = torch.randn(5, 8, 7, 3)
     whole = run(x, 8, True, "bitonic", upstream)
     monkeypatch.setattr(registry.bitonic, "_CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(registry.bitonic, "_SPLIT_CHUNK_BYTES", chunk_bytes)  # several threads
     for got, want in zip(run(x, 8, True, "bitonic", upstream), whole, strict=True):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
     with torch.no_grad():
@@ -176,6 +177,7 @@ def test_values_are_the_inputs_bits_signed_zeros_included(dtype, largest):
 @pytest.mark.parametrize("python_threads_from", [1, 10**9])  # Python threads, torch's
 def test_thread_count_changes_chunks_not_results(monkeypatch, python_threads_from):
     monkeypatch.setattr(registry.bitonic, "_CHUNK_BYTES", 4096)  # 8 pixels per thread
+    monkeypatch.setattr(registry.bitonic, "_SPLIT_CHUNK_BYTES", 4096)
     monkeypatch.setattr(registry.bitonic, "_PYTHON_THREADS_MIN_CHUNKS", python_threads_from)
     x = make_input("relu", (6, 32, 9, 9), torch.float32, seed=11)
     upstream = torch.randn(6, 16, 9, 9)
