@@ -3,7 +3,8 @@ it evaluates the networks: same images, same noise draws, same PSNR code.
 
 Each is an ``nn.Module`` without parameters that denoises one image at a time on
 the CPU (numpy), given the noise level through :attr:`ClassicalDenoiser.sigma`.
-Their settings are fixed here, from each method's paper or library defaults, and
+Their settings (described here, set as the defaults of the classes in
+:mod:`registry.nets.classical`) come from each method's paper or library defaults, and
 were not tuned on any test set.
 
 * BM3D: the ``bm3d`` package (Mäkinen et al.'s reference implementation;
