@@ -136,7 +136,9 @@ class RayExecutor:
             try:  # "local": a new instance even where `ray start` left one running
                 ray.init(address=address or "local", **kwargs)
             except (ConnectionError, RuntimeError) as exc:
-                hint = _AUTH_HINT if address and "RAY_AUTH_MODE" not in os.environ else ""
+                if address is None:
+                    raise UserError(f"cannot start a local Ray instance: {exc}") from None
+                hint = "" if "RAY_AUTH_MODE" in os.environ else _AUTH_HINT
                 raise UserError(f"cannot reach the Ray cluster at {address}: {exc}{hint}") from None
             self._started = True
         return ray
