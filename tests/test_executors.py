@@ -134,37 +134,23 @@ def test_local_executor_costs_little_per_cell(tmp_path):
 
 STOP_WHILE_REPORTING = """
 import os, sys, time, ray
-from pathlib import Path
 from harness.run.executors import RayExecutor
 from harness.store.records import RunStore
+from tests.faults.helpers import alive, children
 from tests.test_executors import _run_noop
 
 def descendants():
-    parents = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z":
-            parents[int(stat.parent.name)] = int(fields[1])
-    found, todo = set(), [os.getpid()]
-    while todo:
-        parent = todo.pop()
-        kids = [pid for pid, ppid in parents.items() if ppid == parent]
-        found.update(kids)
-        todo.extend(kids)
-    return found
+    return sorted(pid for pid in children(os.getpid()) if alive(pid))
 
 executor = RayExecutor()
 _run_noop(RunStore(sys.argv[1]), 2, executor)
-children = descendants()
+before = descendants()
 start = time.perf_counter()
 executor.shutdown(wait=False)  # returns at once: Ray stops on a thread
 returned = time.perf_counter() - start
 stopping = executor._stopping.is_alive()
 executor.shutdown()  # waits for it
-print(len(children), stopping, returned < 0.5, ray.is_initialized(), sorted(descendants()))
+print(len(before), stopping, returned < 0.5, ray.is_initialized(), descendants())
 """
 
 
