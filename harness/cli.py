@@ -464,7 +464,7 @@ def _run_specs(specs: list[TableSpec], args: argparse.Namespace) -> int:
         check_writable_dir(args.out, "--out")
     failed, started, reports = 0, time.time(), []
     try:
-        for i, spec in enumerate(specs, 1):
+        for spec in specs:
             summary = run_table(
                 spec, profile=args.profile, seeds=_seeds(args, spec), device=device, store=store,
                 data_root=args.data_root, download=not args.no_download, force=args.force,
@@ -473,8 +473,6 @@ def _run_specs(specs: list[TableSpec], args: argparse.Namespace) -> int:
                 workers=args.workers, executor=executor, track=tracking, command=args.command_line,
             )  # fmt: skip
             failed += summary.failed
-            if i == len(specs):  # the cells are done: Ray stops while the report is written
-                executor.shutdown(wait=False)
             if not is_main():  # under torchrun only rank 0 writes reports
                 continue
             if summary.submitted:  # detached: the reports are `wait`'s to write

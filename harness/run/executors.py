@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -54,7 +53,7 @@ class LocalExecutor:
             for task in tasks().values():
                 task.close(interrupted)
 
-    def shutdown(self, wait: bool = True) -> None:
+    def shutdown(self) -> None:
         """Nothing to stop: the cells ran here."""
 
 
@@ -113,7 +112,6 @@ class RayExecutor:
     name: str = "ray"
     _started: bool = field(default=False, init=False)  # this run started the instance
     _pool: _Pool | None = field(default=None, init=False)
-    _stopping: threading.Thread | None = field(default=None, init=False)  # shutdown(wait=False)
 
     def connect(self) -> Any:
         """Ray, started or reached now (the first ``run`` does it otherwise)."""
@@ -233,21 +231,16 @@ class RayExecutor:
                     ray.kill(worker, no_restart=True)
             self._pool = None
 
-    def shutdown(self, wait: bool = True) -> None:
-        """Stop the workers, and the Ray instance if this run started it. Ray stops its
-        processes one after another (over a second, mostly waiting): ``wait=False`` does
-        that on a thread while the caller writes its last report, and the next call (or the
-        interpreter's exit, which joins the thread) waits for it."""
+    def shutdown(self) -> None:
+        """Stop the workers, and the Ray instance if this run started it. On the calling
+        (main) thread: Ray's driver must be shut down where it was started, and a stop on
+        another thread while the main one went on crashed the process (SIGSEGV in CI)."""
         self._kill_pool()
         if self._started:
             import ray
 
-            self._stopping = threading.Thread(target=ray.shutdown, name="ray shutdown")
-            self._stopping.start()
+            ray.shutdown()
             self._started = False
-        if wait and self._stopping is not None:
-            self._stopping.join()
-            self._stopping = None
 
 
 _CONNECT_TIMEOUT_S = 5.0

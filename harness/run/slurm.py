@@ -262,7 +262,7 @@ class SlurmExecutor:
         executor.update_parameters(**params)
         return executor
 
-    def shutdown(self, wait: bool = True) -> None:
+    def shutdown(self) -> None:
         """Local jobs are this process's children: stop those still running. SLURM jobs
         are the cluster's: they go on, and `harness wait` or a rerun follows them."""
         for job in self._local:
