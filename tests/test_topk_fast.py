@@ -112,6 +112,33 @@ def test_chunked_pixels_give_the_same_result(monkeypatch, chunk_bytes):
         torch.testing.assert_close(topk_pool(x, 8, impl="bitonic"), whole[0], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("hw", [(1, 1), (1, 2), (2, 2), (2, 4), (1, 8), (3, 3)])
+@pytest.mark.parametrize("images_per_chunk", [3, 7])  # a short last chunk / one chunk
+def test_small_maps_move_as_one_element_per_row_and_change_nothing(
+    monkeypatch, dtype, hw, images_per_chunk
+):
+    """Maps of 2-16 bytes a row (VGG-16's 2x2 at float32: 16) are copied between the
+    image-major and channel-major layouts one row at a time, a full chunk through torch's
+    tiled transpose: values and gradients stay the reference's, signed zeros included."""
+    x = make_input("integers", (7, 16, *hw), dtype, seed=hw[0] * 10 + hw[1])
+    flip = torch.rand(x.shape, generator=torch.Generator().manual_seed(2)) < 0.5
+    x = torch.where((x == 0) & flip, torch.tensor(-0.0, dtype=dtype), x)
+    chunk_bytes = 2 * 16 * 4 * hw[0] * hw[1] * images_per_chunk  # with 32-bit keys
+    monkeypatch.setattr(registry.bitonic, "_CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(registry.bitonic, "_SPLIT_CHUNK_BYTES", chunk_bytes)
+    with torch.no_grad():
+        got = topk_pool(x, 5, impl="bitonic")
+    want = topk_pool(x, 5, impl="reference")
+    assert torch.equal(got, want)  # without gradients -0.0 and +0.0 may trade places
+    if dtype in GRAD_DTYPES:  # with them, the very bits
+        upstream = torch.randn(7, 5, *hw, generator=torch.Generator().manual_seed(3)).to(dtype)
+        for largest in (True, False):
+            ref = run(x, 5, largest, "reference", upstream)
+            for got, want in zip(run(x, 5, largest, "bitonic", upstream), ref, strict=True):
+                assert torch.equal(got.view(torch.uint8), want.view(torch.uint8))
+
+
 def test_auto_picks_bitonic_only_where_it_applies():
     pick = registry.ops._topk_impl
     big = torch.randn(8, 32, 16, 16)
@@ -206,7 +233,7 @@ def _near(shape: tuple[int, ...], spread: int, seed: int) -> torch.Tensor:
 @pytest.mark.parametrize(
     ("case", "redone"),
     [
-        ("pairs", False),  # distinct values plus near-twins inside the top k: transposition
+        ("pairs", False),  # distinct values plus near-twins inside the top k: window sorts
         ("crowd", True),  # most values in a few truncated groups: back to the stable sort
         ("straddle", True),  # 1 + 1 ulp and 1 + 2 ulps share a truncated key across the cut
         ("denormal", False),  # zeros at the cut: their truncated group holds only zeros
