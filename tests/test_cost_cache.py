@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from torch import nn
 
 from harness.cli import main
@@ -140,6 +141,26 @@ def test_a_model_counted_without_initialising_it_counts_the_same(table, variant)
     initialised = costs.measure_model(task.build_model(protocol, variant), spec.paper_flops, shape)
     counted = costs._count(task, protocol, variant, spec.paper_flops, shape)
     assert counted == costs.ModelCost(classical=False, columns=initialised)
+
+
+@pytest.mark.parametrize("how", ["meta", "values"])
+def test_a_cells_counts_leave_the_random_state_alone(how, monkeypatch):
+    """A cell counts its row's FLOPs after seeding its training: the count, made once per
+    process, must not shift what the training draws next."""
+    if how == "values":  # a builder that needs real weights: built and drawn as usual
+        monkeypatch.setattr(costs, "_uninitialised", _refuse)
+    spec = TABLES["table1"]
+    protocol, shape = spec.protocol("smoke"), costs.training_shape(spec, "smoke").shape
+    costs.measured_columns.cache_clear()
+    torch.manual_seed(3)
+    before = torch.get_rng_state()
+    columns = costs.measured_columns(spec.task, protocol, "mnist.topk_s2", spec.paper_flops, shape)
+    assert columns["params"] > 0 and columns["flops"] > 0
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def _refuse(*_args):
+    raise NotImplementedError("no meta kernel")
 
 
 class _ReadsItsWeights(nn.Module):

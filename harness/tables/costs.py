@@ -267,5 +267,9 @@ def measured_columns(
     task_name: str, protocol: Protocol, variant: str, rule: str, shape: tuple[int, ...]
 ) -> dict[str, float]:
     """A row's architecture-only columns, once per process (counting FLOPs runs a forward);
-    raises MissingDependency for a method whose package is not installed."""
-    return measure_model(get_task(task_name).build_model(protocol, variant), rule, shape)
+    raises MissingDependency for a method whose package is not installed. Counted as the
+    planner counts them (no random weights drawn), and on a copy of the random state where
+    a builder needs real weights: whether this process had them cached must not change
+    what a cell's training draws next (dropout, a plugin's noise)."""
+    with torch.random.fork_rng(devices=[]):
+        return _count(get_task(task_name), protocol, variant, rule, shape).columns
