@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -165,6 +166,31 @@ def test_shutdown_stops_every_process_ray_started(tmp_path):
     children, initialized, left = _stop(tmp_path)
     assert int(children) >= 3  # the instance's processes and the workers
     assert initialized == "False" and left.strip() == "[]"
+
+
+def test_shutdown_from_another_thread_is_refused_before_it_can_crash(monkeypatch):
+    """Ray's driver stops only on the thread that started it (from another, the process
+    died with SIGSEGV): such a call is a plain error, and Ray is left running."""
+    ray = pytest.importorskip("ray")
+    stopped = []
+    monkeypatch.setattr(ray, "shutdown", lambda: stopped.append(1))
+    executor = RayExecutor()
+    executor._started, executor._thread = True, threading.get_ident()
+    errors = []
+
+    def stop() -> None:
+        try:
+            executor.shutdown()
+        except RuntimeError as exc:
+            errors.append(str(exc))
+
+    worker = threading.Thread(target=stop)
+    worker.start()
+    worker.join()
+    assert errors == ["RayExecutor.shutdown must run on the thread that started Ray"]
+    assert not stopped and executor._started
+    executor.shutdown()
+    assert stopped == [1] and not executor._started
 
 
 @pytest.mark.slow
