@@ -175,7 +175,7 @@ def test_shutdown_from_another_thread_is_refused_before_it_can_crash(monkeypatch
     stopped = []
     monkeypatch.setattr(ray, "shutdown", lambda: stopped.append(1))
     executor = RayExecutor()
-    executor._started, executor._thread = True, threading.get_ident()
+    executor._starter = threading.get_ident()
     errors = []
 
     def stop() -> None:
@@ -188,9 +188,9 @@ def test_shutdown_from_another_thread_is_refused_before_it_can_crash(monkeypatch
     worker.start()
     worker.join()
     assert errors == ["RayExecutor.shutdown must run on the thread that started Ray"]
-    assert not stopped and executor._started
+    assert not stopped and executor._starter is not None
     executor.shutdown()
-    assert stopped == [1] and not executor._started
+    assert stopped == [1] and executor._starter is None
 
 
 @pytest.mark.slow

@@ -111,8 +111,8 @@ class RayExecutor:
     cpus_per_cell: float | None = None  # default: 1 on the CPU, 4 per GPU cell
     retries: int = 2  # a cell whose worker dies mid-cell is rerun this many times
     name: str = "ray"
-    _started: bool = field(default=False, init=False)  # this run started the instance
-    _thread: int | None = field(default=None, init=False)  # the thread that started it
+    # the thread that started this run's own Ray instance; None: it started none
+    _starter: int | None = field(default=None, init=False)
     _pool: _Pool | None = field(default=None, init=False)
 
     def connect(self) -> Any:
@@ -140,7 +140,7 @@ class RayExecutor:
                     raise UserError(f"cannot start a local Ray instance: {exc}") from None
                 hint = "" if "RAY_AUTH_MODE" in os.environ else _AUTH_HINT
                 raise UserError(f"cannot reach the Ray cluster at {address}: {exc}{hint}") from None
-            self._started, self._thread = True, threading.get_ident()
+            self._starter = threading.get_ident()
         return ray
 
     def _resources(self, options: RunOptions) -> dict[str, float]:
@@ -237,14 +237,14 @@ class RayExecutor:
         """Stop the workers, and the Ray instance if this run started it. On the calling
         (main) thread: Ray's driver must be shut down where it was started, and a stop on
         another thread while the main one went on crashed the process (SIGSEGV in CI)."""
-        if self._started and threading.get_ident() != self._thread:  # else a crash, at random
+        if self._starter not in (None, threading.get_ident()):  # else a crash, at random
             raise RuntimeError("RayExecutor.shutdown must run on the thread that started Ray")
         self._kill_pool()
-        if self._started:
+        if self._starter is not None:
             import ray
 
             ray.shutdown()
-            self._started = False
+            self._starter = None
 
 
 _CONNECT_TIMEOUT_S = 5.0
