@@ -1,4 +1,4 @@
-"""Top-k across channels with a bitonic sorting network made of plain tensor ops.
+"""Top-k across channels with a bitonic sorting network of plain tensor ops, or compiled.
 
 ``torch.topk`` and ``torch.sort`` over the channel axis sort every pixel's C values
 one pixel at a time in scalar code. At the paper's shapes (32 to 512 channels,
@@ -15,6 +15,12 @@ order-preserving bits above its channel index, so the winners' channels are know
 a float32 gives up its lowest log2(C) bits for the channel, and each chunk is then
 repaired exactly (see :func:`_repair`). The backward scatters each output's gradient
 to its channel. Without gradients the network sorts the values themselves.
+
+For float32 on the CPU the same method runs in compiled code where it was built at
+install (``registry/_topk_kernel.c``, an optional extension): one pass per tile of
+pixels that stays in cache, in place of some 130 tensor ops per chunk, 2.5-5x faster
+than these at VGG-16's shapes (benchmarks/NOTES.md). Both paths give the reference's
+values and gradients bit for bit; the tests run each.
 """
 
 from __future__ import annotations
@@ -31,7 +37,16 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["BITS", "topk", "topk_values"]
+try:  # the same method in compiled code, built at install time (pyproject.toml)
+    from . import _topk_kernel
+except ImportError:  # built without a C compiler: the tensor ops below, same results
+    _topk_kernel = None
+
+__all__ = ["BITS", "KERNEL", "topk", "topk_values", "uses_kernel"]
+
+# Whether the compiled kernel (registry/_topk_kernel.c) was built: float32 maps on the CPU
+# go to it (see uses_kernel)
+KERNEL = _topk_kernel is not None
 
 # Float dtypes the keyed (gradient) path takes -> the same-width integer view of their bits
 BITS = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}
@@ -306,12 +321,41 @@ def _pool(threads: int) -> ThreadPoolExecutor:
         return _pools[threads]
 
 
+# Keys (pixels x channels) below which a call runs on one thread: starting the other
+# threads costs more than a few 16K-key tiles' work
+_KERNEL_KEYS_PER_THREAD = 1 << 16
+
+
+def uses_kernel(x: Tensor) -> bool:
+    """Whether the top k of ``x`` runs in the compiled kernel (float32 on the CPU, where
+    it was built) rather than in tensor ops."""
+    return _topk_kernel is not None and x.device.type == "cpu" and x.dtype == torch.float32
+
+
+@torch.compiler.disable  # torch.compile runs it as it is, between the graphs around it
+def _kernel_topk(x: Tensor, k: int, largest: bool) -> tuple[Tensor, Tensor]:
+    """Channels (int64) and values of the top k, as :func:`_topk_index` gives them, from
+    the compiled kernel: one pass per tile of pixels (keys, network, exact repair) in
+    place of the tensor ops' dozens of passes over each chunk, on torch's threads."""
+    n, c, h, w = x.shape
+    x = x.detach().contiguous()
+    index = torch.empty((n, k, h, w), dtype=torch.int64)
+    values = torch.empty((n, k, h, w), dtype=x.dtype)
+    threads = max(1, min(torch.get_num_threads(), x.numel() // _KERNEL_KEYS_PER_THREAD))
+    _topk_kernel.topk(
+        x.data_ptr(), values.data_ptr(), index.data_ptr(), n, c, h * w, k, largest, threads
+    )
+    return index, values
+
+
 def topk_values(x: Tensor, k: int, largest: bool) -> Tensor:
     """The k largest (smallest) values across channels of ``x`` (N, C, H, W), sorted.
 
     No gradient flows (the network's max/min would split it between ties); use
     :func:`topk` when one is needed. NaN is not supported.
     """
+    if uses_kernel(x):
+        return _kernel_topk(x, k, largest)[1]
     n, _, h, w = x.shape
     out = torch.empty((n, k, h, w), dtype=x.dtype, device=x.device)
     rows = out.view(n, k, h * w)
@@ -338,6 +382,8 @@ def _topk_index(x: Tensor, k: int, largest: bool) -> tuple[Tensor, Tensor]:
     chunk right from its full bits. Half the bytes of 64-bit keys, so the network costs
     about what sorting the values themselves does.
     """
+    if uses_kernel(x):
+        return _kernel_topk(x, k, largest)
     n, c, h, w = x.shape
     bits_dtype = BITS[x.dtype]
     cut = c.bit_length() - 1 if bits_dtype == torch.int32 else 0  # value bits given up

@@ -62,14 +62,15 @@ def topk_pool(x: Tensor, k: int, largest: bool = True, impl: str = "auto") -> Te
 
     * ``"reference"``: a stable sort over channels, the definition the others match
       (values equal ``torch.topk``'s; ties ranked by channel).
-    * ``"bitonic"``: a sorting network of elementwise ops (:mod:`registry.bitonic`);
-      on the CPU at the paper's shapes 0.7-2.4x spatial FP's time forward and
-      1.3-2.8x with autograd, where ``torch.topk`` takes 4-8x (benchmarks/NOTES.md).
-      Needs a power-of-two channel count, a float dtype (float16, bfloat16 or
-      float32 when a gradient is needed) and no NaN.
-    * ``"auto"``: bitonic where it is supported and pays off (CPU, enough elements,
-      not being traced by a FLOP counter), else the reference. On CUDA the
-      reference's sort kernels are used; the network has not been timed there.
+    * ``"bitonic"``: a bitonic sorting network (:mod:`registry.bitonic`): for float32
+      on the CPU in compiled code where it was built at install, else in elementwise
+      tensor ops; where ``torch.topk`` takes 4-8x spatial FP's time at the paper's
+      shapes (benchmarks/NOTES.md). Needs a power-of-two channel count, a float dtype
+      (float16, bfloat16 or float32 when a gradient is needed) and no NaN.
+    * ``"auto"``: bitonic where it is supported and pays off (CPU; the compiled
+      kernel, or enough elements for the tensor ops; not being traced by a FLOP
+      counter), else the reference. On CUDA the reference's sort kernels are used;
+      the network has not been timed there.
 
     All three give the same values and route each output's gradient to the same input.
     """
@@ -93,7 +94,8 @@ def _topk_impl(x: Tensor, impl: str) -> str:
         # a traced graph must hold one countable op (sizes are traced values there too)
         if x.device.type != "cpu" or torch.jit.is_tracing():
             return "reference"
-        if x.numel() < _BITONIC_MIN_NUMEL_PER_OP * max(1, x.shape[1].bit_length() - 1) ** 2:
+        ops_pay = x.numel() >= _BITONIC_MIN_NUMEL_PER_OP * max(1, x.shape[1].bit_length() - 1) ** 2
+        if not (ops_pay or bitonic.uses_kernel(x)):
             return "reference"
     problem = _bitonic_problem(x)
     if problem is None:

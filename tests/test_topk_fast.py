@@ -1,4 +1,13 @@
-"""The bitonic top-k against the reference: values, gradient routing, ties, dtypes, layouts."""
+"""The bitonic top-k against the reference: values, gradient routing, ties, dtypes, layouts.
+
+Tests marked ``path`` run twice: on the compiled kernel (registry/_topk_kernel.c) and on the
+tensor ops it replaces where it was built; ``tensor_ops`` tests are about the latter alone.
+"""
+
+import shutil
+import sysconfig
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -9,6 +18,7 @@ from registry import topk_pool
 
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 GRAD_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+NOT_BUILT = "the compiled kernel was not built (pip install -e . builds it with a C compiler)"
 
 
 def make_input(kind: str, shape: tuple[int, ...], dtype: torch.dtype, seed: int) -> torch.Tensor:
@@ -20,6 +30,21 @@ def make_input(kind: str, shape: tuple[int, ...], dtype: torch.dtype, seed: int)
         x = torch.randn(shape, generator=gen)
         x = x.relu() if kind == "relu" else x
     return x.to(dtype)
+
+
+@pytest.fixture(params=["kernel", "tensor ops"])
+def path(request, monkeypatch):
+    """The bitonic path under test: the compiled kernel, or the tensor ops without it."""
+    if request.param == "tensor ops":
+        monkeypatch.setattr(registry.bitonic, "_topk_kernel", None)
+    elif not registry.bitonic.KERNEL:
+        pytest.skip(NOT_BUILT)
+    return request.param
+
+
+@pytest.fixture
+def tensor_ops(monkeypatch):
+    monkeypatch.setattr(registry.bitonic, "_topk_kernel", None)
 
 
 def run(x: torch.Tensor, k: int, largest: bool, impl: str, upstream: torch.Tensor):
@@ -35,6 +60,7 @@ def run(x: torch.Tensor, k: int, largest: bool, impl: str, upstream: torch.Tenso
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize(("channels", "k"), [(2, 1), (8, 4), (32, 8), (64, 32), (16, 16)])
 @pytest.mark.parametrize("largest", [True, False])
+@pytest.mark.usefixtures("path")
 def test_bitonic_matches_reference_values_and_gradients(
     dtype, kind, channels_last, channels, k, largest
 ):
@@ -52,6 +78,7 @@ def test_bitonic_matches_reference_values_and_gradients(
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", ["distinct", "relu", "integers"])
 @pytest.mark.parametrize("largest", [True, False])
+@pytest.mark.usefixtures("path")
 def test_bitonic_without_gradient_matches_reference(dtype, kind, largest):
     x = make_input(kind, (4, 32, 3, 5), dtype, seed=7)
     with torch.no_grad():
@@ -60,6 +87,7 @@ def test_bitonic_without_gradient_matches_reference(dtype, kind, largest):
     torch.testing.assert_close(got, topk_pool(x, 16, largest, impl="reference"), rtol=0, atol=0)
 
 
+@pytest.mark.usefixtures("path")
 def test_ties_go_to_the_lower_channel_first():
     x = torch.tensor([0.0, 2.0, 2.0, -0.0, 1.0, 2.0, 0.0, 1.0]).view(1, 8, 1, 1)
     for impl in ("reference", "bitonic"):
@@ -77,6 +105,7 @@ def test_ties_go_to_the_lower_channel_first():
         assert xr.grad.flatten().tolist() == [1, 0, 0, 2, 0, 0, 3, 0], impl
 
 
+@pytest.mark.usefixtures("path")
 def test_infinities_sort_like_the_reference():
     x = torch.tensor([1.0, float("inf"), -float("inf"), 0.0] * 4).view(1, 16, 1, 1)
     for largest in (True, False):
@@ -100,6 +129,7 @@ def test_reference_agrees_with_torch_topk_where_topk_is_defined():
 
 
 @pytest.mark.parametrize("chunk_bytes", [2560, 12800])  # within an image / whole images
+@pytest.mark.usefixtures("tensor_ops")
 def test_chunked_pixels_give_the_same_result(monkeypatch, chunk_bytes):
     x = make_input("integers", (5, 16, 7, 3), torch.float32, seed=3)
     upstream = torch.randn(5, 8, 7, 3)
@@ -115,6 +145,7 @@ def test_chunked_pixels_give_the_same_result(monkeypatch, chunk_bytes):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("hw", [(1, 1), (1, 2), (2, 2), (2, 4), (1, 8), (3, 3)])
 @pytest.mark.parametrize("images_per_chunk", [3, 7])  # a short last chunk / one chunk
+@pytest.mark.usefixtures("tensor_ops")
 def test_small_maps_move_as_one_element_per_row_and_change_nothing(
     monkeypatch, dtype, hw, images_per_chunk
 ):
@@ -139,12 +170,14 @@ def test_small_maps_move_as_one_element_per_row_and_change_nothing(
                 assert torch.equal(got.view(torch.uint8), want.view(torch.uint8))
 
 
-def test_auto_picks_bitonic_only_where_it_applies():
+def test_auto_picks_bitonic_only_where_it_applies(path):
     pick = registry.ops._topk_impl
     big = torch.randn(8, 32, 16, 16)
     assert pick(big, "auto") == "bitonic"
     assert pick(big.requires_grad_(), "auto") == "bitonic"
-    assert pick(torch.randn(2, 32, 4, 4), "auto") == "reference"  # too small to pay off
+    small = torch.randn(2, 32, 4, 4)  # too small for the tensor ops to pay off
+    assert pick(small, "auto") == ("bitonic" if path == "kernel" else "reference")
+    assert pick(small.double(), "auto") == "reference"  # float64: the tensor ops
     assert pick(torch.randn(8, 48, 16, 16), "auto") == "reference"  # not a power of two
     assert pick(torch.randn(8, 32, 16, 16, dtype=torch.float64), "auto") == "bitonic"
     assert pick(torch.randn(8, 32, 16, 16, dtype=torch.float64).requires_grad_(), "auto") == (
@@ -190,6 +223,7 @@ def test_opposite_infinities_are_not_mistaken_for_nan():
 
 @pytest.mark.parametrize("dtype", GRAD_DTYPES)
 @pytest.mark.parametrize("largest", [True, False])
+@pytest.mark.usefixtures("path")
 def test_values_are_the_inputs_bits_signed_zeros_included(dtype, largest):
     """-0.0 ties with +0.0 in the ranking, yet each output is the very value of its input."""
     gen = torch.Generator().manual_seed(5)
@@ -202,6 +236,7 @@ def test_values_are_the_inputs_bits_signed_zeros_included(dtype, largest):
 
 
 @pytest.mark.parametrize("python_threads_from", [1, 10**9])  # Python threads, torch's
+@pytest.mark.usefixtures("tensor_ops")
 def test_thread_count_changes_chunks_not_results(monkeypatch, python_threads_from):
     monkeypatch.setattr(registry.bitonic, "_CHUNK_BYTES", 4096)  # 8 pixels per thread
     monkeypatch.setattr(registry.bitonic, "_SPLIT_CHUNK_BYTES", 4096)
@@ -231,15 +266,18 @@ def _near(shape: tuple[int, ...], spread: int, seed: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("largest", [True, False])
 @pytest.mark.parametrize(
-    ("case", "redone"),
+    ("case", "regrouped"),
     [
-        ("pairs", False),  # distinct values plus near-twins inside the top k: window sorts
-        ("crowd", True),  # most values in a few truncated groups: back to the stable sort
+        ("pairs", False),  # distinct values plus near-twins inside the top k: reordered
+        ("crowd", True),  # most values in a few truncated groups: ranked again at the cut
         ("straddle", True),  # 1 + 1 ulp and 1 + 2 ulps share a truncated key across the cut
         ("denormal", False),  # zeros at the cut: their truncated group holds only zeros
     ],
 )
-def test_float32_keys_that_lost_low_bits_are_repaired(monkeypatch, largest, case, redone):
+def test_float32_keys_that_lost_low_bits_are_repaired(monkeypatch, path, largest, case, regrouped):
+    """Each path repairs what the truncated keys misordered, and takes its slow road (the
+    tensor ops' stable sort, the kernel's ranking of the cut's whole group) only where an
+    unselected value shares the last selected one's truncated key."""
     shape, channels = (3, 64, 5, 4), 64
     if case == "pairs":
         x = torch.randn(shape, generator=torch.Generator().manual_seed(2))
@@ -258,11 +296,52 @@ def test_float32_keys_that_lost_low_bits_are_repaired(monkeypatch, largest, case
         x.view(torch.int32)[:, 1::4] = 1  # the smallest positive denormal, 1.4e-45
         x.view(torch.int32)[:, 2::4] = -(2**31) + 1  # and its negative
     upstream = torch.randn(3, channels // 2, 5, 4, generator=torch.Generator().manual_seed(4))
-    sorts = []
+    sorts, repairs = [], []
     real_sort = torch.sort
     monkeypatch.setattr(torch, "sort", lambda *a, **kw: sorts.append(1) or real_sort(*a, **kw))
+    if path == "kernel":
+        kernel = registry.bitonic._topk_kernel
+        spy = lambda *a: repairs.append(kernel.topk(*a)) or repairs[-1]  # noqa: E731
+        monkeypatch.setattr(registry.bitonic, "_topk_kernel", SimpleNamespace(topk=spy))
     got = run(x, channels // 2, largest, "bitonic", upstream)
-    assert bool(sorts) == redone
+    if path == "kernel":
+        reordered, again = map(sum, zip(*repairs, strict=True))
+        assert (again > 0, reordered > 0) == (regrouped, case != "denormal")
+        assert not sorts
+    else:
+        assert bool(sorts) == regrouped
     want = run(x, channels // 2, largest, "reference", upstream)
     for a, b in zip(got, want, strict=True):
         assert torch.equal(a.view(torch.int32), b.view(torch.int32))
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("shape", [(3, 16, 5, 7), (2, 8, 40, 30)])  # tiles across / in images
+def test_kernel_threads_share_tiles_not_results(monkeypatch, threads, shape):
+    if not registry.bitonic.KERNEL:
+        pytest.skip(NOT_BUILT)
+    x = make_input("integers", shape, torch.float32, seed=9)
+    upstream = torch.randn(shape[0], shape[1] // 2, *shape[2:])
+    whole = run(x, shape[1] // 2, True, "bitonic", upstream)
+    monkeypatch.setattr(registry.bitonic, "_KERNEL_KEYS_PER_THREAD", 1)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        split = run(x, shape[1] // 2, True, "bitonic", upstream)
+    finally:
+        torch.set_num_threads(before)
+    for got, want in zip(split, whole, strict=True):
+        assert torch.equal(got, want)
+    reference = run(x, shape[1] // 2, True, "reference", upstream)
+    for got, want in zip(split, reference, strict=True):
+        assert torch.equal(got, want)
+
+
+def test_the_kernel_is_built_where_a_compiler_and_python_headers_are():
+    """The kernel is an optional extension: an install without a compiler still works, so
+    a build that broke would only show as lost speed. Where it can be built, it must be."""
+    headers = Path(sysconfig.get_paths()["include"], "Python.h").exists()
+    compiler = any(shutil.which(cc) for cc in ("cc", "gcc", "clang"))
+    if not (headers and compiler):
+        pytest.skip("no C compiler or Python headers here: the tensor-op path runs instead")
+    assert registry.bitonic.KERNEL, "registry/_topk_kernel.c did not build: run pip install -e ."
