@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import registry.bitonic
 from harness.cli import main
 from harness.core.machine import DISTURBED, QUIET
 from harness.data.classification import ClassificationData
@@ -66,6 +67,8 @@ def test_quick_bench_prints_the_json_contract_and_saves_it(tmp_path, capsys):
     markdown = next(tmp_path.glob("*.md")).read_text()
     assert "Top-k / spatial FP" in markdown and "indicative" in markdown.splitlines()[0]
     assert "Load average before: " in markdown
+    path = "compiled kernel" if registry.bitonic.KERNEL else "tensor ops (the compiled kernel"
+    assert bench["topk_path"].startswith(path) and f"(bitonic: {path}" in markdown
     assert ("| noisy |" in markdown) == any(r["noisy"] for r in [*results, *ratios])
 
 

@@ -351,7 +351,8 @@ def check_topk(ctx: Context) -> Outcome:
         return f"{min(r):.2f}-{max(r):.2f}x"
 
     figure = (
-        f"bitonic {'matches' if same else 'DIFFERS FROM'} the reference (values, gradients, "
+        f"bitonic ({bench.topk_path(ctx.device)}) {'matches' if same else 'DIFFERS FROM'} "
+        "the reference (values, gradients, "
         f"ties); fwd+bwd over spatial FP: reference {span('reference')}, bitonic "
         f"{span('bitonic')}{f' ({len(shapes)} quick shapes)' if quick else ''}; auto uses "
         f"{'the reference' if ctx.cuda else 'bitonic where it pays off'} on {ctx.device.type}"
