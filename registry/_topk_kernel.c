@@ -33,6 +33,11 @@
 #else
 #define VECTOR_CLONES
 #endif
+#if defined(__GNUC__)
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define ALWAYS_INLINE inline
+#endif
 
 /* A float's bits as an int32 that orders like the float; -0.0 and +0.0 both give 0. */
 static inline int32_t order_of(uint32_t bits) {
@@ -171,7 +176,7 @@ typedef struct {
 /* Pixels first..first+width-1 of x, `span` lanes (width rounded up; the spare lanes
  * copy the first). In one image (`same_image`) they are consecutive in memory, so the
  * compiler loads and stores whole vectors. */
-static inline __attribute__((always_inline)) void run_tile(
+static ALWAYS_INLINE void run_tile(
     const uint32_t *x, uint32_t *values, int64_t *index, const Scratch *s, int64_t channels,
     int64_t hw, int64_t k, int largest, int cut, int64_t first, int64_t width, int64_t span,
     int same_image, Counts *counts) {
