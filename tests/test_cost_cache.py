@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 
+import registry.bitonic
 from harness.cli import main
 from harness.core.task import get_task
 from harness.render import plotstyle
@@ -90,6 +91,19 @@ def test_the_code_fingerprint_covers_a_plugin_loaded_from_a_checkout(tmp_path, m
     finally:
         del sys.modules["my_cost_plugin"]
     assert cache.code_fingerprint() == before
+
+
+def test_the_code_fingerprint_holds_the_kernels_source_whether_or_not_it_is_loaded():
+    """registry's C kernel is loaded only with torch (``plan`` and ``report`` may never
+    import it): its source is in the key, its build and the modules loaded are not."""
+    kernel = Path(registry.bitonic.__file__).with_name("_topk_kernel.c")
+    assert str(kernel.resolve()) in cache._package_files()
+    with_torch = cache.code_fingerprint()
+    hidden = {n: sys.modules.pop(n) for n in list(sys.modules) if n.startswith("registry.")}
+    try:
+        assert cache.code_fingerprint() == with_torch
+    finally:
+        sys.modules.update(hidden)
 
 
 def test_an_entry_is_read_back_only_for_its_own_key(tmp_path, monkeypatch):

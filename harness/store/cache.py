@@ -72,28 +72,38 @@ def _installed_dirs() -> tuple[str, ...]:
 
 def code_fingerprint(*packages: str) -> str:
     """SHA-256 of the code a cached value may depend on: every source file of the
-    ``harness`` and ``registry`` packages, the loaded modules outside installed packages
+    ``harness`` and ``registry`` packages (Python, and the C of registry's kernel, whose
+    build is loaded only with torch), the loaded modules outside installed packages
     (plugins from a checkout), the loaded modules of ``packages`` (a task's) and of the
     installed entry points imported so far, and the versions of torch and fvcore. Each
     file is read once per process (code imported does not change while it runs)."""
     installed = _installed_dirs()
     tops = {*packages, *(e.split(":")[0].split(".")[0] for e in registry.loaded_entry_points())}
     files = set(_package_files())
+    ours = tuple(str(folder) + os.sep for folder in _package_folders())
     for name, module in list(sys.modules.items()):
         file = getattr(module, "__file__", None)
         # a bare name is no file: torch.ops and torch.classes say "_ops.py" and "_classes.py",
         # and the key must not change when torch is imported (``report`` may never import it)
-        if not file or not os.path.isabs(file):
+        if not file or not os.path.isabs(file) or file.startswith(ours):
             continue
         if name.partition(".")[0] in tops or not file.startswith(installed):
             files.add(file)
     return _fingerprint(frozenset(files))
 
 
+def _package_folders() -> tuple[Path, ...]:
+    return _HARNESS, Path(registry.__file__).resolve().parent
+
+
 @functools.cache
 def _package_files() -> tuple[str, ...]:
-    folders = (_HARNESS, Path(registry.__file__).parent)
-    return tuple(str(p) for folder in folders for p in folder.rglob("*.py"))
+    return tuple(
+        str(p)
+        for folder in _package_folders()
+        for glob in ("*.py", "*.c")
+        for p in folder.rglob(glob)
+    )
 
 
 @functools.cache
