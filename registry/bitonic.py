@@ -42,7 +42,7 @@ try:  # the same method in compiled code, built at install time (pyproject.toml)
 except ImportError:  # built without a C compiler: the tensor ops below, same results
     _topk_kernel = None
 
-__all__ = ["BITS", "KERNEL", "topk", "topk_values", "uses_kernel"]
+__all__ = ["BITS", "KERNEL", "path", "topk", "topk_values", "uses_kernel"]
 
 # Whether the compiled kernel (registry/_topk_kernel.c) was built: float32 maps on the CPU
 # go to it (see uses_kernel)
@@ -324,6 +324,13 @@ def _pool(threads: int) -> ThreadPoolExecutor:
 # Keys (pixels x channels) below which a call runs on one thread: starting the other
 # threads costs more than a few 16K-key tiles' work
 _KERNEL_KEYS_PER_THREAD = 1 << 16
+
+
+def path(device: torch.device) -> str:
+    """How the bitonic top-k runs for float32 on ``device``: its times depend on it."""
+    if device.type != "cpu":
+        return "tensor ops"
+    return "compiled kernel" if KERNEL else "tensor ops (the compiled kernel was not built)"
 
 
 def uses_kernel(x: Tensor) -> bool:

@@ -68,7 +68,7 @@ def test_quick_bench_prints_the_json_contract_and_saves_it(tmp_path, capsys):
     assert "Top-k / spatial FP" in markdown and "indicative" in markdown.splitlines()[0]
     assert "Load average before: " in markdown
     path = "compiled kernel" if registry.bitonic.KERNEL else "tensor ops (the compiled kernel"
-    assert bench["topk_path"].startswith(path) and f"(bitonic: {path}" in markdown
+    assert bench["env"]["topk"].startswith(path) and f"(bitonic: {path}" in markdown
     assert ("| noisy |" in markdown) == any(r["noisy"] for r in [*results, *ratios])
 
 

@@ -11,8 +11,10 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+import torch
 from torchvision.datasets import CIFAR10
 
+import registry.bitonic
 from harness import cli
 from harness.core.errors import UserError
 from harness.data import cifar, fingerprint, images
@@ -42,6 +44,7 @@ def test_a_new_record_names_its_code_command_software_and_times(toy: RunStore) -
         env = record["env"]
         assert isinstance(env["git_dirty"], bool) and len(env["git_commit"]) == 40
         assert "cudnn" in env and env["device_name"] and record["host"]
+        assert env["topk"] == registry.bitonic.path(torch.device("cpu"))
         assert record["command"] == COMMAND
         started, ended = (datetime.fromisoformat(record[k]) for k in ("started_at", "ended_at"))
         assert started <= ended

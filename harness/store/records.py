@@ -45,8 +45,10 @@ from harness.store.lease import pid_alive
 
 if TYPE_CHECKING:
     import torch
+
+    from registry import bitonic
 else:  # commands that only read records never import torch (issue 29)
-    torch = lazy("torch")
+    torch, bitonic = lazy("torch"), lazy("registry.bitonic")
 
 SCHEMA = 2  # 2: configs hold the task's whole protocol; records name host, pid, contention
 
@@ -91,6 +93,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "topk": bitonic.path(device),  # how top-k ran, which its times depend on
         "git_commit": _git_commit(),
         "git_dirty": _git_dirty(),
         "run": RUN_ID,

@@ -447,7 +447,6 @@ def _run_bench(
         "indicative": quick,
         "noisy_above_iqr_over_median": NOISY,
         "topk_impl": topk_impl,
-        "topk_path": topk_path(device),
         "threads": torch.get_num_threads(),
         "copy_bandwidth_gbps": bandwidth,
         "results": results,
@@ -456,15 +455,6 @@ def _run_bench(
         "epoch_ratio_topk_over_spatial": epoch_ratio.median,
         "epoch_ratio": _fields(epoch_ratio, "ratio", "ratio_iqr", "rounds"),
     }
-
-
-def topk_path(device: torch.device) -> str:
-    """How the bitonic top-k runs on ``device`` for float32: a report's times depend on it."""
-    from registry import bitonic
-
-    if device.type != "cpu":
-        return "tensor ops"
-    return "compiled kernel" if bitonic.KERNEL else "tensor ops (the compiled kernel was not built)"
 
 
 def _load_line(bench: dict[str, Any]) -> str:
@@ -491,7 +481,7 @@ def render_markdown(bench: dict[str, Any]) -> str:
         f"# Feature-pooling op benchmark{f' ({QUICK_NOTE})' if bench['quick'] else ''}",
         "",
         f"Device: {env['device_name']} ({env['device']}); torch {env['torch']}; "
-        f"top-k implementation: {bench['topk_impl']} (bitonic: {bench['topk_path']}); float32.",
+        f"top-k implementation: {bench['topk_impl']} (bitonic: {env['topk']}); float32.",
         f"Copy bandwidth (large tensor copy, read + write): {copy:.1f} GB/s.",
         _load_line(bench),
         f'Medians over adaptive repeats; "noisy": IQR/median above {NOISY}.',

@@ -49,9 +49,9 @@ if TYPE_CHECKING:
     import torch
 
     from harness.tools import throughput
-    from registry import ops
+    from registry import bitonic, ops
 else:  # the CLI builds this command's parser without importing torch (issue 29)
-    torch, ops = lazy("torch"), lazy("registry.ops")
+    torch, ops, bitonic = lazy("torch"), lazy("registry.ops"), lazy("registry.bitonic")
     throughput = lazy("harness.tools.throughput")
 
 ACCURACY_TOLERANCE = 0.1  # bf16 / compiled Table 1 smoke rows may differ from fp32 by this
@@ -351,7 +351,7 @@ def check_topk(ctx: Context) -> Outcome:
         return f"{min(r):.2f}-{max(r):.2f}x"
 
     figure = (
-        f"bitonic ({bench.topk_path(ctx.device)}) {'matches' if same else 'DIFFERS FROM'} "
+        f"bitonic ({bitonic.path(ctx.device)}) {'matches' if same else 'DIFFERS FROM'} "
         "the reference (values, gradients, "
         f"ties); fwd+bwd over spatial FP: reference {span('reference')}, bitonic "
         f"{span('bitonic')}{f' ({len(shapes)} quick shapes)' if quick else ''}; auto uses "
