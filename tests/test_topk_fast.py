@@ -8,9 +8,13 @@ import shutil
 import sysconfig
 from pathlib import Path
 from types import SimpleNamespace
+from unittest.mock import patch
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 import registry.bitonic
 import registry.ops
@@ -345,3 +349,41 @@ def test_the_kernel_is_built_where_a_compiler_and_python_headers_are():
     if not (headers and compiler):
         pytest.skip("no C compiler or Python headers here: the tensor-op path runs instead")
     assert registry.bitonic.KERNEL, "registry/_topk_kernel.c did not build: run pip install -e ."
+
+
+@st.composite
+def _maps(draw) -> tuple[torch.Tensor, int]:
+    """float32 maps of 1-512 channels and a k: distinct values, ReLU'd ones, small integers,
+    or values a few hundred ulps apart (the truncated keys' hard case), signs mixed."""
+    channels = 2 ** draw(st.integers(0, 9))
+    k = draw(st.integers(1, channels))
+    n, h, w = draw(st.integers(1, 3)), draw(st.integers(1, 12)), draw(st.integers(1, 40))
+    kind = draw(st.sampled_from(["distinct", "relu", "integers", "near"]))
+    seed = draw(st.integers(0, 2**16))
+    if kind != "near":
+        return make_input(kind, (n, channels, h, w), torch.float32, seed), k
+    gen = torch.Generator().manual_seed(seed)
+    base = torch.randn(n, 1, h, w, generator=gen).view(torch.int32)
+    spread = torch.randint(-600, 600, (n, channels, h, w), generator=gen, dtype=torch.int32)
+    x = (base + spread).view(torch.float32)
+    return torch.where(torch.rand(x.shape, generator=gen) < 0.3, -x, x), k
+
+
+@given(maps=_maps(), largest=st.booleans(), threads=st.integers(1, 3))
+@hypothesis_settings(max_examples=60, deadline=None)
+def test_the_kernel_gives_the_stable_sorts_bits_and_channels(maps, largest, threads):
+    """The kernel alone, on random shapes and values: its values are the stable sort's, bit
+    for bit, and its channels are the sort's indices, on any number of threads."""
+    if not registry.bitonic.KERNEL:
+        pytest.skip(NOT_BUILT)
+    x, k = maps
+    want = torch.sort(x, dim=1, descending=largest, stable=True)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        with patch.object(registry.bitonic, "_KERNEL_KEYS_PER_THREAD", 1):
+            index, values = registry.bitonic._kernel_topk(x, k, largest)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(values.view(torch.int32), want.values[:, :k].view(torch.int32))
+    assert torch.equal(index, want.indices[:, :k])
