@@ -18,8 +18,8 @@ to its channel. Without gradients the network sorts the values themselves.
 
 For float32 on the CPU the same method runs in compiled code where it was built at
 install (``registry/_topk_kernel.c``, an optional extension): one pass per tile of
-pixels that stays in cache, in place of some 130 tensor ops per chunk, 2.5-5x faster
-than these at VGG-16's shapes (benchmarks/NOTES.md). Both paths give the reference's
+pixels that stays in cache, in place of some 130 tensor ops per chunk, 2-4x faster
+than these at the paper's shapes (benchmarks/NOTES.md). Both paths give the reference's
 values and gradients bit for bit; the tests run each.
 """
 
@@ -37,7 +37,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-try:  # the same method in compiled code, built at install time (pyproject.toml)
+try:  # the same method in compiled code, built at install time (setup.py)
     from . import _topk_kernel
 except ImportError:  # built without a C compiler: the tensor ops below, same results
     _topk_kernel = None
