@@ -173,17 +173,38 @@ typedef struct {
     int64_t regrouped; /* of those, pixels whose cut's group was ranked again */
 } Counts;
 
+/* A 16-bit float's key: its whole order (negated for largest) above a 16-bit channel,
+ * so nothing is lost and the network's order is already exact. */
+static inline int32_t half_key_of(uint32_t bits, int32_t channel, int largest) {
+    int32_t magnitude = (int32_t)(bits & 0x7fffu);
+    int32_t order = (bits >> 15) ? -magnitude : magnitude;
+    return (largest ? -order : order) * 65536 + channel;
+}
+
+/* Element i of x: float32 bits, or a 16-bit float's (`half`). */
+static inline uint32_t load(const void *x, int64_t i, int half) {
+    return half ? ((const uint16_t *)x)[i] : ((const uint32_t *)x)[i];
+}
+
+static inline void store(void *v, int64_t i, uint32_t bits, int half) {
+    if (half)
+        ((uint16_t *)v)[i] = (uint16_t)bits;
+    else
+        ((uint32_t *)v)[i] = bits;
+}
+
 /* Pixels first..first+width-1 of x, `span` lanes (width rounded up; the spare lanes
  * copy the first). In one image (`same_image`) they are consecutive in memory, so the
- * compiler loads and stores whole vectors. */
-static ALWAYS_INLINE void run_tile(
-    const uint32_t *x, uint32_t *values, int64_t *index, const Scratch *s, int64_t channels,
-    int64_t hw, int64_t k, int largest, int cut, int64_t first, int64_t width, int64_t span,
-    int same_image, Counts *counts) {
+ * compiler loads and stores whole vectors. 16-bit floats (`half`) have exact keys: no
+ * pixel needs the repair. */
+static ALWAYS_INLINE void run_tile(const void *x, void *values, int64_t *index, const Scratch *s,
+                                   int64_t channels, int64_t hw, int64_t k, int largest, int cut,
+                                   int64_t first, int64_t width, int64_t span, int same_image,
+                                   int half, Counts *counts) {
     int32_t *keys = s->keys, *best = s->best, *previous = s->previous, *redo = s->redo;
     int32_t *previous_channel = s->previous_channel;
     int64_t *offset = s->offset, *out = s->out;
-    int32_t low = (int32_t)((1u << cut) - 1);
+    int32_t low = half ? 0xffff : (int32_t)((1u << cut) - 1);
     for (int64_t t = 0; t < span; t++) {
         int64_t pixel = first + (t < width ? t : 0);
         offset[t] = (pixel / hw) * channels * hw + pixel % hw;
@@ -192,12 +213,17 @@ static ALWAYS_INLINE void run_tile(
     for (int32_t c = 0; c < channels; c++) {
         int32_t *row = keys + c * span;
         if (same_image) {
-            const uint32_t *in = x + offset[0] + c * hw;
-            for (int64_t t = 0; t < width; t++) row[t] = key_of(in[t], c, cut, largest);
+            int64_t in = offset[0] + c * hw;
+            for (int64_t t = 0; t < width; t++) {
+                uint32_t b = load(x, in + t, half);
+                row[t] = half ? half_key_of(b, c, largest) : key_of(b, c, cut, largest);
+            }
             for (int64_t t = width; t < span; t++) row[t] = row[0];
         } else {
-            for (int64_t t = 0; t < span; t++)
-                row[t] = key_of(x[offset[t] + c * hw], c, cut, largest);
+            for (int64_t t = 0; t < span; t++) {
+                uint32_t b = load(x, offset[t] + c * hw, half);
+                row[t] = half ? half_key_of(b, c, largest) : key_of(b, c, cut, largest);
+            }
         }
     }
     sort_tile(keys, best, channels, k, span);
@@ -206,44 +232,33 @@ static ALWAYS_INLINE void run_tile(
     const int32_t *cut_row = keys + (k - 1) * span;
     for (int64_t t = 0; t < width; t++) {
         int32_t last = cut_row[t] >> cut;
-        redo[t] = best[t] != INT32_MAX && (best[t] >> cut) == last && last != 0;
+        redo[t] = !half && best[t] != INT32_MAX && (best[t] >> cut) == last && last != 0;
         previous[t] = INT32_MIN;
         previous_channel[t] = -1;
     }
     for (int64_t r = 0; r < k; r++) {
         const int32_t *row = keys + r * span;
-        if (same_image) {
-            uint32_t *v = values + out[0] + r * hw;
-            int64_t *i = index + out[0] + r * hw;
-            const uint32_t *in = x + offset[0];
-            for (int64_t t = 0; t < width; t++) {
-                int32_t channel = row[t] & low;
-                uint32_t b = in[channel * hw + t];
+        for (int64_t t = 0; t < width; t++) {
+            int32_t channel = row[t] & low;
+            int64_t from = same_image ? offset[0] + channel * hw + t : offset[t] + channel * hw;
+            int64_t to = (same_image ? out[0] + t : out[t]) + r * hw;
+            uint32_t b = load(x, from, half);
+            if (!half) {
                 int32_t order = largest ? -order_of(b) : order_of(b);
                 redo[t] |= before(order, channel, previous[t], previous_channel[t]);
                 previous[t] = order;
                 previous_channel[t] = channel;
-                v[t] = b;
-                i[t] = channel;
             }
-        } else {
-            for (int64_t t = 0; t < width; t++) {
-                int32_t channel = row[t] & low;
-                uint32_t b = x[offset[t] + channel * hw];
-                int32_t order = largest ? -order_of(b) : order_of(b);
-                redo[t] |= before(order, channel, previous[t], previous_channel[t]);
-                previous[t] = order;
-                previous_channel[t] = channel;
-                values[out[t] + r * hw] = b;
-                index[out[t] + r * hw] = channel;
-            }
+            store(values, to, b, half);
+            index[to] = channel;
         }
     }
     for (int64_t t = 0; t < width; t++)
         if (redo[t]) {
             counts->redone++;
-            counts->regrouped += finish_pixel(x + offset[t], hw, keys + t, span, best[t], channels,
-                                              k, cut, largest, s->ranks, s->group, values + out[t],
+            counts->regrouped += finish_pixel((const uint32_t *)x + offset[t], hw, keys + t, span,
+                                              best[t], channels, k, cut, largest, s->ranks,
+                                              s->group, (uint32_t *)values + out[t],
                                               index + out[t]);
         }
 }
@@ -290,9 +305,8 @@ static Tiling tiling(int64_t n, int64_t channels, int64_t hw) {
  * OpenMP threads: torch's own pool where torch's libgomp is loaded (its soname is the
  * system's, so this module binds to it), whose threads wait, spinning, for the next
  * parallel region; Python threads competed with that spinning for the cores. */
-static int select_all(const uint32_t *x, uint32_t *values, int64_t *index, int64_t n,
-                      int64_t channels, int64_t hw, int64_t k, int largest, int threads,
-                      Counts *counts) {
+static int select_all(const void *x, void *values, int64_t *index, int64_t n, int64_t channels,
+                      int64_t hw, int64_t k, int largest, int half, int threads, Counts *counts) {
     int cut = 0;
     while (((int64_t)1 << cut) < channels) cut++;
     Tiling tiles = tiling(n, channels, hw);
@@ -311,16 +325,28 @@ static int select_all(const uint32_t *x, uint32_t *values, int64_t *index, int64
 #pragma omp for schedule(static)
         for (int64_t i = 0; i < tiles.count; i++) {
             if (!block) continue;
+            int64_t first, width;
             if (tiles.same_image) {
-                int64_t image = i / tiles.per_image, start = i % tiles.per_image * tiles.each;
-                int64_t width = hw - start < tiles.each ? hw - start : tiles.each;
-                run_tile(x, values, index, &s, channels, hw, k, largest, cut, image * hw + start,
-                         width, round8(width), 1, &mine);
+                int64_t start = i % tiles.per_image * tiles.each;
+                first = i / tiles.per_image * hw + start;
+                width = hw - start < tiles.each ? hw - start : tiles.each;
             } else {
-                int64_t first = i * lanes, width = n * hw - first < lanes ? n * hw - first : lanes;
-                run_tile(x, values, index, &s, channels, hw, k, largest, cut, first, width,
-                         round8(width), 0, &mine);
+                first = i * lanes;
+                width = n * hw - first < lanes ? n * hw - first : lanes;
             }
+            /* each case its own inlined copy, so the loops know their layout and width */
+#define RUN(same_image, half)                                                                  \
+    run_tile(x, values, index, &s, channels, hw, k, largest, cut, first, width, round8(width), \
+             same_image, half, &mine)
+            if (tiles.same_image && half)
+                RUN(1, 1);
+            else if (tiles.same_image)
+                RUN(1, 0);
+            else if (half)
+                RUN(0, 1);
+            else
+                RUN(0, 0);
+#undef RUN
         }
         free(block);
         redone += mine.redone;
@@ -335,20 +361,20 @@ static PyObject *topk(PyObject *self, PyObject *args) {
     (void)self;
     unsigned long long x, values, index;
     Py_ssize_t n, channels, hw, k;
-    int largest, threads;
-    if (!PyArg_ParseTuple(args, "KKKnnnnpi", &x, &values, &index, &n, &channels, &hw, &k,
-                          &largest, &threads))
+    int largest, half, threads;
+    if (!PyArg_ParseTuple(args, "KKKnnnnppi", &x, &values, &index, &n, &channels, &hw, &k,
+                          &largest, &half, &threads))
         return NULL;
-    if (n < 0 || channels < 1 || channels > (1 << 20) || (channels & (channels - 1)) || k < 1 ||
-        k > channels || hw < 1 || threads < 1) {
+    if (n < 0 || channels < 1 || channels > (half ? 1 << 16 : 1 << 20) ||
+        (channels & (channels - 1)) || k < 1 || k > channels || hw < 1 || threads < 1) {
         PyErr_SetString(PyExc_ValueError, "topk: bad sizes");
         return NULL;
     }
     int failed;
     Counts counts = {0, 0};
     Py_BEGIN_ALLOW_THREADS
-    failed = select_all((const uint32_t *)(uintptr_t)x, (uint32_t *)(uintptr_t)values,
-                        (int64_t *)(uintptr_t)index, n, channels, hw, k, largest, threads,
+    failed = select_all((const void *)(uintptr_t)x, (void *)(uintptr_t)values,
+                        (int64_t *)(uintptr_t)index, n, channels, hw, k, largest, half, threads,
                         &counts);
     Py_END_ALLOW_THREADS
     if (failed) return PyErr_NoMemory();
@@ -357,11 +383,11 @@ static PyObject *topk(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"topk", topk, METH_VARARGS,
-     "topk(x, values, index, n, channels, hw, k, largest, threads): the exact top k of "
-     "every pixel of a contiguous float32 (n, channels, hw) at address x, written to "
-     "contiguous (n, k, hw) float32 values and int64 index at their addresses, on up to "
-     "`threads` OpenMP threads. Returns (pixels the repair redid, pixels of those whose "
-     "cut's group was ranked again)."},
+     "topk(x, values, index, n, channels, hw, k, largest, half, threads): the exact top k "
+     "of every pixel of a contiguous (n, channels, hw) float32 (or 16-bit float: half) at "
+     "address x, written to contiguous (n, k, hw) values of its dtype and int64 index at "
+     "their addresses, on up to `threads` OpenMP threads. Returns (pixels the repair redid, "
+     "pixels of those whose cut's group was ranked again)."},
     {NULL, NULL, 0, NULL},
 };
 

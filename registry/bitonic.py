@@ -16,8 +16,8 @@ a float32 gives up its lowest log2(C) bits for the channel, and each chunk is th
 repaired exactly (see :func:`_repair`). The backward scatters each output's gradient
 to its channel. Without gradients the network sorts the values themselves.
 
-For float32 on the CPU the same method runs in compiled code where it was built at
-install (``registry/_topk_kernel.c``, an optional extension): one pass per tile of
+For float32 and 16-bit floats on the CPU the same method runs in compiled code where it
+was built at install (``registry/_topk_kernel.c``, an optional extension): one pass per tile of
 pixels that stays in cache, in place of some 130 tensor ops per chunk, 2-4x faster
 than these at the paper's shapes (benchmarks/NOTES.md). Both paths give the reference's
 values and gradients bit for bit; the tests run each.
@@ -327,16 +327,19 @@ _KERNEL_KEYS_PER_THREAD = 1 << 16
 
 
 def path(device: torch.device) -> str:
-    """How the bitonic top-k runs for float32 on ``device``: its times depend on it."""
+    """How the bitonic top-k runs for float32 (and 16-bit floats) on ``device``: its times
+    depend on it."""
     if device.type != "cpu":
         return "tensor ops"
     return "compiled kernel" if KERNEL else "tensor ops (the compiled kernel was not built)"
 
 
 def uses_kernel(x: Tensor) -> bool:
-    """Whether the top k of ``x`` runs in the compiled kernel (float32 on the CPU, where
-    it was built) rather than in tensor ops."""
-    return _topk_kernel is not None and x.device.type == "cpu" and x.dtype == torch.float32
+    """Whether the top k of ``x`` runs in the compiled kernel (float32, float16 or
+    bfloat16 on the CPU, where it was built) rather than in tensor ops."""
+    if _topk_kernel is None or x.device.type != "cpu" or x.dtype not in BITS:
+        return False
+    return x.dtype == torch.float32 or x.shape[1] <= 1 << 16  # a 16-bit channel field
 
 
 @torch.compiler.disable  # torch.compile runs it as it is, between the graphs around it
@@ -349,8 +352,9 @@ def _kernel_topk(x: Tensor, k: int, largest: bool) -> tuple[Tensor, Tensor]:
     index = torch.empty((n, k, h, w), dtype=torch.int64)
     values = torch.empty((n, k, h, w), dtype=x.dtype)
     threads = max(1, min(torch.get_num_threads(), x.numel() // _KERNEL_KEYS_PER_THREAD))
+    half = x.element_size() == 2
     _topk_kernel.topk(
-        x.data_ptr(), values.data_ptr(), index.data_ptr(), n, c, h * w, k, largest, threads
+        x.data_ptr(), values.data_ptr(), index.data_ptr(), n, c, h * w, k, largest, half, threads
     )
     return index, values
 

@@ -63,11 +63,12 @@ def topk_pool(x: Tensor, k: int, largest: bool = True, impl: str = "auto") -> Te
     * ``"reference"``: a stable sort over channels, the definition the others match
       (values equal ``torch.topk``'s; ties ranked by channel).
     * ``"bitonic"``: a bitonic sorting network (:mod:`registry.bitonic`): for float32
-      on the CPU in compiled code where it was built at install (at the paper's shapes
-      0.7-1.7x spatial FP's time, with autograd or without), else in elementwise
-      tensor ops (up to 2.3x forward, 3.2x with autograd), where ``torch.topk`` takes
-      4-8x (benchmarks/NOTES.md). Needs a power-of-two channel count, a float dtype
-      (float16, bfloat16 or float32 when a gradient is needed) and no NaN.
+      and 16-bit floats on the CPU in compiled code where it was built at install (at
+      the paper's float32 shapes 0.7-1.7x spatial FP's time, with autograd or without),
+      else in elementwise tensor ops (up to 2.3x forward, 3.2x with autograd), where
+      ``torch.topk`` takes 4-8x (benchmarks/NOTES.md). Needs a power-of-two channel
+      count, a float dtype (float16, bfloat16 or float32 when a gradient is needed)
+      and no NaN.
     * ``"auto"``: bitonic where it is supported and pays off (CPU; the compiled
       kernel, or enough elements for the tensor ops; not being traced by a FLOP
       counter), else the reference. On CUDA the reference's sort kernels are used;

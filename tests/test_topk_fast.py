@@ -369,14 +369,20 @@ def _maps(draw) -> tuple[torch.Tensor, int]:
     return torch.where(torch.rand(x.shape, generator=gen) < 0.3, -x, x), k
 
 
-@given(maps=_maps(), largest=st.booleans(), threads=st.integers(1, 3))
-@hypothesis_settings(max_examples=60, deadline=None)
-def test_the_kernel_gives_the_stable_sorts_bits_and_channels(maps, largest, threads):
-    """The kernel alone, on random shapes and values: its values are the stable sort's, bit
-    for bit, and its channels are the sort's indices, on any number of threads."""
+@given(
+    maps=_maps(),
+    dtype=st.sampled_from(GRAD_DTYPES),
+    largest=st.booleans(),
+    threads=st.integers(1, 3),
+)
+@hypothesis_settings(max_examples=80, deadline=None)
+def test_the_kernel_gives_the_stable_sorts_bits_and_channels(maps, dtype, largest, threads):
+    """The kernel alone, on random shapes and values (float32's truncated keys, 16-bit
+    floats' whole ones): its values are the stable sort's, bit for bit, and its channels
+    are the sort's indices, on any number of threads."""
     if not registry.bitonic.KERNEL:
         pytest.skip(NOT_BUILT)
-    x, k = maps
+    x, k = maps[0].to(dtype), maps[1]
     want = torch.sort(x, dim=1, descending=largest, stable=True)
     before = torch.get_num_threads()
     try:
@@ -385,5 +391,6 @@ def test_the_kernel_gives_the_stable_sorts_bits_and_channels(maps, largest, thre
             index, values = registry.bitonic._kernel_topk(x, k, largest)
     finally:
         torch.set_num_threads(before)
-    assert torch.equal(values.view(torch.int32), want.values[:, :k].view(torch.int32))
+    bits = registry.bitonic.BITS[dtype]
+    assert torch.equal(values.view(bits), want.values[:, :k].view(bits))
     assert torch.equal(index, want.indices[:, :k])
