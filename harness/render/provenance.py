@@ -66,7 +66,7 @@ def _code(env: dict[str, Any]) -> str | None:
 
 def _software(env: dict[str, Any]) -> str:
     cudnn = env.get("cudnn", NOT_RECORDED) if "cudnn" in env else NOT_RECORDED
-    topk = f", top-k in {env['topk']}" if "topk" in env else ""  # recorded since the kernel
+    topk = f", top-k in {env['topk']}" if "topk" in env else ""  # older records lack it
     return (
         f"torch {env.get('torch')}, CUDA {env.get('cuda') or 'none'}, cuDNN {cudnn or 'none'}, "
         f"Python {env.get('python', NOT_RECORDED)}{topk}"
