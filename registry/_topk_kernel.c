@@ -1,4 +1,5 @@
-/* Exact top-k across channels of float32 maps, with the channel each value came from.
+/* Exact top-k across channels of float32 and 16-bit float maps, with the channel each
+ * value came from.
  *
  * The same method as registry/bitonic.py's keyed path, in one pass per tile of pixels
  * instead of some 130 tensor ops per chunk: each value becomes a 32-bit key (its
@@ -9,10 +10,11 @@
  * the values that shared a truncated key, and where an unselected value shares the
  * last selected one's truncated key, that group is ranked again from every channel.
  * Equal values keep their channel order (-0.0 equals +0.0), as a stable sort ranks
- * them. NaN is the caller's to exclude.
+ * them. NaN is the caller's to exclude. A 16-bit float's key holds its whole value above
+ * a 16-bit channel, so its order is exact from the start and no pixel needs the repair.
  *
- * Built at install time as an optional extension (pyproject.toml); without it the
- * tensor-op path runs instead, with the same results.
+ * Built at install time as an optional extension (setup.py); without it the tensor-op
+ * path runs instead, with the same results.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -64,6 +66,13 @@ static inline int64_t exact_of(uint32_t bits, int32_t channel, int largest) {
 /* Whether (order, channel) ranks before (other, other_channel). */
 static inline int before(int32_t order, int32_t channel, int32_t other, int32_t other_channel) {
     return order < other || (order == other && channel < other_channel);
+}
+
+/* Whether an unselected value (the best of them: `best`, INT32_MAX if none) shares the
+ * truncated key of the last selected one (`last`), outside the zeros' group 0, whose
+ * members are all equal and already in channel order. */
+static inline int shares_cut(int32_t best, int32_t last, int cut) {
+    return best != INT32_MAX && (best >> cut) == (last >> cut) && (last >> cut) != 0;
 }
 
 static inline int64_t round8(int64_t count) { return (count + 7) & ~(int64_t)7; }
@@ -137,10 +146,8 @@ static int finish_pixel(const uint32_t *bits, int64_t hw, const int32_t *keys, i
         ranks[r] = exact_of(bits[channel * hw], channel, largest);
     }
     int32_t last = keys[(k - 1) * stride] >> cut;
-    int regrouped = best != INT32_MAX && (best >> cut) == last && last != 0;
-    if (regrouped) {
-        /* an unselected value shares the cut's truncated key: rank that whole group
-         * again (zeros, group 0, are all equal and already in channel order) */
+    int regrouped = shares_cut(best, keys[(k - 1) * stride], cut);
+    if (regrouped) { /* rank the cut's whole truncated group again, from every channel */
         int64_t first = k - 1;
         while (first > 0 && (keys[(first - 1) * stride] >> cut) == last) first--;
         int64_t members = 0;
@@ -231,8 +238,7 @@ static ALWAYS_INLINE void run_tile(const void *x, void *values, int64_t *index, 
      * the lanes whose truncation left them out of order or cut a shared group */
     const int32_t *cut_row = keys + (k - 1) * span;
     for (int64_t t = 0; t < width; t++) {
-        int32_t last = cut_row[t] >> cut;
-        redo[t] = !half && best[t] != INT32_MAX && (best[t] >> cut) == last && last != 0;
+        redo[t] = !half && shares_cut(best[t], cut_row[t], cut);
         previous[t] = INT32_MIN;
         previous_channel[t] = -1;
     }
@@ -290,7 +296,8 @@ static Tiling tiling(int64_t n, int64_t channels, int64_t hw) {
     t.lanes = t.lanes < MIN_SPAN ? MIN_SPAN : t.lanes > MAX_SPAN ? MAX_SPAN : t.lanes;
     t.same_image = hw >= MIN_SPAN;
     if (t.same_image) { /* tiles within an image, its pixels split evenly */
-        t.each = round8((hw + (hw + t.lanes - 1) / t.lanes - 1) / ((hw + t.lanes - 1) / t.lanes));
+        int64_t least = (hw + t.lanes - 1) / t.lanes; /* tiles an image needs */
+        t.each = round8((hw + least - 1) / least);
         t.per_image = (hw + t.each - 1) / t.each;
         t.count = n * t.per_image;
     } else { /* small maps: a tile spans several images */

@@ -17,9 +17,9 @@ repaired exactly (see :func:`_repair`). The backward scatters each output's grad
 to its channel. Without gradients the network sorts the values themselves.
 
 For float32 and 16-bit floats on the CPU the same method runs in compiled code where it
-was built at install (``registry/_topk_kernel.c``, an optional extension): one pass per tile of
-pixels that stays in cache, in place of some 130 tensor ops per chunk, 2-4x faster
-than these at the paper's shapes (benchmarks/NOTES.md). Both paths give the reference's
+was built at install (``registry/_topk_kernel.c``, an optional extension): one pass per
+tile of pixels that stays in cache, in place of some 130 tensor ops per chunk, 2-4x
+faster than these at the paper's shapes (benchmarks/NOTES.md). Both paths give the reference's
 values and gradients bit for bit; the tests run each.
 """
 
@@ -44,8 +44,8 @@ except ImportError:  # built without a C compiler: the tensor ops below, same re
 
 __all__ = ["BITS", "KERNEL", "path", "topk", "topk_values", "uses_kernel"]
 
-# Whether the compiled kernel (registry/_topk_kernel.c) was built: float32 maps on the CPU
-# go to it (see uses_kernel)
+# Whether the compiled kernel (registry/_topk_kernel.c) was built: float32 and 16-bit float
+# maps on the CPU go to it (see uses_kernel)
 KERNEL = _topk_kernel is not None
 
 # Float dtypes the keyed (gradient) path takes -> the same-width integer view of their bits
