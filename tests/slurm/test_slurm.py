@@ -169,6 +169,9 @@ def test_sigusr1_requeues_and_resumes_from_the_epoch_checkpoint(tmp_path, slurm_
     _until(lambda: "Requeued job" in Path(entry["log"]).read_text(), "the requeue")
     # SLURM holds a requeued job back for about two minutes; the test lets it start now
     _until(lambda: jobs.job_states([entry])[entry["job"]] == "PENDING", "the requeue")
+    # slurmd refuses a credential issued in the second its job's old one was revoked
+    # ("Killing non-startable batch job: Job credential revoked"): start it a second later
+    time.sleep(2)
     subprocess.run(["scontrol", "update", f"jobid={entry['job']}", "StartTime=now"], check=True)
     _until(lambda: store.load(entry["config"]) is not None, "the resumed cell", 180)
     log = Path(entry["log"]).read_text()
