@@ -7,6 +7,8 @@ import json
 import os
 import shutil
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -56,6 +58,67 @@ def test_a_real_sample_sees_this_process_work() -> None:
     assert os.getpid() in machine.process_tree()
 
 
+# /proc/stat of a 4-core node: cpu0 and cpu1 ran flat out over the last second (another
+# job's), cpu2 and cpu3 (ours) were idle but for 0.2 s of cpu2 (ticks: user nice system idle)
+STAT = f"""cpu  {2 * TICK + 20} 0 0 {2 * TICK - 20} 0 0 0 0 0 0
+cpu0 {TICK} 0 0 0 0 0 0 0 0 0
+cpu1 {TICK} 0 0 0 0 0 0 0 0 0
+cpu2 20 0 0 {TICK - 20} 0 0 0 0 0 0
+cpu3 0 0 0 {TICK} 0 0 0 0 0 0
+intr 1 2 3
+"""
+
+
+def test_only_the_cores_the_run_may_use_are_counted() -> None:
+    """A SLURM job or a container pinned to cpu2-3 of a busy node: the other job's two
+    cores are not ours to count, and the load average (the node's) is not read for them."""
+    assert machine.parse_stat(STAT, {2, 3}) == (20, 2 * TICK, 2, 4)
+    assert machine.parse_stat(STAT, None) == (2 * TICK + 20, 4 * TICK, 4, None)
+    assert machine.parse_stat(STAT, {0, 1, 2, 3}) == (2 * TICK + 20, 4 * TICK, 4, None)
+    start = Sample(0.0, 2.2, 0, 0, 2, 0.0, None, 4)
+    pinned = machine.state(start, Sample(1.0, 2.2, 20, 2 * TICK, 2, 0.0, None, 4))
+    assert pinned["others_cores"] == pytest.approx(0.2) and pinned["machine_cores"] == 4
+    assert machine.load_reasons([pinned], 2, 2) == []
+    short = {"seconds": 0.01, "load1": 4.2, "others_cores": None}  # too short: the load says
+    assert machine.load_reasons([short], 2, 2) == ["others used up to 2.2 of 2 cores"]
+    assert machine.load_reasons([{**short, "machine_cores": 4}], 2, 2) == []
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs two cores this process may pin to",
+)
+def test_a_busy_process_on_another_core_does_not_disturb_a_pinned_run() -> None:
+    """For real: a child spins on one core while a process pinned to another samples the
+    machine. Read machine-wide, others' CPU holds the spinner's core; read on the pinned
+    process's own core, it does not (whatever else the machine runs on both)."""
+    first, second = sorted(os.sched_getaffinity(0))[:2]
+    probe = (
+        "import json, os, subprocess, sys, time\n"
+        "from harness.core import machine\n"
+        f"os.sched_setaffinity(0, {{{second}}})\n"
+        "spin = subprocess.Popen([sys.executable, '-c', "
+        f"'import os, time; os.sched_setaffinity(0, {{{first}}}); end = time.time() + 3\\n"
+        "while time.time() < end: pass'], start_new_session=True)\n"
+        "time.sleep(0.5)\n"  # the child is spinning
+        "tree = machine.process_tree\n"
+        "machine.process_tree = lambda: {k: v for k, v in tree().items() if k != spin.pid}\n"
+        "stat = machine.parse_stat\n"
+        "whole = lambda: stat(open('/proc/stat').read(), None)\n"
+        "a, wa = machine.sample(), whole()\n"
+        "time.sleep(1.0)\n"
+        "b, wb = machine.sample(), whole()\n"
+        "spin.kill()\n"
+        "span = (wb[1] - wa[1]) / wb[2]\n"
+        "print(json.dumps([machine.state(a, b)['others_cores'], (wb[0] - wa[0]) / span]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).parents[1])  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    ours, machine_wide = json.loads(done.stdout)
+    assert machine_wide - ours > 0.6, (ours, machine_wide)
+
+
 class _Sleeps(Steps):
     """Batches whose time is a sleep: epochs as steady as the scheduler allows, so that a
     verdict turns on the machine's state alone."""
@@ -81,13 +144,13 @@ def _simulated_load(monkeypatch: pytest.MonkeyPatch, others: float, source: str)
     monkeypatch.setattr(os, "getloadavg", lambda: (threads + others, 0.0, 0.0))
     monkeypatch.setattr(machine, "MIN_TICKS", 1)  # epochs of 80 ms still measured from ticks
     if source == "loadavg":
-        monkeypatch.setattr(machine, "_proc_stat", lambda: (None, None, None))
+        monkeypatch.setattr(machine, "_proc_stat", lambda: (None, None, None, None))
         return
 
-    def proc_stat() -> tuple[int, int, int]:
+    def proc_stat() -> tuple[int, int, int, None]:
         now = time.perf_counter()
         own = sum(machine.process_tree().values())
-        return int((own + others * now) * TICK), int(2 * now * TICK), 2
+        return int((own + others * now) * TICK), int(2 * now * TICK), 2, None
 
     monkeypatch.setattr(machine, "_proc_stat", proc_stat)
 

@@ -4,8 +4,10 @@ A time is only as good as the machine was quiet while it ran: Table 1's demo onc
 1.13 s per epoch for one row next to 9.08 s for a similar one, the second taken while
 other work held the CPU. So every timed phase (each training epoch, the test passes) is
 bracketed by two :class:`Sample` s, and :func:`state` turns a pair into what a reader
-needs: the load average, the CPU other processes used meanwhile (from ``/proc/stat``,
-less this process's and its children's own time: no psutil) and, on a GPU, its clocks,
+needs: the load average, the CPU other processes used meanwhile on the cores this process
+may run on (from ``/proc/stat``, less this process's and its children's own time: no
+psutil; a SLURM job or a container pinned to some of a node's cores is not disturbed by
+the jobs on the others) and, on a GPU, its clocks,
 utilisation and whether another process computed on it (``nvidia-smi``, where present).
 
 :func:`verdict` applies one rule, stated in every report that shows times: a phase is
@@ -47,11 +49,12 @@ class Sample:
 
     at: float  # time.perf_counter()
     load1: float | None  # 1-minute load average
-    busy: int | None  # ticks all cores spent on anything but idle and iowait (steal counts)
-    total: int | None  # ticks all cores spent, idle included
-    cores: int | None  # cores /proc/stat counts
+    busy: int | None  # ticks our cores spent on anything but idle and iowait (steal counts)
+    total: int | None  # ticks our cores spent, idle included
+    cores: int | None  # cores counted: those this process may run on
     own: float  # CPU seconds of this process and its children, live or reaped
     gpu: dict[str, Any] | None = None
+    machine_cores: int | None = None  # the machine's, where more than ``cores``
 
 
 def cpus() -> int:
@@ -62,17 +65,36 @@ def cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _proc_stat() -> tuple[int | None, int | None, int | None]:
-    """(busy ticks, all ticks, cores) from /proc/stat; Nones where there is none."""
+def _proc_stat() -> tuple[int | None, int | None, int | None, int | None]:
+    """(busy ticks, all ticks, cores) of the cores this process may run on, and the
+    machine's cores where it has more, from /proc/stat; Nones where there is none."""
     try:
-        lines = Path("/proc/stat").read_text().splitlines()
+        text = Path("/proc/stat").read_text()
     except OSError:
-        return None, None, None
-    ticks = [int(v) for v in lines[0].split()[1:]]
-    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
-    total = sum(ticks[:8])  # guest time is already inside user time
-    cores = sum(1 for line in lines if line.startswith("cpu") and line[3:4].isdigit())
-    return total - idle, total, cores
+        return None, None, None, None
+    try:
+        ours = os.sched_getaffinity(0)
+    except (AttributeError, OSError):
+        ours = None
+    return parse_stat(text, ours)
+
+
+def parse_stat(
+    text: str, ours: set[int] | None
+) -> tuple[int | None, int | None, int | None, int | None]:
+    """:func:`_proc_stat` from /proc/stat's ``text`` and the cores ``ours`` (None: all):
+    the per-core lines of our cores summed, else the whole machine's first line."""
+    lines = text.splitlines()
+    per_core = {int(ln[3:].split()[0]): ln for ln in lines if ln[:3] == "cpu" and ln[3:4].isdigit()}
+    mine = [per_core[c] for c in sorted(per_core.keys() & (ours or per_core.keys()))]
+    busy = total = 0
+    for line in mine or lines[:1]:
+        ticks = [int(v) for v in line.split()[1:]]
+        idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+        total += sum(ticks[:8])  # guest time is already inside user time
+        busy += sum(ticks[:8]) - idle
+    cores = len(mine) or len(per_core) or None
+    return busy, total, cores, len(per_core) if len(per_core) > len(mine) > 0 else None
 
 
 def _stat_fields(pid: str) -> list[str] | None:
@@ -106,14 +128,15 @@ def process_tree() -> dict[int, float]:
 
 def sample(gpu: str | None = None) -> Sample:
     """The machine now; ``gpu``: the UUID of the GPU the work runs on (None: no GPU)."""
-    busy, total, cores = _proc_stat()
+    busy, total, cores, machine_cores = _proc_stat()
     try:
         load1: float | None = os.getloadavg()[0]
     except (AttributeError, OSError):
         load1 = None
     tree = process_tree()
     gpu_state = gpu_sample(gpu, set(tree)) if gpu else None
-    return Sample(time.perf_counter(), load1, busy, total, cores, sum(tree.values()), gpu_state)
+    return Sample(time.perf_counter(), load1, busy, total, cores, sum(tree.values()), gpu_state,
+                  machine_cores)  # fmt: skip
 
 
 _SMI_FIELDS = ("clocks.sm", "clocks.max.sm", "utilization.gpu", "temperature.gpu")
@@ -164,8 +187,9 @@ def _number(text: str) -> float | None:
 
 def state(start: Sample, end: Sample) -> dict[str, Any]:
     """What the machine did between two samples, JSON-ready: seconds, the higher load
-    average, the cores other processes kept busy on average (None when the span is too
-    short for /proc/stat's ticks or there is none) and the GPU at the end."""
+    average, the cores other processes kept busy on average on ours (None when the span
+    is too short for /proc/stat's ticks or there is none), the machine's cores where it
+    has more than ours, and the GPU at the end."""
     out: dict[str, Any] = {"seconds": end.at - start.at, "load1": _most(start.load1, end.load1)}
     others = None
     if None not in (start.busy, end.busy, start.total, end.total) and end.cores:
@@ -174,6 +198,8 @@ def state(start: Sample, end: Sample) -> dict[str, Any]:
             busy_s = (end.busy - start.busy) / _TICK  # type: ignore[operator]
             others = max(0.0, busy_s - (end.own - start.own)) / (ticks / _TICK / end.cores)
     out["others_cores"] = others
+    if end.machine_cores:  # the load average is the machine's, not our cores'
+        out["machine_cores"] = end.machine_cores
     if end.gpu is not None:
         out["gpu"] = end.gpu
     return out
@@ -218,13 +244,14 @@ class Verdict:
 def load_reasons(states: Sequence[Mapping[str, Any]], cores: int, threads: int) -> list[str]:
     """Why the machine was not quiet over ``states`` (one per epoch, or the test's): others'
     CPU beyond the cores the run left free (by the load average less the run's threads
-    where /proc/stat could not tell), another process on the GPU, or a GPU that slowed
-    itself; each reason once, with the worst case and how many states had it."""
+    where /proc/stat could not tell, unless the run had only some of the machine's cores),
+    another process on the GPU, or a GPU that slowed itself; each reason once, with the
+    worst case and how many states had it."""
     free = max(cores - threads, 0) + SLACK_CORES
     busy, shared, slowed = [], [], []
     for s in states:
         others = s.get("others_cores")
-        if others is None and s.get("load1") is not None:
+        if others is None and s.get("load1") is not None and not s.get("machine_cores"):
             others = s["load1"] - threads
         if others is not None and others > free:
             busy.append(others)
@@ -258,5 +285,5 @@ def verdict(
 
 __all__ = [
     "DISTURBED", "NOISY", "QUIET", "SLACK_CORES", "UNKNOWN", "Sample", "Verdict", "cpus",
-    "load_reasons", "sample", "spread", "state", "steady", "verdict",
+    "load_reasons", "parse_stat", "sample", "spread", "state", "steady", "verdict",
 ]  # fmt: skip
