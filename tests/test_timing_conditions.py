@@ -3,6 +3,7 @@ calls a time disturbed, the report's marks, and claims on time ratios (issue 29)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import stat
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -117,6 +119,104 @@ def test_a_busy_process_on_another_core_does_not_disturb_a_pinned_run() -> None:
     assert done.returncode == 0, done.stderr
     ours, machine_wide = json.loads(done.stdout)
     assert machine_wide - ours > 0.6, (ours, machine_wide)
+
+
+HYBRID = """\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+33 31 0:30 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime shared:9 - cgroup2 cgroup2 rw
+"""
+
+
+def test_the_cgroups_cpu_stat_files_are_found_up_to_each_mount() -> None:
+    """cgroup v1 beside v2 (this kind of VM), a pod's container under v2 (its limit may sit
+    on the pod, a parent), and a mount whose root is the container's own cgroup."""
+    v1 = "4:memory:/elsewhere\n1:cpu:/slurm/job7\n0::/\n"
+    assert machine.cpu_stat_files(v1, HYBRID) == (
+        Path("/sys/fs/cgroup/cpu/slurm/job7/cpu.stat"), Path("/sys/fs/cgroup/cpu/slurm/cpu.stat"),
+        Path("/sys/fs/cgroup/cpu/cpu.stat"), Path("/sys/fs/cgroup/unified/cpu.stat"),
+    )  # fmt: skip
+    pod = "0::/kubepods/pod1/ctr\n"
+    v2 = "29 1 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n"
+    assert [str(f) for f in machine.cpu_stat_files(pod, v2)] == [
+        "/sys/fs/cgroup/kubepods/pod1/ctr/cpu.stat", "/sys/fs/cgroup/kubepods/pod1/cpu.stat",
+        "/sys/fs/cgroup/kubepods/cpu.stat", "/sys/fs/cgroup/cpu.stat",
+    ]  # fmt: skip
+    own_root = "29 1 0:26 /docker/ab /sys/fs/cgroup ro - cgroup2 cgroup2 rw\n"
+    assert machine.cpu_stat_files("0::/docker/ab\n", own_root) == (Path("/sys/fs/cgroup/cpu.stat"),)
+    assert machine.cpu_stat_files("0::/other\n", own_root) == ()  # not under that mount
+    assert machine.cpu_stat_files("", HYBRID) == ()
+    joint = "34 31 0:31 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n"
+    assert machine.cpu_stat_files("3:cpu,cpuacct:/user.slice\n", joint) == (
+        Path("/sys/fs/cgroup/cpu,cpuacct/user.slice/cpu.stat"),
+        Path("/sys/fs/cgroup/cpu,cpuacct/cpu.stat"),
+    )
+
+
+def test_a_cpu_quota_that_held_the_run_back_disturbs_it(tmp_path: Path) -> None:
+    v2, v1, bare = tmp_path / "v2.stat", tmp_path / "v1.stat", tmp_path / "none.stat"
+    v2.write_text("usage_usec 900\nnr_throttled 3\nthrottled_usec 250000\n")
+    v1.write_text("nr_periods 10\nnr_throttled 0\nthrottled_time 0\n")
+    bare.write_text("usage_usec 900\n")
+    files = [v2, v1, bare, tmp_path / "missing"]
+    assert machine.throttled_seconds(files) == (0.25, 0.0, None, None)
+    start = Sample(0.0, 0.1, None, None, 2, 0.0, throttled=(0.25, 0.0, None, None))
+    end = Sample(2.0, 0.1, None, None, 2, 1.0, throttled=(0.25, 0.6, None, None))
+    held = machine.state(start, end)
+    assert held["throttled_s"] == pytest.approx(0.6)
+    assert machine.load_reasons([held], 2, 2) == [
+        "its cgroup's CPU quota held it back up to 30% of the time"
+    ]
+    assert machine.load_reasons([{**held, "throttled_s": 0.05}], 2, 2) == []
+    assert "throttled_s" not in machine.state(start, replace(end, throttled=()))
+
+
+def _cpu_cgroup() -> tuple[Path, str, str] | None:
+    """A cgroup hierarchy with the CPU controller that root may make a child in here:
+    (its folder, the quota file, a 20% quota written to it), v1 first."""
+    if os.geteuid() != 0:
+        return None
+    v1 = Path("/sys/fs/cgroup/cpu")
+    if (v1 / "cpu.cfs_quota_us").is_file() and os.access(v1, os.W_OK):
+        return v1, "cpu.cfs_quota_us", "20000"
+    for v2 in (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified")):
+        control = v2 / "cgroup.subtree_control"
+        if control.is_file() and "cpu" in (v2 / "cgroup.controllers").read_text().split():
+            with contextlib.suppress(OSError):
+                control.write_text("+cpu")
+                return v2, "cpu.max", "20000 100000"
+    return None
+
+
+@pytest.mark.skipif(_cpu_cgroup() is None, reason="needs root and a cgroup CPU controller")
+def test_a_real_cpu_quota_is_seen_holding_a_spinning_process_back() -> None:
+    """For real: a process put in a new cgroup with a 20% CPU quota spins for a second;
+    its machine state says it was held back most of it, and the rule flags it."""
+    hierarchy, quota, value = _cpu_cgroup()  # type: ignore[misc]
+    group = hierarchy / f"harness-test-{os.getpid()}"
+    group.mkdir()
+    try:
+        (group / quota).write_text(value)
+        probe = (
+            "import json, os, time\n"
+            f"open({str(group / 'cgroup.procs')!r}, 'w').write(str(os.getpid()))\n"
+            "from harness.core import machine\n"
+            "a = machine.sample()\n"
+            "end = time.time() + 1.0\n"
+            "while time.time() < end: pass\n"
+            "print(json.dumps(machine.state(a, machine.sample())))\n"
+        )
+        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                              timeout=60, cwd=Path(__file__).parents[1])  # fmt: skip
+    finally:
+        group.rmdir()
+    assert done.returncode == 0, done.stderr
+    state = json.loads(done.stdout)
+    assert state["throttled_s"] > 0.4 * state["seconds"], state
+    reasons = machine.load_reasons([state], 2, 1)  # others' load may add its own reason
+    assert any(r.startswith("its cgroup's CPU quota held it back up to") for r in reasons)
 
 
 class _Sleeps(Steps):

@@ -7,20 +7,23 @@ bracketed by two :class:`Sample` s, and :func:`state` turns a pair into what a r
 needs: the load average, the CPU other processes used meanwhile on the cores this process
 may run on (from ``/proc/stat``, less this process's and its children's own time: no
 psutil; a SLURM job or a container pinned to some of a node's cores is not disturbed by
-the jobs on the others) and, on a GPU, its clocks,
-utilisation and whether another process computed on it (``nvidia-smi``, where present).
+the jobs on the others), how long its cgroup's CPU quota held it back (``cpu.stat``) and,
+on a GPU, its clocks, utilisation and whether another process computed on it
+(``nvidia-smi``, where present).
 
 :func:`verdict` applies one rule, stated in every report that shows times: a phase is
 *disturbed* when its replicates (epochs, :func:`steady`; test passes) spread by more than
 :data:`NOISY` of their median (IQR / median, the threshold ``harness bench`` flags
-``noisy`` with), when
-other processes used more than the cores the run left free plus :data:`SLACK_CORES`, or
-when another process used its GPU or the GPU slowed itself (thermal or power brake). A
-phase with no recorded state (records made before states were) is *unknown*, never quiet.
+``noisy`` with), when other processes used more than the cores the run left free plus
+:data:`SLACK_CORES`, when a CPU quota held it back more than :data:`THROTTLED` of the
+time, or when another process used its GPU or the GPU slowed itself (thermal or power
+brake). A phase with no recorded state (records made before states were) is *unknown*,
+never quiet.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -32,6 +35,9 @@ from typing import Any
 
 NOISY = 0.1  # IQR / median above this: a time is not to be trusted (bench's threshold too)
 SLACK_CORES = 0.5  # others may use this much CPU beyond the free cores before a time is flagged
+# a time is flagged when its cgroup's CPU quota held the process back for more than this
+# share of it (a container's --cpus, a pod's CPU limit)
+THROTTLED = 0.05
 # /proc/stat counts in clock ticks (10 ms): a span shorter than this many ticks per core is
 # too short to measure others' CPU from it, and the load average stands in
 MIN_TICKS = 20
@@ -55,6 +61,8 @@ class Sample:
     own: float  # CPU seconds of this process and its children, live or reaped
     gpu: dict[str, Any] | None = None
     machine_cores: int | None = None  # the machine's, where more than ``cores``
+    # per cgroup (this process's and its ancestors'), seconds its CPU quota has held it back
+    throttled: tuple[float | None, ...] = ()
 
 
 def cpus() -> int:
@@ -97,6 +105,68 @@ def parse_stat(
     return busy, total, cores, len(per_core) if len(per_core) > len(mine) > 0 else None
 
 
+@functools.cache
+def _cpu_stat_files() -> tuple[Path, ...]:
+    try:
+        cgroup = Path("/proc/self/cgroup").read_text()
+        mounts = Path("/proc/self/mountinfo").read_text()
+    except OSError:
+        return ()
+    return cpu_stat_files(cgroup, mounts)
+
+
+def cpu_stat_files(cgroup: str, mountinfo: str) -> tuple[Path, ...]:
+    """The ``cpu.stat`` files of this process's cgroup and its ancestors up to each mount
+    that accounts CPU (cgroup v2, or v1 with the cpu controller), from the texts of
+    /proc/self/cgroup and /proc/self/mountinfo: a quota set on a parent (a pod's limit
+    above its container) throttles the process too."""
+    found = []
+    member = [line.split(":", 2) for line in cgroup.splitlines() if line.count(":") >= 2]
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if "-" not in fields[6:]:
+            continue
+        dash = fields.index("-", 6)
+        root, mount, fstype, options = fields[3], fields[4], fields[dash + 1], fields[-1]
+        for hierarchy, controllers, path in member:
+            v2 = fstype == "cgroup2" and hierarchy == "0"
+            v1 = (
+                fstype == "cgroup"
+                and "cpu" in controllers.split(",")
+                and "cpu" in options.split(",")
+            )
+            if not (v2 or v1) or not (path + "/").startswith(root.rstrip("/") + "/"):
+                continue
+            here = Path(mount, path[len(root.rstrip("/")) :].lstrip("/"))
+            while True:
+                found.append(here / "cpu.stat")
+                if here == Path(mount):
+                    break
+                here = here.parent
+    return tuple(found)
+
+
+def throttled_seconds(files: Sequence[Path]) -> tuple[float | None, ...]:
+    """How long each of ``files`` (cpu.stat) says its cgroup was throttled so far, in
+    seconds (v2's ``throttled_usec``, v1's ``throttled_time`` in ns); None where it
+    does not say."""
+    return tuple(_throttled(path) for path in files)
+
+
+def _throttled(path: Path) -> float | None:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return None
+    for key, value in (line.split() for line in lines if len(line.split()) == 2):
+        if key in _THROTTLE_UNITS and value.isdigit():
+            return int(value) / _THROTTLE_UNITS[key]
+    return None
+
+
+_THROTTLE_UNITS = {"throttled_usec": 1e6, "throttled_time": 1e9}
+
+
 def _stat_fields(pid: str) -> list[str] | None:
     """Fields of /proc/<pid>/stat after the command name (state first), or None."""
     try:
@@ -136,7 +206,7 @@ def sample(gpu: str | None = None) -> Sample:
     tree = process_tree()
     gpu_state = gpu_sample(gpu, set(tree)) if gpu else None
     return Sample(time.perf_counter(), load1, busy, total, cores, sum(tree.values()), gpu_state,
-                  machine_cores)  # fmt: skip
+                  machine_cores, throttled_seconds(_cpu_stat_files()))  # fmt: skip
 
 
 _SMI_FIELDS = ("clocks.sm", "clocks.max.sm", "utilization.gpu", "temperature.gpu")
@@ -200,6 +270,10 @@ def state(start: Sample, end: Sample) -> dict[str, Any]:
     out["others_cores"] = others
     if end.machine_cores:  # the load average is the machine's, not our cores'
         out["machine_cores"] = end.machine_cores
+    held = [b - a for a, b in zip(start.throttled, end.throttled, strict=False)
+            if a is not None and b is not None]  # fmt: skip
+    if held:  # the cgroup that held it back longest
+        out["throttled_s"] = max(0.0, *held)
     if end.gpu is not None:
         out["gpu"] = end.gpu
     return out
@@ -245,11 +319,13 @@ def load_reasons(states: Sequence[Mapping[str, Any]], cores: int, threads: int) 
     """Why the machine was not quiet over ``states`` (one per epoch, or the test's): others'
     CPU beyond the cores the run left free (by the load average less the run's threads
     where /proc/stat could not tell, unless the run had only some of the machine's cores),
-    another process on the GPU, or a GPU that slowed itself; each reason once, with the
-    worst case and how many states had it."""
+    its cgroup's CPU quota holding it back, another process on the GPU, or a GPU that
+    slowed itself; each reason once, with the worst case and how many states had it."""
     free = max(cores - threads, 0) + SLACK_CORES
-    busy, shared, slowed = [], [], []
+    busy, held, shared, slowed = [], [], [], []
     for s in states:
+        if (s.get("seconds") or 0) > 0 and (s.get("throttled_s") or 0) > THROTTLED * s["seconds"]:
+            held.append(s["throttled_s"] / s["seconds"])
         others = s.get("others_cores")
         if others is None and s.get("load1") is not None and not s.get("machine_cores"):
             others = s["load1"] - threads
@@ -262,6 +338,8 @@ def load_reasons(states: Sequence[Mapping[str, Any]], cores: int, threads: int) 
             slowed.append(gpu["slowdown"])
     of = f" ({len(busy)} of {len(states)})" if len(states) > 1 else ""
     reasons = [f"others used up to {max(busy):.1f} of {cores} cores{of}"] if busy else []
+    if held:
+        reasons.append(f"its cgroup's CPU quota held it back up to {max(held):.0%} of the time")
     if shared:
         reasons.append(f"up to {max(shared)} other process(es) on the GPU")
     if slowed:
@@ -284,6 +362,7 @@ def verdict(
 
 
 __all__ = [
-    "DISTURBED", "NOISY", "QUIET", "SLACK_CORES", "UNKNOWN", "Sample", "Verdict", "cpus",
-    "load_reasons", "parse_stat", "sample", "spread", "state", "steady", "verdict",
+    "DISTURBED", "NOISY", "QUIET", "SLACK_CORES", "THROTTLED", "UNKNOWN", "Sample", "Verdict",
+    "cpu_stat_files", "cpus", "load_reasons", "parse_stat", "sample", "spread", "state",
+    "steady", "throttled_seconds", "verdict",
 ]  # fmt: skip

@@ -34,7 +34,8 @@ RULE = (
     f"the first, a warm-up) or test passes spread by more than {machine.NOISY:.0%} of their median (IQR/median, the threshold "
     "`bench` flags noisy), other processes kept busy more than the cores the run left free "
     f"plus {machine.SLACK_CORES:g} (on the cores it may run on, from /proc/stat; else the load "
-    "average, where it had every core), other cells "
+    "average, where it had every core), its cgroup's CPU quota held it back more than "
+    f"{machine.THROTTLED:.0%} of the time, other cells "
     "shared its device, or another process used its GPU or the GPU slowed itself; the CSV's `timing` column says quiet, "
     "disturbed or unknown per row, `timing_why` why"
 )
