@@ -46,6 +46,27 @@ def test_every_figure_renders_from_smoke_records(smoke, tmp_path, capsys):
         assert (tmp_path / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
 
 
+def test_figures_keeps_a_table_plot_whose_records_are_unchanged(records_only, tmp_path, capsys):
+    """The second ``figures table1`` finds the same rows and keeps the plot (drawing takes
+    a second or more); a record that changed has it drawn again."""
+    figures = ["figures", "table1", "--runs-dir", str(records_only), "--out", str(tmp_path)]
+    assert main(figures) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"wrote {tmp_path / 'table1.png'}", f"wrote {tmp_path / 'table1.pdf'}"
+    ]  # fmt: skip
+    assert main(figures) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"kept {tmp_path / 'table1.png'} (inputs unchanged)",
+        f"kept {tmp_path / 'table1.pdf'} (inputs unchanged)",
+    ]
+    path = next((records_only / "table1" / "smoke").glob("mnist.topk_s2-*.json"))
+    record = json.loads(path.read_text())
+    record["metrics"]["accuracy"] = 0.5 if record["metrics"]["accuracy"] != 0.5 else 0.25
+    path.write_text(json.dumps(record))
+    assert main(figures) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"wrote {tmp_path / 'table1.png'}"
+
+
 def test_smoke_figures_say_so(smoke):
     runs, _ = smoke
     fig, note = fig4(Source(RunStore(runs), "smoke", runs / "unused"))

@@ -653,14 +653,16 @@ def _study_plot(report: Report) -> Figure | None:
         return None
 
 
-def _recorded_table_plot(spec: TableSpec, src: Source) -> Drawn:
+def _recorded_table_plot(spec: TableSpec, src: Source, folder: Path, name: str) -> list[Path]:
+    """A table's (or study's) plot from its records, kept where drawn before from the
+    same rows (as ``report`` keeps it)."""
     report = build_report(spec, src.profile, src.store)
     if not report.meta["cells_done"]:
         raise UserError(
             f"no {src.profile} records of {spec.name} under {src.store.root}; run "
             f"`python -m harness run {spec.name} --profile {src.profile}` or add --run"
         )
-    return table_plot(report)
+    return render(lambda: table_plot(report), folder, name, inputs=plot_inputs(report))
 
 
 def write_table_plot(report: Report, reports_dir: Path) -> list[Path]:
@@ -737,17 +739,20 @@ def make_figures(
         prepare({name: sources[name].profile for name in sorted(needed)})
     paths = []
     for name in wanted:
-        spec = specs[name]
-        draw = PAPER_FIGURES.get(name) or partial(_recorded_table_plot, spec)
+        spec, folder = specs[name], folders[specs[name].name]
+        existed = {p: p.stat().st_mtime_ns for p in folder.glob("*.*") if p.is_file()}
         try:
-            label = name if name in PAPER_FIGURES else spec.name  # a study: its name, not its path
-            written = render(partial(draw, sources[spec.name]), folders[spec.name], label)
+            if name in PAPER_FIGURES:
+                written = render(partial(PAPER_FIGURES[name], sources[spec.name]), folder, name)
+            else:  # a study: drawn under its name, not its path
+                written = _recorded_table_plot(spec, sources[spec.name], folder, spec.name)
         except UserError as exc:
             if names:
                 raise
             log(f"skipped {name}: {exc}")
             continue
         for path in written:
-            log(f"wrote {path}")
+            kept = existed.get(path) == path.stat().st_mtime_ns
+            log(f"kept {path} (inputs unchanged)" if kept else f"wrote {path}")
         paths += written
     return paths
