@@ -13,6 +13,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -114,11 +115,16 @@ def test_a_busy_process_on_another_core_does_not_disturb_a_pinned_run() -> None:
         "span = (wb[1] - wa[1]) / wb[2]\n"
         "print(json.dumps([machine.state(a, b)['others_cores'], (wb[0] - wa[0]) / span]))\n"
     )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+    ours, machine_wide = _probe(probe)
+    assert machine_wide - ours > 0.6, (ours, machine_wide)
+
+
+def _probe(code: str) -> Any:
+    """What a fresh Python running ``code`` (in the repository) prints, as JSON."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, cwd=Path(__file__).parents[1])  # fmt: skip
     assert done.returncode == 0, done.stderr
-    ours, machine_wide = json.loads(done.stdout)
-    assert machine_wide - ours > 0.6, (ours, machine_wide)
+    return json.loads(done.stdout)
 
 
 HYBRID = """\
@@ -208,12 +214,9 @@ def test_a_real_cpu_quota_is_seen_holding_a_spinning_process_back() -> None:
             "while time.time() < end: pass\n"
             "print(json.dumps(machine.state(a, machine.sample())))\n"
         )
-        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                              timeout=60, cwd=Path(__file__).parents[1])  # fmt: skip
+        state = _probe(probe)
     finally:
         group.rmdir()
-    assert done.returncode == 0, done.stderr
-    state = json.loads(done.stdout)
     assert state["throttled_s"] > 0.4 * state["seconds"], state
     reasons = machine.load_reasons([state], 2, 1)  # others' load may add its own reason
     assert any(r.startswith("its cgroup's CPU quota held it back up to") for r in reasons)
