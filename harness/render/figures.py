@@ -739,20 +739,26 @@ def make_figures(
         prepare({name: sources[name].profile for name in sorted(needed)})
     paths = []
     for name in wanted:
-        spec, folder = specs[name], folders[specs[name].name]
-        existed = {p: p.stat().st_mtime_ns for p in folder.glob("*.*") if p.is_file()}
+        spec = specs[name]
         try:
-            if name in PAPER_FIGURES:
-                written = render(partial(PAPER_FIGURES[name], sources[spec.name]), folder, name)
-            else:  # a study: drawn under its name, not its path
-                written = _recorded_table_plot(spec, sources[spec.name], folder, spec.name)
+            paths += _draw(name, spec, sources[spec.name], folders[spec.name], log)
         except UserError as exc:
             if names:
                 raise
             log(f"skipped {name}: {exc}")
-            continue
-        for path in written:
-            kept = existed.get(path) == path.stat().st_mtime_ns
-            log(f"kept {path} (inputs unchanged)" if kept else f"wrote {path}")
-        paths += written
     return paths
+
+
+def _draw(
+    name: str, spec: TableSpec, source: Source, folder: Path, log: Callable[[str], None]
+) -> list[Path]:
+    """One figure into ``folder``, saying of each file whether it was drawn or kept."""
+    existed = {p: p.stat().st_mtime_ns for p in folder.glob("*.*") if p.is_file()}
+    if name in PAPER_FIGURES:
+        written = render(partial(PAPER_FIGURES[name], source), folder, name)
+    else:  # a table, or a study: drawn under its name, not its path
+        written = _recorded_table_plot(spec, source, folder, spec.name)
+    for path in written:
+        kept = existed.get(path) == path.stat().st_mtime_ns
+        log(f"kept {path} (inputs unchanged)" if kept else f"wrote {path}")
+    return written
