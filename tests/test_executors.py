@@ -143,11 +143,13 @@ from tests.test_executors import _run_noop
 def descendants():
     return sorted(pid for pid in children(os.getpid()) if alive(pid))
 
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # a job given one core of a node
 executor = RayExecutor()
 _run_noop(RunStore(sys.argv[1]), 2, executor)
+cpus = ray.cluster_resources()["CPU"]
 before = descendants()
 executor.shutdown()
-print(len(before), ray.is_initialized(), descendants())
+print(cpus, len(before), ray.is_initialized(), descendants())
 """
 
 
@@ -157,13 +159,15 @@ def _stop(tmp_path: Path) -> tuple[str, ...]:
     done = subprocess.run([sys.executable, "-c", STOP, str(tmp_path / "runs")],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    return tuple(done.stdout.split(maxsplit=2))
+    return tuple(done.stdout.split(maxsplit=3))
 
 
 def test_shutdown_stops_every_process_ray_started(tmp_path):
-    """A run that started its own Ray instance leaves none of its processes behind."""
+    """A run that started its own Ray instance leaves none of its processes behind; the
+    instance has the CPUs the run may use (one core here), not the node's."""
     pytest.importorskip("ray")
-    children, initialized, left = _stop(tmp_path)
+    cpus, children, initialized, left = _stop(tmp_path)
+    assert float(cpus) == 1
     assert int(children) >= 3  # the instance's processes and the workers
     assert initialized == "False" and left.strip() == "[]"
 
@@ -212,7 +216,7 @@ def test_a_run_without_address_starts_its_own_instance_beside_a_running_cluster(
         while subprocess.run(status, env=env, capture_output=True).returncode != 0:
             assert head.poll() is None and time.time() < deadline, "ray start did not come up"
             time.sleep(1)
-        children, initialized, left = _stop(tmp_path)
+        _, children, initialized, left = _stop(tmp_path)
         assert int(children) >= 3 and initialized == "False" and left.strip() == "[]"
         assert subprocess.run(status, env=env, capture_output=True).returncode == 0  # still up
     finally:

@@ -3,7 +3,6 @@ calls a time disturbed, the report's marks, and claims on time ratios (issue 29)
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -31,6 +30,7 @@ from harness.tables.paper import TABLE1
 from harness.train.checkpoint import load_checkpoint, save_checkpoint
 from harness.train.loop import Steps, fit, make_optimizer
 from harness.train.measure import timing_fields
+from tests.cgroups import needs_cgroup, quota_cgroup
 
 GOLDEN = Path(__file__).parent / "golden"
 TICK = machine._TICK
@@ -179,35 +179,14 @@ def test_a_cpu_quota_that_held_the_run_back_disturbs_it(tmp_path: Path) -> None:
     assert "throttled_s" not in machine.state(start, replace(end, throttled=()))
 
 
-def _cpu_cgroup() -> tuple[Path, str, str] | None:
-    """A cgroup hierarchy with the CPU controller that root may make a child in here:
-    (its folder, the quota file, a 20% quota written to it), v1 first."""
-    if os.geteuid() != 0:
-        return None
-    v1 = Path("/sys/fs/cgroup/cpu")
-    if (v1 / "cpu.cfs_quota_us").is_file() and os.access(v1, os.W_OK):
-        return v1, "cpu.cfs_quota_us", "20000"
-    for v2 in (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified")):
-        control = v2 / "cgroup.subtree_control"
-        if control.is_file() and "cpu" in (v2 / "cgroup.controllers").read_text().split():
-            with contextlib.suppress(OSError):
-                control.write_text("+cpu")
-                return v2, "cpu.max", "20000 100000"
-    return None
-
-
-@pytest.mark.skipif(_cpu_cgroup() is None, reason="needs root and a cgroup CPU controller")
+@needs_cgroup
 def test_a_real_cpu_quota_is_seen_holding_a_spinning_process_back() -> None:
     """For real: a process put in a new cgroup with a 20% CPU quota spins for a second;
     its machine state says it was held back most of it, and the rule flags it."""
-    hierarchy, quota, value = _cpu_cgroup()  # type: ignore[misc]
-    group = hierarchy / f"harness-test-{os.getpid()}"
-    group.mkdir()
-    try:
-        (group / quota).write_text(value)
+    with quota_cgroup(0.2) as procs:
         probe = (
             "import json, os, time\n"
-            f"open({str(group / 'cgroup.procs')!r}, 'w').write(str(os.getpid()))\n"
+            f"open({str(procs)!r}, 'w').write(str(os.getpid()))\n"
             "from harness.core import machine\n"
             "a = machine.sample()\n"
             "end = time.time() + 1.0\n"
@@ -215,8 +194,6 @@ def test_a_real_cpu_quota_is_seen_holding_a_spinning_process_back() -> None:
             "print(json.dumps(machine.state(a, machine.sample())))\n"
         )
         state = _probe(probe)
-    finally:
-        group.rmdir()
     assert state["throttled_s"] > 0.4 * state["seconds"], state
     reasons = machine.load_reasons([state], 2, 1)  # others' load may add its own reason
     assert any(r.startswith("its cgroup's CPU quota held it back up to") for r in reasons)

@@ -28,7 +28,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,49 @@ def cpus() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
+
+
+def cpu_quota() -> float | None:
+    """The CPUs' worth of time per period a cgroup CPU quota grants this process (a
+    container's ``--cpus``, a pod's limit; the lowest of its cgroup's and its parents'),
+    or None where none is set."""
+    return quota_cpus(path.parent for path in _cpu_stat_files())
+
+
+def quota_cpus(folders: Iterable[Path]) -> float | None:
+    """:func:`cpu_quota` from the cgroup ``folders`` (v2 ``cpu.max``, v1
+    ``cpu.cfs_quota_us`` over ``cpu.cfs_period_us``)."""
+    return min(filter(None, map(_quota, folders)), default=None)
+
+
+def _quota(folder: Path) -> float | None:
+    try:
+        if (folder / "cpu.max").is_file():
+            quota, period = (folder / "cpu.max").read_text().split()[:2]
+        else:
+            quota = (folder / "cpu.cfs_quota_us").read_text()
+            period = (folder / "cpu.cfs_period_us").read_text()
+        quota, period = quota.strip(), period.strip()
+    except (OSError, ValueError):
+        return None
+    if not (quota.isdigit() and period.isdigit()) or int(period) == 0:
+        return None  # "max" (v2) or -1 (v1): no quota
+    return int(quota) / int(period)
+
+
+def cpu_budget() -> int:
+    """The CPUs this process can keep busy: its cores (:func:`cpus`), or fewer where a
+    cgroup quota grants less time (its whole part, at least 1, as Ray counts it)."""
+    quota = cpu_quota()
+    return cpus() if quota is None else max(1, min(cpus(), int(quota + 1e-9)))
+
+
+def torch_threads(default: int) -> int:
+    """Torch's CPU threads for a run that asked for no number, from torch's ``default``
+    (its cores, or ``OMP_NUM_THREADS``): fewer where a CPU quota grants fewer CPUs, since
+    torch reads no quota and threads beyond it only wait for the next period (an
+    explicit ``OMP_NUM_THREADS`` is kept)."""
+    return default if "OMP_NUM_THREADS" in os.environ else min(default, cpu_budget())
 
 
 def _proc_stat() -> tuple[int | None, int | None, int | None, int | None]:

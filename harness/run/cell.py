@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.core import machine
 from harness.core.errors import UserError
 from harness.core.lazy import lazy
 from harness.core.plugins import PluginError, load_plugins
@@ -141,8 +142,9 @@ def _execute(
     task = get_task(spec.task)
     protocol = task.protocol_of(config)
     here, device = distributed.setup(resolve_device(options.device))
-    if options.threads:
-        torch.set_num_threads(options.threads)
+    threads = options.threads or machine.torch_threads(torch.get_num_threads())
+    if threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
     claim = _claim(lease_path(store, config), device)
     if claim is None:
         holder = lease.read_holder(lease_path(store, config)) or {}

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from harness.core import machine
 from harness.core.errors import UserError
 from harness.core.plugins import PluginError, load_plugins
 from harness.core.task import RunOptions, tasks
@@ -130,7 +131,9 @@ class RayExecutor:
                 "log_to_driver": True,
             }
             if address is None:
-                kwargs |= {"num_cpus": os.cpu_count(), "object_store_memory": 256 * 2**20}
+                # the cores it may use, within its CPU quota (not the node's: a SLURM job
+                # or a container sees them all in os.cpu_count())
+                kwargs |= {"num_cpus": machine.cpu_budget(), "object_store_memory": 256 * 2**20}
             else:
                 _check_reachable(address)
             try:  # "local": a new instance even where `ray start` left one running

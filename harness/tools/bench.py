@@ -49,6 +49,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.core import machine
 from harness.core.lazy import lazy
 from harness.core.machine import NOISY  # IQR / median above this: flagged noisy
 from harness.core.runtime import resolve_device
@@ -413,9 +414,10 @@ def run_bench(
 
 @contextlib.contextmanager
 def timing_threads(device: torch.device, quick: bool) -> Iterator[None]:
-    """Torch's CPU threads while timing: one for quick runs on a CPU, else unchanged."""
+    """Torch's CPU threads while timing: one for quick runs on a CPU, else as a run's
+    cell would have them (:func:`harness.core.machine.torch_threads`)."""
     before = torch.get_num_threads()
-    torch.set_num_threads(1 if quick and device.type == "cpu" else before)
+    torch.set_num_threads(1 if quick and device.type == "cpu" else machine.torch_threads(before))
     try:
         yield
     finally:

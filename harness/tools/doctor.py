@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.core import machine
 from harness.core.errors import UserError
 from harness.core.lazy import lazy
 from harness.core.runtime import resolve_device
@@ -587,6 +588,7 @@ def environment_report(device: torch.device) -> dict[str, Any]:
     """The record's environment plus what a GPU check needs: driver, cuDNN, NCCL, memory."""
     env = environment(device)
     env["cpu_count"] = os.cpu_count()
+    env["cpu_quota"] = machine.cpu_quota()  # a container's CPU limit, where one is set
     env["load_average"] = list(os.getloadavg())
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
@@ -657,11 +659,12 @@ def render_markdown(result: dict[str, Any]) -> str:
         if "driver" in env
         else ""
     )
+    quota = f" (a CPU quota of {env['cpu_quota']:g})" if env.get("cpu_quota") else ""
     lines = [
         f"# Doctor: {env['device_name']} ({env['device']}){' — quick' if result['quick'] else ''}",
         "",
         f"{result['date']}; torch {env['torch']}, CUDA {env['cuda']}; {gpu}"
-        f"{env['cpu_count']} CPUs, load average {env['load_average'][0]:.1f} at the start, "
+        f"{env['cpu_count']} CPUs{quota}, load average {env['load_average'][0]:.1f} at the start, "
         f"{env['load_average_end'][0]:.1f} at the end; git {env['git_commit']}; "
         f"{result['total_s']:.0f} s in all.",
         "",

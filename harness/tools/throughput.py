@@ -65,7 +65,7 @@ from registry import create_model
 def default_workers(device: torch.device) -> int:
     """DataLoader workers for the stock loop: on a GPU machine up to 8 (the host only
     prepares batches); on a CPU half the cores, the rest left to the training itself."""
-    cores = os.cpu_count() or 1
+    cores = machine.cpu_budget()
     return min(8, cores) if device.type == "cuda" else max(1, cores // 2)
 
 
