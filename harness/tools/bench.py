@@ -45,7 +45,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,8 +53,9 @@ from harness.core.lazy import lazy
 from harness.core.machine import NOISY  # IQR / median above this: flagged noisy
 from harness.core.runtime import resolve_device
 from harness.data.classification import ClassificationData
-from harness.store.records import atomic_write_text, check_writable_dir, environment
+from harness.store.records import check_writable_dir, environment
 from harness.tables.paper import TABLE1
+from harness.tools import save_result
 from harness.train.measure import synchronize
 from registry import create_model
 from registry.reduction import TOPK_IMPLS
@@ -525,12 +525,8 @@ def render_markdown(bench: dict[str, Any]) -> str:
 def save(bench: dict[str, Any], out_dir: Path) -> list[Path]:
     """Write the JSON and Markdown under ``out_dir``, named by device and time."""
     check_writable_dir(out_dir, "--out")
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    stem = out_dir / f"bench-{bench['env']['device']}{'-quick' if bench['quick'] else ''}-{stamp}"
-    paths = [stem.with_suffix(".json"), stem.with_suffix(".md")]
-    atomic_write_text(paths[0], json.dumps(bench, indent=2) + "\n")
-    atomic_write_text(paths[1], render_markdown(bench))
-    return paths
+    name = f"bench-{bench['env']['device']}{'-quick' if bench['quick'] else ''}"
+    return save_result(bench, out_dir, name, render_markdown(bench))
 
 
 def add_bench_parser(sub: argparse._SubParsersAction) -> None:

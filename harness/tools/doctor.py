@@ -41,9 +41,9 @@ from harness.core import machine
 from harness.core.errors import UserError
 from harness.core.lazy import lazy
 from harness.core.runtime import resolve_device
-from harness.store.records import RunStore, atomic_write_text, check_writable_dir, environment
+from harness.store.records import RunStore, check_writable_dir, environment
 from harness.tables.paper import TABLES
-from harness.tools import bench
+from harness.tools import bench, save_result
 from harness.train.measure import Stopwatch, synchronize
 
 if TYPE_CHECKING:
@@ -685,11 +685,7 @@ def save(result: dict[str, Any], out_dir: Path) -> list[Path]:
     env = result["env"]
     device = env["device_name"] if env["device"].startswith("cuda") else "cpu"
     slug = re.sub(r"[^a-z0-9]+", "-", device.lower()).strip("-")
-    stem = out_dir / f"doctor-{slug}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
-    paths = [stem.with_suffix(".json"), stem.with_suffix(".md")]
-    atomic_write_text(paths[0], json.dumps(result, indent=1) + "\n")
-    atomic_write_text(paths[1], render_markdown(result))
-    return paths
+    return save_result(result, out_dir, f"doctor-{slug}", render_markdown(result))
 
 
 def add_doctor_parser(sub: argparse._SubParsersAction) -> None:
