@@ -67,6 +67,17 @@ def test_figures_keeps_a_table_plot_whose_records_are_unchanged(records_only, tm
     assert capsys.readouterr().out.splitlines()[0] == f"wrote {tmp_path / 'table1.png'}"
 
 
+def test_figures_keeps_the_plot_that_report_drew_from_the_same_records(records_only, tmp_path):
+    """``run`` and ``report`` draw a table's plot beside its Markdown; ``figures`` into that
+    folder afterwards finds it drawn from the same rows and keeps it."""
+    source = ["table1", "--runs-dir", str(records_only)]
+    assert main(["report", *source, "--out", str(tmp_path)]) == 0
+    folder = tmp_path / "smoke" / "figures"
+    drawn = (folder / "table1.png").stat().st_mtime_ns
+    assert main(["figures", *source, "--out", str(folder)]) == 0
+    assert (folder / "table1.png").stat().st_mtime_ns == drawn
+
+
 def test_smoke_figures_say_so(smoke):
     runs, _ = smoke
     fig, note = fig4(Source(RunStore(runs), "smoke", runs / "unused"))

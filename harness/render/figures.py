@@ -679,10 +679,12 @@ def write_table_plot(report: Report, reports_dir: Path) -> list[Path]:
 
 def plot_inputs(report: Report) -> str:
     """A digest of everything :func:`table_plot` reads from a report: its rows (every
-    value, exactly), metadata, measurements, table spec and profile."""
+    value, exactly), metadata, measurements, table spec and profile (not the Markdown's
+    link to the plot, which ``run`` and ``report`` set and ``figures`` does not)."""
+    meta = {key: value for key, value in report.meta.items() if key != "figure"}
     digest = hashlib.sha256()
     for part in (
-        report.frame.to_csv(), json.dumps(report.meta, sort_keys=True, default=repr),
+        report.frame.to_csv(), json.dumps(meta, sort_keys=True, default=repr),
         repr(report.measured), repr(report.spec), report.profile,
     ):  # fmt: skip
         digest.update(part.encode() + b"\0")
