@@ -43,6 +43,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from harness.core import machine
+
 ROOT = Path(__file__).resolve().parents[1]
 SUMMARY = re.compile(r"\[\w+\]: (\d+) trained, (\d+) already done, (\d+) failed")
 # a Ray instance with one CPU, then the harness's own command line on it
@@ -166,12 +168,12 @@ def _line(r: dict[str, Any]) -> str:
     if "speedup_ray_over_ray_1" in r:
         verdict = "meets" if r["speedup_ray_over_ray_1"] >= 1.6 else "MISSES"
         ratios.append(
-            f"{os.cpu_count()} workers over 1: {r['speedup_ray_over_ray_1']:.2f}x ({verdict} 1.6x)"
+            f"{machine.cpu_budget()} workers over 1: {r['speedup_ray_over_ray_1']:.2f}x ({verdict} 1.6x)"
         )
     loads = r["load_1min"]
     return (
         f"{r['table']} {r['profile']}: {r['cells']} cells; {walls}; {'; '.join(ratios)}; "
-        f"load average {min(loads):.2f}-{max(loads):.2f} on {os.cpu_count()} cores"
+        f"load average {min(loads):.2f}-{max(loads):.2f} on {machine.cpu_budget()} cores"
     )
 
 
@@ -183,7 +185,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
     ceiling = [parallel_ceiling()]
-    up = ray_cluster(os.cpu_count() or 1) if "ray-up" in args.modes else contextlib.nullcontext()
+    up = ray_cluster(machine.cpu_budget()) if "ray-up" in args.modes else contextlib.nullcontext()
     with up:
         results = [_table(t, args.profile, args.modes, args.repeats) for t in args.tables]
     ceiling.append(parallel_ceiling())
@@ -196,7 +198,7 @@ def main() -> None:
     out = ROOT / "reports" / "bench" / f"ray_scaling-{args.profile}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"when": datetime.now(UTC).isoformat(timespec="seconds"),
-                               "cores": os.cpu_count(), "parallel_ceiling": ceiling,
+                               "cores": machine.cpu_budget(), "parallel_ceiling": ceiling,
                                "results": results}, indent=1))  # fmt: skip
     print(f"wrote {out}")
 
