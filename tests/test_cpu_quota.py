@@ -74,7 +74,8 @@ def test_a_run_in_a_one_cpu_container_trains_on_one_thread(tmp_path: Path) -> No
         done = subprocess.run(["sh", "-c", script, "sh", str(procs), sys.executable], cwd=ROOT,
                               env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    assert int(done.stdout.split()[0]) == machine.cpus()  # what torch would have used
+    if int(done.stdout.split()[0]) == 1:  # torch counts physical cores where MKL sets it
+        pytest.skip("torch takes one thread here without the quota too")
     records = sorted((tmp_path / "runs").rglob("*.json"))
     assert len(records) == 2  # the baseline and the reduced row
     assert [json.loads(r.read_text())["threads"] for r in records] == [1, 1]
