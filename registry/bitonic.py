@@ -342,11 +342,19 @@ def uses_kernel(x: Tensor) -> bool:
     return x.dtype == torch.float32 or x.shape[1] <= 1 << 16  # a 16-bit channel field
 
 
-@torch.compiler.disable  # torch.compile runs it as it is, between the graphs around it
 def _kernel_topk(x: Tensor, k: int, largest: bool) -> tuple[Tensor, Tensor]:
     """Channels (int64) and values of the top k, as :func:`_topk_index` gives them, from
     the compiled kernel: one pass per tile of pixels (keys, network, exact repair) in
-    place of the tensor ops' dozens of passes over each chunk, on torch's threads."""
+    place of the tensor ops' dozens of passes over each chunk, on torch's threads.
+
+    Under torch.compile it runs as it is, between the graphs around it (a graph break);
+    the wrapper that says so is made then, as making it imports torch._dynamo (1.4 s)."""
+    if torch.compiler.is_compiling():
+        return torch.compiler.disable(_run_kernel)(x, k, largest)
+    return _run_kernel(x, k, largest)
+
+
+def _run_kernel(x: Tensor, k: int, largest: bool) -> tuple[Tensor, Tensor]:
     n, c, h, w = x.shape
     x = x.detach().contiguous()
     index = torch.empty((n, k, h, w), dtype=torch.int64)

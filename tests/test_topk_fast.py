@@ -394,3 +394,22 @@ def test_the_kernel_gives_the_stable_sorts_bits_and_channels(maps, dtype, larges
     bits = registry.bitonic.BITS[dtype]
     assert torch.equal(values.view(bits), want.values[:, :k].view(bits))
     assert torch.equal(index, want.indices[:, :k])
+
+
+@pytest.mark.usefixtures("path")
+def test_under_torch_compile_the_kernel_runs_between_graphs_with_eager_results():
+    """torch.compile breaks its graph around the kernel and runs it as it is: the same
+    values and gradients as eager (aot_eager: the graphs themselves are not rewritten)."""
+    torch._dynamo.reset()
+
+    def block(x: torch.Tensor) -> torch.Tensor:
+        return topk_pool(x * 2, 8, impl="bitonic").relu() - 1
+
+    x = make_input("relu", (4, 32, 7, 7), torch.float32, seed=3)
+    upstream = torch.randn(4, 8, 7, 7, generator=torch.Generator().manual_seed(4))
+    eager, compiled = x.clone().requires_grad_(), x.clone().requires_grad_()
+    block(eager).backward(upstream)
+    out = torch.compile(block, backend="aot_eager")(compiled)
+    out.backward(upstream)
+    torch.testing.assert_close(out, block(x), rtol=0, atol=0)
+    torch.testing.assert_close(compiled.grad, eager.grad, rtol=0, atol=0)
