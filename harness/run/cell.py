@@ -142,8 +142,9 @@ def _execute(
     task = get_task(spec.task)
     protocol = task.protocol_of(config)
     here, device = distributed.setup(resolve_device(options.device))
-    threads = options.threads or machine.torch_threads(torch.get_num_threads())
-    if threads != torch.get_num_threads():
+    current = torch.get_num_threads()
+    threads = options.threads or machine.torch_threads(current)
+    if threads != current:
         torch.set_num_threads(threads)
     claim = _claim(lease_path(store, config), device)
     if claim is None:
