@@ -142,10 +142,7 @@ def _execute(
     task = get_task(spec.task)
     protocol = task.protocol_of(config)
     here, device = distributed.setup(resolve_device(options.device))
-    current = torch.get_num_threads()
-    threads = options.threads or machine.torch_threads(current)
-    if threads != current:
-        torch.set_num_threads(threads)
+    _use_threads(options.threads)
     claim = _claim(lease_path(store, config), device)
     if claim is None:
         holder = lease.read_holder(lease_path(store, config)) or {}
@@ -187,6 +184,15 @@ def _execute(
         error_path(store, config).unlink(missing_ok=True)
         shown = metrics_line(task, result.metrics)
         return Outcome(config, TRAINED, shown, str(path), dict(result.metrics))
+
+
+def _use_threads(asked: int | None) -> None:
+    """Train with the threads asked for, else torch's own count capped by the CPU quota:
+    torch reads the affinity but not a container's quota, and oversubscribing it is slow."""
+    current = torch.get_num_threads()
+    threads = asked or machine.torch_threads(current)
+    if threads != current:
+        torch.set_num_threads(threads)
 
 
 def describe_cell(config: dict[str, Any]) -> str:
