@@ -121,14 +121,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def test_local_executor_costs_little_per_cell(tmp_path):
-    """A no-op cell goes through planning, its lease and its record: a small fraction of
-    the 0.1 s per cell it may cost (a loaded machine has room to spare)."""
+def test_local_executor_opens_the_data_once(tmp_path):
+    """Forty no-op cells go through planning, their leases and their records with the
+    table's data opened once (their cost per cell is measured by
+    ``benchmarks/test_executor_overhead.py``, not here)."""
     from harness.run.executors import LocalExecutor
 
-    start = time.perf_counter()
     _run_noop(RunStore(tmp_path / "runs"), 40, LocalExecutor())
-    assert (time.perf_counter() - start) / 40 < 0.1
+    assert len(_noop_records(tmp_path / "runs")) == 40
     opened = {r["metrics"]["data_opened"] for r in _noop_records(tmp_path / "runs")}
     assert len(opened) == 1  # opened before the first cell, never again
 

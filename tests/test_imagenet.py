@@ -147,3 +147,21 @@ def test_torchrun_two_processes_split_the_data(tmp_path):
         epoch = json.loads(path.read_text())["history"][0]
         assert epoch["rank_samples"] == [6, 6]
         assert epoch["samples_seen_twice"] == 0 and epoch["samples_unseen"] == 0
+
+
+def test_loader_workers_share_the_cpus_the_run_may_use(monkeypatch):
+    """Eight decoding workers per rank at most, fewer where the job's cores or quota are
+    fewer, split between the ranks torchrun starts on the node; the smoke set keeps none."""
+    from harness.core import machine
+    from harness.data.imagenet import FOLDER_SETS, loader_workers
+
+    full = FOLDER_SETS["imagenet"]
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    for budget, want in ((64, 8), (4, 4), (1, 1)):
+        monkeypatch.setattr(machine, "cpu_budget", lambda b=budget: b)
+        assert loader_workers(full) == want
+    monkeypatch.setattr(machine, "cpu_budget", lambda: 16)
+    for ranks, want in (("2", 8), ("4", 4), ("32", 1), ("x", 8)):
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", ranks)
+        assert loader_workers(full) == want
+    assert loader_workers(FOLDER_SETS["imagenet_smoke"]) == 0

@@ -7,6 +7,7 @@ engine); the adversarial task reads the same validation folders.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from harness.core import machine
 from harness.core.errors import UserError
 from harness.data import fingerprint
 from harness.store.records import check_writable_dir
@@ -35,7 +37,7 @@ class FolderSet:
     folder: str
     crop: int  # training random-resized crop and validation centre crop
     resize: int  # validation images are resized to this shorter side first
-    workers: int  # DataLoader worker processes per rank
+    workers: int  # DataLoader worker processes per rank, at most (loader_workers)
     train_size: int
     test_size: int
     summary: str
@@ -116,6 +118,19 @@ class FolderData:
         return (3, self.crop, self.crop)
 
 
+def loader_workers(spec: FolderSet) -> int:
+    """DataLoader workers for one rank: the set's count, or this rank's share of the CPUs
+    the run may use where that is fewer (a SLURM job's cores, a container's quota), since
+    decoding processes beyond them only queue for the same CPUs."""
+    if spec.workers == 0:
+        return 0
+    try:
+        ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))  # set by torchrun
+    except ValueError:
+        ranks = 1
+    return max(1, min(spec.workers, machine.cpu_budget() // ranks))
+
+
 def _missing(root: Path) -> str:
     return (
         f"ImageNet is not under {root}: expected {root / 'train'} and {root / 'val'}, each with "
@@ -157,7 +172,7 @@ def open_folders(name: str, data_root: Path) -> FolderData:
     k = min(TOP_K, len(train.classes))
     top = "" if k == TOP_K else f"; top5 is top-{k} here (only {k} classes)"
     return FolderData(
-        _Indexed(train), test, len(train.classes), spec.crop, spec.workers,
+        _Indexed(train), test, len(train.classes), spec.crop, loader_workers(spec),
         f"{len(train):,} train / {len(test):,} val images in {len(train.classes)} classes from "
         f"{root} (ImageFolder), {spec.crop}px crops{top}", folder_sources(spec, root),
     )  # fmt: skip

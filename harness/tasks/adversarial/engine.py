@@ -17,7 +17,15 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from harness.core.errors import UserError
-from harness.data.imagenet import FOLDER_SETS, MEAN, STD, _missing, folder_of, folder_sources
+from harness.data.imagenet import (
+    FOLDER_SETS,
+    MEAN,
+    STD,
+    _missing,
+    folder_of,
+    folder_sources,
+    loader_workers,
+)
 from harness.store.records import load_tensors
 from harness.train.loop import TrainResult
 from harness.train.measure import MachineWatch, Stopwatch
@@ -192,7 +200,7 @@ def run_attack_cell(
     order = torch.randperm(len(data.images), generator=generator)[:n].tolist()  # type: ignore[arg-type]
     loader = DataLoader(
         Subset(data.images, order), batch_size=protocol.test_batch_size,
-        num_workers=FOLDER_SETS[protocol.dataset].workers, pin_memory=device.type == "cuda",
+        num_workers=loader_workers(FOLDER_SETS[protocol.dataset]), pin_memory=device.type == "cuda",
     )  # fmt: skip
     result = TrainResult(
         notes=[*attackers.notes, f"{n:,} images, FGSM epsilon {protocol.epsilon:.6g}"]
