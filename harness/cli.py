@@ -47,6 +47,7 @@ from harness.store.records import (
     check_folder,
     check_writable_dir,
     load_tensors,
+    read_json,
     removing_new_dirs,
     write_output,
 )
@@ -59,6 +60,8 @@ from harness.tools.bench import add_bench_parser, cmd_bench
 from harness.tools.doctor import add_doctor_parser, cmd_doctor
 from harness.train.distributed import is_main
 from registry import list_variants, variant_info
+
+REPORTS = Path("reports")  # where reports go unless --out says
 
 
 class _Parser(argparse.ArgumentParser):
@@ -154,9 +157,7 @@ def _add_table_parsers(sub: Any) -> None:
     wait = sub.add_parser("wait", help="follow a table's SLURM jobs; write its reports at the end")
     wait.add_argument("tables", nargs="+", metavar="TABLE")
     _add_common(wait)
-    wait.add_argument(
-        "--out", type=_path, default=Path("reports"), help="reports (default reports/)"
-    )
+    wait.add_argument("--out", type=_path, default=REPORTS, help="reports (default reports/)")
     wait.add_argument("--test-dir", type=_path, help="denoising tables: the --test-dir of the run")
 
 
@@ -169,9 +170,7 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--data-root", type=_path, default=Path("data"), help="datasets (default data/)"
     )
-    run.add_argument(
-        "--out", type=_path, default=Path("reports"), help="reports (default reports/)"
-    )
+    run.add_argument("--out", type=_path, default=REPORTS, help="reports (default reports/)")
     run.add_argument("--force", action="store_true", help="rerun cells that already have records")
     run.add_argument("--no-download", action="store_true", help="never download missing datasets")
     run.add_argument("--amp", choices=AMP_MODES, default="off",
@@ -240,7 +239,8 @@ def _add_report_parsers(sub: Any) -> None:
 
     site = sub.add_parser("site", help="a static HTML site of the reports (opens from disk)")
     site.add_argument("tables", nargs="*", metavar="TABLE",
-                      help="default: every table with records under --runs-dir")  # fmt: skip
+                      help="default: every paper table with records under --runs-dir "
+                      "(name study files to add studies)")  # fmt: skip
     _add_common(site, profile_default=None)
     site.add_argument("--out", type=_path, default=Path("reports/site"),
                       help="folder of the site; its entry page is OUT/index.html "
@@ -557,7 +557,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     specs = [get_spec(name, yes=args.yes) for name in args.tables]
     check_folder(args.runs_dir, "--runs-dir")
     if not (args.format in ("csv", "json") and args.out is None):
-        check_writable_dir(args.out or Path("reports"), "--out")
+        check_writable_dir(args.out or REPORTS, "--out")
     if args.test_dir is not None and not args.test_dir.is_dir():
         raise UserError(
             f"--test-dir {args.test_dir} is not a directory (pass the run's --test-dir)"
@@ -573,7 +573,7 @@ def cmd_report(args: argparse.Namespace) -> None:
             sys.stdout.write(RENDERERS[args.format](report))
             continue
         formats = (args.format,) if args.format else ("md", "tex", "csv")
-        out = args.out or Path("reports")
+        out = args.out or REPORTS
         existed = _existing(report_dir(out, report.profile))
         plot = write_table_plot(report, out) if "md" in formats else []
         _print_written([*plot, *write_report(report, out, formats)], existed)
@@ -588,12 +588,14 @@ def cmd_site(args: argparse.Namespace) -> None:
     specs = [get_spec(name, yes=args.yes) for name in args.tables]
     if not specs:
         specs = [s for s in TABLES.values() if _has_records(s, store, args.profile)]
+        studies = _note_unnamed_studies(store)
         if not specs:
             where = f" of profile {args.profile}" if args.profile else ""
             raise UserError(
-                f"no records{where} under {args.runs_dir}; run a table first "
-                "(`python -m harness run table1 --profile demo`), or name the tables"
-            )
+                f"no records{where} under {args.runs_dir} for any paper table; "
+                + ("name the study files above" if studies else
+                   "run a table first (`python -m harness run table1 --profile demo`)")
+            )  # fmt: skip
     for spec in specs:
         if args.profile is not None:
             spec.protocol(args.profile)
@@ -603,6 +605,32 @@ def cmd_site(args: argparse.Namespace) -> None:
         if nothing_ran(report):
             print(no_records_line(report, store), file=sys.stderr)
     _print_site(write_site(reports, store, args.out))
+
+
+def _note_unnamed_studies(store: RunStore) -> list[str]:
+    """Say which folders of records under the runs folder are studies, left out unless
+    their files are named (a study may import plugins, which run code: never implicitly),
+    with the file each one's records were run from where they name it."""
+    names = sorted({p.parent.parent.name for p in store.root.glob("*/*/*.json")} - set(TABLES))
+    studies = [n for n in names if not n.startswith(("_", "."))]
+    if studies:
+        files = [_study_file(store, n) or n for n in studies]
+        print(f"note: {store.root} also holds records of studies, left out unless their "
+              f"files are named: {', '.join(files)}", file=sys.stderr)  # fmt: skip
+    return studies
+
+
+def _study_file(store: RunStore, name: str) -> str | None:
+    """The study file the newest run of ``name`` was started from, if it still exists,
+    or the one ``ablate`` wrote beside its report in the default reports folder."""
+    try:
+        newest = max(store.root.glob(f"{name}/*/*.json"), key=lambda p: p.stat().st_mtime)
+        command = shlex.split(str(read_json(newest).get("command", "")))
+    except (OSError, ValueError, AttributeError):  # a record being replaced, or no record
+        return None
+    found = [t for t in command if t.endswith(".toml") and Path(t).is_file()]
+    found += [str(p) for p in sorted(REPORTS.glob(f"*/{name}.toml"))]  # ablate's, by default
+    return shlex.quote(found[0]) if found else None
 
 
 def _has_records(spec: TableSpec, store: RunStore, profile: str | None) -> bool:
@@ -619,23 +647,26 @@ def cmd_claims(args: argparse.Namespace) -> None:
     specs = [get_spec(name, yes=args.yes) for name in args.tables or TABLES]
     check_folder(args.runs_dir, "--runs-dir")
     store = RunStore(args.runs_dir)
+    if not args.tables:
+        _note_unnamed_studies(store)
     found = []
     for spec in specs:
         if args.profile is not None and args.profile not in spec.protocols:
             continue  # e.g. the adversarial table has no demo profile
         report = build_report(spec, args.profile or default_profile(spec, store), store)
-        found += [(spec.name, report.profile, check) for check in report.checks]
+        found += [(spec, report.profile, check) for check in report.checks]
     if args.format == "json":
         rows = [
-            {"table": t, "profile": p, **c.as_dict(), "to_decide": c.to_decide(t, p)}
+            {"table": t.name, "profile": p, **c.as_dict(),
+             "to_decide": c.to_decide(t.command_name, p)}
             for t, p, c in found
-        ]
+        ]  # fmt: skip
         sys.stdout.write(json.dumps(json_safe(rows), indent=1) + "\n")
         return
     for table, profile, check in found:
-        print(f"{table} [{profile}] {check.verdict_text()}: {check.claim.text} — "
+        print(f"{table.name} [{profile}] {check.verdict_text()}: {check.claim.text} — "
               f"{check.measurement()}")  # fmt: skip
-        if decide := check.to_decide(table, profile):
+        if decide := check.to_decide(table.command_name, profile):
             print(f"  to decide it: {decide}")
 
 

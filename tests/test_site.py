@@ -82,7 +82,7 @@ def test_a_page_marks_failed_and_missing_cells_and_shows_provenance(site: Path) 
 def test_site_refuses_an_empty_runs_folder_in_one_line(tmp_path: Path, capsys) -> None:
     assert main(["site", "--runs-dir", str(tmp_path / "none"), "--out", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "no records under" in err
+    assert err.count("\n") == 1 and "no records under" in err and "run a table first" in err
     assert main(["site", "--profile", "smok", "--runs-dir", str(tmp_path)]) == 2
     assert "did you mean 'smoke'?" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()

@@ -4,6 +4,7 @@ store, report and claims, on real smoke data; bad files are one line and exit 2.
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 from pathlib import Path
 
@@ -89,6 +90,29 @@ def test_a_study_with_claims_shares_the_records_and_gets_verdicts(
     (check,) = json.loads(capsys.readouterr().out)
     assert check["table"] == "mini" and check["profile"] == "smoke"
     assert check["verdict"] == "not evidence (demo/smoke)" and check["n"] == 2
+    # the command that would decide it names the study's file: its name alone is not found
+    assert f"`python -m harness run {path} --profile paper --seeds " in check["to_decide"]
+
+
+def test_site_and_claims_name_the_files_of_studies_they_leave_out(
+    ablated, tmp_path, capsys, monkeypatch
+) -> None:
+    """A study is built only when its file is named (it may import plugins); with no
+    names, ``site`` and ``claims`` say which records are a study's and where its file is."""
+    runs = ablated["runs"]
+    study = Path("reports/smoke/mini.toml")  # where ablate writes it by default
+    monkeypatch.chdir(tmp_path)
+    study.parent.mkdir(parents=True)
+    shutil.copy(ablated["study"], study)
+    assert main(["site", "--runs-dir", str(runs), "--out", str(tmp_path / "site")]) == 2
+    note, error = capsys.readouterr().err.splitlines()
+    assert note.endswith(f"studies, left out unless their files are named: {study}")
+    assert error.startswith(f"error: no records under {runs} for any paper table; name")
+    assert not (tmp_path / "site").exists()
+    assert main(["claims", "--runs-dir", str(runs)]) in (0, None)
+    assert capsys.readouterr().err.strip() == note
+    assert main(["site", str(study), "--runs-dir", str(runs), "--out", "site"]) == 0
+    assert "mini" in (tmp_path / "site" / "mini.html").read_text()
 
 
 def test_paper_cells_keep_their_configs() -> None:
@@ -323,6 +347,12 @@ def test_figures_draws_a_study_plot(ablated, tmp_path) -> None:
     assert main(["figures", str(ablated["study"]), "--runs-dir", str(ablated["runs"]),
                  "--out", str(out)]) in (0, None)  # fmt: skip
     assert (out / "mini.png").is_file() and (out / "mini.pdf").is_file()
+
+
+def test_figures_of_a_study_without_records_says_how_to_run_it(ablated, tmp_path, capsys):
+    assert main(["figures", str(ablated["study"]), "--profile", "smoke", "--runs-dir",
+                 str(tmp_path / "empty"), "--out", str(tmp_path / "figures")]) == 2  # fmt: skip
+    assert f"`python -m harness run {ablated['study']} --profile smoke`" in capsys.readouterr().err
 
 
 def test_ablate_needs_positions_where_the_network_has_several(tmp_path, capsys) -> None:

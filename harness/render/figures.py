@@ -660,7 +660,7 @@ def _recorded_table_plot(spec: TableSpec, src: Source, folder: Path, name: str) 
     if not report.meta["cells_done"]:
         raise UserError(
             f"no {src.profile} records of {spec.name} under {src.store.root}; run "
-            f"`python -m harness run {spec.name} --profile {src.profile}` or add --run"
+            f"`python -m harness run {spec.command_name} --profile {src.profile}` or add --run"
         )
     return render(lambda: table_plot(report), folder, name, inputs=plot_inputs(report))
 

@@ -319,7 +319,7 @@ def _claims_table(report: Report) -> str:
             _cell(f"{parts or '–'}<span class=\"ci\">n = {check.n}</span>", check.n),
             _cell(f'<span class="verdict {_verdict_class(check)}">'
                   f"{html.escape(check.verdict_text())}</span>"),
-            _cell(_inline(check.to_decide(report.spec.name, report.profile)) or "decided",
+            _cell(_inline(check.to_decide(report.spec.command_name, report.profile)) or "decided",
                   None, "text"),
         ])  # fmt: skip
     return _table(headers, rows)

@@ -6,6 +6,7 @@ variants in ``registry``); the runner, store and reports need no new code.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -69,6 +70,12 @@ class TableSpec:
     # variant -> its values on the study's grid axes (at, method, stride): the ablation plot's
     axes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     source: str = ""  # the study file it was read from
+
+    @property
+    def command_name(self) -> str:
+        """How a command names it: a study by its file (a study's name alone is not found),
+        a paper table by its name."""
+        return shlex.quote(self.source) if self.source else self.name
 
     def protocol(self, profile: str) -> Protocol:
         if profile not in PROFILES:
