@@ -47,7 +47,6 @@ from harness.store.records import (
     check_folder,
     check_writable_dir,
     load_tensors,
-    read_json,
     removing_new_dirs,
     write_output,
 )
@@ -55,13 +54,12 @@ from harness.store.tracking import TRACKERS, Tracking
 from harness.tables.cells import table_cells
 from harness.tables.costs import ASSUMED_THROUGHPUT, Plan, duration, is_classical, training_shape
 from harness.tables.paper import PROFILES, TABLES, TableSpec, get_table
+from harness.tables.recorded import REPORTS, recorded_studies, study_file
 from harness.tables.study import MAX_CELLS, ablation, compile_study, get_spec, is_study, study_text
 from harness.tools.bench import add_bench_parser, cmd_bench
 from harness.tools.doctor import add_doctor_parser, cmd_doctor
 from harness.train.distributed import is_main
 from registry import list_variants, variant_info
-
-REPORTS = Path("reports")  # where reports go unless --out says
 
 
 class _Parser(argparse.ArgumentParser):
@@ -296,7 +294,7 @@ def cmd_list(_: argparse.Namespace) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
-    spec = get_spec(args.table, yes=args.yes)
+    spec = _spec(args.table, args)
     args.seeds = _seeds(args, spec)
     if not 1 <= args.gpus <= 4096:
         raise UserError(f"--gpus must be 1 to 4096, got {args.gpus}")
@@ -430,7 +428,7 @@ def _executor(args: argparse.Namespace) -> LocalExecutor | RayExecutor | SlurmEx
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    return _run_specs([get_spec(name, yes=args.yes) for name in args.tables], args)
+    return _run_specs([_spec(name, args) for name in args.tables], args)
 
 
 def _validate_run(specs: list[TableSpec], args: argparse.Namespace) -> None:
@@ -539,7 +537,7 @@ def _print_written(paths: list[Path], existed: dict[Path, int]) -> None:
 
 def cmd_wait(args: argparse.Namespace) -> int:
     """Follow each table's submitted cells until the last ends, then write its reports."""
-    specs = [get_spec(name, yes=args.yes) for name in args.tables]
+    specs = [_spec(name, args) for name in args.tables]
     for spec in specs:
         spec.protocol(args.profile)
     store = RunStore(args.runs_dir)
@@ -554,7 +552,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    specs = [get_spec(name, yes=args.yes) for name in args.tables]
+    specs = [_spec(name, args) for name in args.tables]
     check_folder(args.runs_dir, "--runs-dir")
     if not (args.format in ("csv", "json") and args.out is None):
         check_writable_dir(args.out or REPORTS, "--out")
@@ -585,7 +583,7 @@ def cmd_site(args: argparse.Namespace) -> None:
     store = RunStore(args.runs_dir)
     if args.profile is not None and args.profile not in PROFILES:
         raise UserError(unknown("profile", args.profile, PROFILES))
-    specs = [get_spec(name, yes=args.yes) for name in args.tables]
+    specs = [_spec(name, args) for name in args.tables]
     if not specs:
         specs = [s for s in TABLES.values() if _has_records(s, store, args.profile)]
         studies = _note_unnamed_studies(store)
@@ -608,29 +606,19 @@ def cmd_site(args: argparse.Namespace) -> None:
 
 
 def _note_unnamed_studies(store: RunStore) -> list[str]:
-    """Say which folders of records under the runs folder are studies, left out unless
-    their files are named (a study may import plugins, which run code: never implicitly),
-    with the file each one's records were run from where they name it."""
-    names = sorted({p.parent.parent.name for p in store.root.glob("*/*/*.json")} - set(TABLES))
-    studies = [n for n in names if not n.startswith(("_", "."))]
+    """Say which records under the runs folder are studies', left out unless their files
+    are named (reading a study may import plugins: never done unasked)."""
+    studies = recorded_studies(store)
     if studies:
-        files = [_study_file(store, n) or n for n in studies]
+        files = [study_file(store, n) or n for n in studies]
         print(f"note: {store.root} also holds records of studies, left out unless their "
               f"files are named: {', '.join(files)}", file=sys.stderr)  # fmt: skip
     return studies
 
 
-def _study_file(store: RunStore, name: str) -> str | None:
-    """The study file the newest run of ``name`` was started from, if it still exists,
-    or the one ``ablate`` wrote beside its report in the default reports folder."""
-    try:
-        newest = max(store.root.glob(f"{name}/*/*.json"), key=lambda p: p.stat().st_mtime)
-        command = shlex.split(str(read_json(newest).get("command", "")))
-    except (OSError, ValueError, AttributeError):  # a record being replaced, or no record
-        return None
-    found = [t for t in command if t.endswith(".toml") and Path(t).is_file()]
-    found += [str(p) for p in sorted(REPORTS.glob(f"*/{name}.toml"))]  # ablate's, by default
-    return shlex.quote(found[0]) if found else None
+def _spec(name: str, args: argparse.Namespace) -> TableSpec:
+    """The table or study ``name`` names (a study's bare name gets its file's path)."""
+    return get_spec(name, yes=args.yes, store=RunStore(args.runs_dir))
 
 
 def _has_records(spec: TableSpec, store: RunStore, profile: str | None) -> bool:
@@ -644,7 +632,7 @@ def _print_site(index: Path) -> None:
 
 def cmd_claims(args: argparse.Namespace) -> None:
     """One line per claim of each table (or a JSON list), on each table's newest profile."""
-    specs = [get_spec(name, yes=args.yes) for name in args.tables or TABLES]
+    specs = [_spec(name, args) for name in args.tables or TABLES]
     check_folder(args.runs_dir, "--runs-dir")
     store = RunStore(args.runs_dir)
     if not args.tables:
@@ -676,7 +664,7 @@ def cmd_figures(args: argparse.Namespace) -> None:
     if args.out is not None:
         check_writable_dir(args.out, "--out")
     store = RunStore(args.runs_dir)
-    studies = {s.name: s for s in (get_spec(n, yes=args.yes) for n in args.names if is_study(n))}
+    studies = {s.name: s for s in (_spec(n, args) for n in args.names if is_study(n))}
 
     def run_missing(profiles: dict[str, str]) -> None:
         """``--run``: one seed of each table the figures need, before they are drawn."""

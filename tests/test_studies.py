@@ -11,7 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import harness
 from harness.cli import main
+from harness.core.errors import UserError
 from harness.core.task import RunOptions
 from harness.run.cell import FAILED, execute_cell
 from harness.store.records import jsonable
@@ -113,6 +115,14 @@ def test_site_and_claims_name_the_files_of_studies_they_leave_out(
     assert capsys.readouterr().err.strip() == note
     assert main(["site", str(study), "--runs-dir", str(runs), "--out", "site"]) == 0
     assert "mini" in (tmp_path / "site" / "mini.html").read_text()
+    capsys.readouterr()
+    # asked for by its bare name (as its summary lines print it): pointed to its file
+    said = f"mini is a study, not a paper table ({runs} holds its records): name its file, {study}"
+    for command in ("report", "plan", "claims", "run"):
+        assert main([command, "mini", "--runs-dir", str(runs)]) == 2
+        assert capsys.readouterr().err == f"error: {said}\n", command
+    with pytest.raises(UserError, match="mini is a study, not a paper table"):
+        harness.results("mini", runs_dir=runs)
 
 
 def test_paper_cells_keep_their_configs() -> None:

@@ -28,9 +28,9 @@ else:
     pd = lazy("pandas")  # a second to import: only when a frame is made
 
 
-def _spec(table: str) -> TableSpec:
+def _spec(table: str, runs_dir: Path | str) -> TableSpec:
     """A paper table by name, or a study file's path (read, never run: no size limit)."""
-    return get_spec(str(table), yes=True)
+    return get_spec(str(table), yes=True, store=RunStore(runs_dir))
 
 
 def _report(spec: TableSpec, runs_dir: Path | str, profile: str | None, **options: Any) -> Report:
@@ -43,7 +43,7 @@ def results(table: str, runs_dir: Path | str = "runs", profile: str | None = Non
     has them), every metric and cost, timings, device, hashes and the record's path.
     ``table``: a paper table's name or a study file's path; ``profile``: default the
     profile of the table's newest record."""
-    rows = [_row(r) for r in _report(_spec(table), runs_dir, profile).records]
+    rows = [_row(r) for r in _report(_spec(table, runs_dir), runs_dir, profile).records]
     return pd.DataFrame(rows)
 
 
@@ -78,7 +78,7 @@ def summary(
     """The table as its report computes it: one row per table row, each column's number
     under ``select``, its std and 95% interval, tests against the baseline, the paper's
     values, and ``n_seeds``."""
-    return _report(_spec(table), runs_dir, profile, select_rule=select).frame
+    return _report(_spec(table, runs_dir), runs_dir, profile, select_rule=select).frame
 
 
 def add_export_parser(sub: argparse._SubParsersAction) -> None:
@@ -93,7 +93,7 @@ def add_export_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Each table's records (those its report reads) to one tracker; exit 1 if it failed."""
-    specs = [_spec(name) for name in args.tables]
+    specs = [_spec(name, args.runs_dir) for name in args.tables]
     if not args.runs_dir.is_dir():
         raise UserError(f"--runs-dir {args.runs_dir} is not a folder of run records")
     tracking = Tracking(args.tracker, args.runs_dir)

@@ -31,8 +31,10 @@ from harness.core.task import get_task
 from harness.stats.claims import KINDS as CLAIM_KINDS
 from harness.stats.claims import Claim
 from harness.stats.intervals import SELECT_RULES
+from harness.store.records import RunStore
 from harness.tables.cells import MAX_SEEDS
 from harness.tables.paper import PROFILES, TABLES, TableSpec, get_table
+from harness.tables.recorded import has_records, named_by_file
 from harness.tables.variants import define, kwargs_json
 from registry import Reduction, variant_info
 from registry.models.mnist import CONV2_CHANNELS
@@ -84,9 +86,14 @@ def is_study(name: str) -> bool:
     return name.endswith(".toml") or (name not in TABLES and Path(name).is_file())
 
 
-def get_spec(name: str, *, yes: bool = False) -> TableSpec:
-    """A paper table by name, or the study a ``.toml`` path holds."""
-    return load_study(Path(name), yes=yes) if is_study(name) else get_table(name)
+def get_spec(name: str, *, yes: bool = False, store: RunStore | None = None) -> TableSpec:
+    """A paper table by name, or the study a ``.toml`` path holds; a study's bare name
+    whose records ``store`` holds is answered with where its file is."""
+    if is_study(name):
+        return load_study(Path(name), yes=yes)
+    if store is not None and name not in TABLES and has_records(store, name):
+        raise UserError(named_by_file(store, name))
+    return get_table(name)
 
 
 _LOADED: dict[tuple[Path, int, bool], TableSpec] = {}

@@ -1,0 +1,48 @@
+"""The studies a runs folder holds records of, and the files they were run from.
+
+A study is read only when its file is named, since reading it may import its plugins
+(code). So a command given a study's bare name, or no name at all, points to the file
+instead of skipping the study in silence.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from harness.store.records import RunStore, read_json
+from harness.tables.paper import TABLES
+
+REPORTS = Path("reports")  # where reports (and ablate's study files) go unless --out says
+
+
+def has_records(store: RunStore, name: str) -> bool:
+    return any((store.root / name).glob("*/*.json"))
+
+
+def recorded_studies(store: RunStore) -> list[str]:
+    """The names of the studies with records under ``store`` (folders no paper table
+    owns; trackers' folders start with ``_``)."""
+    names = {p.parent.parent.name for p in store.root.glob("*/*/*.json")} - set(TABLES)
+    return sorted(n for n in names if not n.startswith(("_", ".")))
+
+
+def study_file(store: RunStore, name: str) -> str | None:
+    """The file the newest run of study ``name`` was started from, if it still exists,
+    else the one ``ablate`` wrote beside its report in the default reports folder; quoted
+    for a shell."""
+    try:
+        newest = max(store.root.glob(f"{name}/*/*.json"), key=lambda p: p.stat().st_mtime)
+        command = shlex.split(str(read_json(newest).get("command", "")))
+    except (OSError, ValueError, AttributeError):  # a record being replaced, or none
+        return None
+    found = [t for t in command if t.endswith(".toml") and Path(t).is_file()]
+    found += [str(p) for p in sorted(REPORTS.glob(f"*/{name}.toml"))]
+    return shlex.quote(found[0]) if found else None
+
+
+def named_by_file(store: RunStore, name: str) -> str:
+    """The one-line answer to a study asked for by its name."""
+    file = study_file(store, name)
+    where = f"its file, {file}" if file else "its .toml file"
+    return f"{name} is a study, not a paper table ({store.root} holds its records): name {where}"
