@@ -21,3 +21,8 @@ def __getattr__(name: str) -> Any:
 
         return getattr(frames, name)
     raise AttributeError(f"module 'harness' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The lazy frames too, for a notebook's completion."""
+    return sorted({*globals(), *__all__})

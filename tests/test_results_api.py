@@ -34,6 +34,7 @@ def test_import_harness_stays_cheap() -> None:
     assert done.stdout.split() == ["False", "False"]
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         harness.nothing  # noqa: B018
+    assert {"results", "summary"} <= set(dir(harness))  # a notebook completes them
 
 
 @pytest.mark.parametrize("table", ["table1", "table6"])
