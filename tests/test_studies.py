@@ -123,6 +123,11 @@ def test_site_and_claims_name_the_files_of_studies_they_leave_out(
         assert capsys.readouterr().err == f"error: {said}\n", command
     with pytest.raises(UserError, match="mini is a study, not a paper table"):
         harness.results("mini", runs_dir=runs)
+    (tmp_path / "elsewhere" / "smoke").mkdir(parents=True)  # records outside the runs folder
+    shutil.copy(next(runs.glob("mini/smoke/*.json")), tmp_path / "elsewhere" / "smoke")
+    (tmp_path / "runs").mkdir()
+    assert main(["report", "../elsewhere", "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert "unknown table '../elsewhere'" in capsys.readouterr().err  # never looked for there
 
 
 def test_paper_cells_keep_their_configs() -> None:

@@ -10,14 +10,16 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from harness.store.records import RunStore, read_json
+from harness.store.records import RunStore, is_plain_name, read_json
 from harness.tables.paper import TABLES
 
 REPORTS = Path("reports")  # where reports (and ablate's study files) go unless --out says
 
 
 def has_records(store: RunStore, name: str) -> bool:
-    return any((store.root / name).glob("*/*.json"))
+    """Whether ``store`` holds records under the folder ``name`` (a plain name only: an
+    argument never sends the lookup outside the runs folder)."""
+    return is_plain_name(name) and any((store.root / name).glob("*/*.json"))
 
 
 def recorded_studies(store: RunStore) -> list[str]:
