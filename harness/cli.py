@@ -665,6 +665,8 @@ def cmd_figures(args: argparse.Namespace) -> None:
         check_writable_dir(args.out, "--out")
     store = RunStore(args.runs_dir)
     studies = {s.name: s for s in (_spec(n, args) for n in args.names if is_study(n))}
+    if not args.names:
+        _note_unnamed_studies(store)
 
     def run_missing(profiles: dict[str, str]) -> None:
         """``--run``: one seed of each table the figures need, before they are drawn."""

@@ -118,7 +118,7 @@ def test_site_and_claims_name_the_files_of_studies_they_leave_out(
     capsys.readouterr()
     # asked for by its bare name (as its summary lines print it): pointed to its file
     said = f"mini is a study, not a paper table ({runs} holds its records): name its file, {study}"
-    for command in ("report", "plan", "claims", "run"):
+    for command in ("report", "plan", "claims", "run", "figures"):
         assert main([command, "mini", "--runs-dir", str(runs)]) == 2
         assert capsys.readouterr().err == f"error: {said}\n", command
     with pytest.raises(UserError, match="mini is a study, not a paper table"):
