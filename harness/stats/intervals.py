@@ -38,10 +38,6 @@ class Interval:
     high: float
     n: int
 
-    @property
-    def half_width(self) -> float:
-        return (self.high - self.low) / 2
-
 
 def finite(values: SeedValues) -> dict[int, float]:
     """The seeds with a finite value, in seed order."""
