@@ -128,6 +128,10 @@ def test_site_and_claims_name_the_files_of_studies_they_leave_out(
     (tmp_path / "runs").mkdir()
     assert main(["report", "../elsewhere", "--runs-dir", str(tmp_path / "runs")]) == 2
     assert "unknown table '../elsewhere'" in capsys.readouterr().err  # never looked for there
+    (tmp_path / "runs" / "\x1b[2Jx" / "smoke").mkdir(parents=True)  # no study is named so
+    shutil.copy(next(runs.glob("mini/smoke/*.json")), tmp_path / "runs" / "\x1b[2Jx" / "smoke")
+    assert main(["claims", "--runs-dir", str(tmp_path / "runs")]) in (0, None)
+    assert "\x1b" not in capsys.readouterr().err
 
 
 def test_paper_cells_keep_their_configs() -> None:

@@ -480,8 +480,8 @@ def _is_digest(value: Any) -> bool:
     )  # fmt: skip
 
 
-def is_plain_name(name: Any) -> bool:
-    """A file or folder name with no folder part, so it cannot point elsewhere."""
+def _is_plain_name(name: Any) -> bool:
+    """A file name beside the record: no folder part, so it cannot point elsewhere."""
     return (
         isinstance(name, str) and name not in ("", ".", "..") and "/" not in name
         and "\\" not in name and "\0" not in name
@@ -532,7 +532,7 @@ def record_problem(record: Any, expected_hash: str | None = None) -> str | None:
         wrong += ["history"] * (not all(isinstance(h, dict) for h in record.get("history", [])))
     if not wrong and "files" in record:
         files = record["files"]
-        wrong = ["files"] * (not all(is_plain_name(k) and _is_digest(v) for k, v in files.items()))
+        wrong = ["files"] * (not all(_is_plain_name(k) and _is_digest(v) for k, v in files.items()))
     if not wrong and "started_at" in record:
         try:
             datetime.fromisoformat(record["started_at"])

@@ -7,26 +7,29 @@ instead of skipping the study in silence.
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 
-from harness.store.records import RunStore, is_plain_name, read_json
+from harness.store.records import RunStore, read_json
 from harness.tables.paper import TABLES
 
 REPORTS = Path("reports")  # where reports (and ablate's study files) go unless --out says
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a study's name, and its records' folder
 
 
 def has_records(store: RunStore, name: str) -> bool:
-    """Whether ``store`` holds records under the folder ``name`` (a plain name only: an
+    """Whether ``store`` holds records of the study ``name`` (a study's name only: an
     argument never sends the lookup outside the runs folder)."""
-    return is_plain_name(name) and any((store.root / name).glob("*/*.json"))
+    return bool(STUDY_NAME.fullmatch(name)) and any((store.root / name).glob("*/*.json"))
 
 
 def recorded_studies(store: RunStore) -> list[str]:
-    """The names of the studies with records under ``store`` (folders no paper table
-    owns; trackers' folders start with ``_``)."""
+    """The names of the studies with records under ``store``: folders no paper table owns
+    named as a study can be (not a tracker's ``_tensorboard``, nor a name made to garble
+    the terminal it is printed on)."""
     names = {p.parent.parent.name for p in store.root.glob("*/*/*.json")} - set(TABLES)
-    return sorted(n for n in names if not n.startswith(("_", ".")))
+    return sorted(n for n in names if STUDY_NAME.fullmatch(n))
 
 
 def study_file(store: RunStore, name: str) -> str | None:

@@ -34,7 +34,7 @@ from harness.stats.intervals import SELECT_RULES
 from harness.store.records import RunStore
 from harness.tables.cells import MAX_SEEDS
 from harness.tables.paper import PROFILES, TABLES, TableSpec, get_table
-from harness.tables.recorded import has_records, named_by_file
+from harness.tables.recorded import STUDY_NAME, has_records, named_by_file
 from harness.tables.variants import define, kwargs_json
 from registry import Reduction, variant_info
 from registry.models.mnist import CONV2_CHANNELS
@@ -49,7 +49,6 @@ _GRID_KEYS = (*_AXES, "exclude")
 _ROW_KEYS = ("arch", "reductions", "label")
 _REDUCTION_KEYS = ("at", "method", "stride")
 _CLAIM_KEYS = ("text", "kind", "rows", "columns", "low", "high", "source")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 @dataclass(frozen=True)
@@ -179,7 +178,7 @@ class _Compiler:
         raw = self.raw
         _unknown_keys(raw, _STUDY_KEYS, "the study")
         name = _expect(raw.get("name", self.default_name), str, "name")
-        if not _NAME.fullmatch(name) or name in TABLES:
+        if not STUDY_NAME.fullmatch(name) or name in TABLES:
             raise StudyError(
                 f"name {name!r} must be letters, digits, '_', '.' or '-' and not a paper "
                 "table's name (it names the study's folder of records)"
