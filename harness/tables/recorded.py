@@ -41,7 +41,7 @@ def study_file(store: RunStore, name: str) -> str | None:
         command = shlex.split(str(read_json(newest).get("command", "")))
     except (OSError, ValueError, AttributeError):  # a record being replaced, or none
         return None
-    found = [t for t in command if t.endswith(".toml") and Path(t).is_file()]
+    found = [t for t in command if t.endswith(".toml") and t.isprintable() and Path(t).is_file()]
     found += [str(p) for p in sorted(REPORTS.glob(f"*/{name}.toml"))]
     return shlex.quote(found[0]) if found else None
 
