@@ -58,7 +58,7 @@ from harness.render.report import (
 from harness.store.records import RunStore, check_writable_dir
 from harness.tables.cells import cell_config, cell_key
 from harness.tables.paper import PROFILES, TABLE1, TABLES, TableSpec
-from harness.tables.recorded import has_records, named_by_file
+from harness.tables.recorded import refuse_bare_study_name
 from harness.tables.study import get_spec, is_study
 from registry import create_model
 
@@ -722,8 +722,7 @@ def make_figures(
     """
     for name in names:
         if name not in PAPER_FIGURES and name not in TABLES and not is_study(name):
-            if has_records(store, name):  # a study's bare name: its file is needed
-                raise UserError(named_by_file(store, name))
+            refuse_bare_study_name(store, name)
             raise UserError(unknown("figure", name, figure_names()))
     if profile is not None and profile not in PROFILES:
         raise UserError(unknown("profile", profile, PROFILES))

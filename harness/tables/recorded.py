@@ -11,6 +11,7 @@ import re
 import shlex
 from pathlib import Path
 
+from harness.core.errors import UserError
 from harness.store.records import RunStore, read_json
 from harness.tables.paper import TABLES
 
@@ -46,8 +47,13 @@ def study_file(store: RunStore, name: str) -> str | None:
     return shlex.quote(found[0]) if found else None
 
 
-def named_by_file(store: RunStore, name: str) -> str:
-    """The one-line answer to a study asked for by its name."""
+def refuse_bare_study_name(store: RunStore, name: str) -> None:
+    """Answer a study asked for by its name, whose records ``store`` holds, with where
+    its file is (the name alone cannot be read: only its file says what it is)."""
+    if name in TABLES or not has_records(store, name):
+        return
     file = study_file(store, name)
     where = f"its file, {file}" if file else "its .toml file"
-    return f"{name} is a study, not a paper table ({store.root} holds its records): name {where}"
+    raise UserError(
+        f"{name} is a study, not a paper table ({store.root} holds its records): name {where}"
+    )

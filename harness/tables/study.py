@@ -34,7 +34,7 @@ from harness.stats.intervals import SELECT_RULES
 from harness.store.records import RunStore
 from harness.tables.cells import MAX_SEEDS
 from harness.tables.paper import PROFILES, TABLES, TableSpec, get_table
-from harness.tables.recorded import STUDY_NAME, has_records, named_by_file
+from harness.tables.recorded import STUDY_NAME, refuse_bare_study_name
 from harness.tables.variants import define, kwargs_json
 from registry import Reduction, variant_info
 from registry.models.mnist import CONV2_CHANNELS
@@ -90,8 +90,8 @@ def get_spec(name: str, *, yes: bool = False, store: RunStore | None = None) -> 
     whose records ``store`` holds is answered with where its file is."""
     if is_study(name):
         return load_study(Path(name), yes=yes)
-    if store is not None and name not in TABLES and has_records(store, name):
-        raise UserError(named_by_file(store, name))
+    if store is not None:
+        refuse_bare_study_name(store, name)
     return get_table(name)
 
 
