@@ -3,6 +3,7 @@ folder: whatever a record file holds, the lookup answers None, never an exceptio
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,16 @@ def test_the_file_a_record_names_is_found_and_quoted(tmp_path: Path, monkeypatch
     store = RunStore(tmp_path / "runs")
     assert study_file(store, "s") == "'my study.toml'"
     assert has_records(store, "s") and not has_records(store, "../runs/s")  # same folder
+
+
+def test_a_cells_train_json_is_not_taken_for_its_record(tmp_path: Path, monkeypatch) -> None:
+    """A denoising cell's ``.train.json`` (written beside its record, later) names no
+    command: the record's command is read all the same."""
+    monkeypatch.chdir(tmp_path)
+    Path("s.toml").write_text("")
+    folder = tmp_path / "runs" / "s" / "demo"
+    folder.mkdir(parents=True)
+    (folder / "r.json").write_text('{"command": "python -m harness run s.toml"}')
+    (folder / "r.train.json").write_text('{"history": []}')
+    os.utime(folder / "r.json", (1, 1))  # the older of the two
+    assert study_file(RunStore(tmp_path / "runs"), "s") == "s.toml"

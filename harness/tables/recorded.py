@@ -19,10 +19,18 @@ REPORTS = Path("reports")  # where reports (and ablate's study files) go unless 
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a study's name, and its records' folder
 
 
+def _record_files(store: RunStore, name: str) -> list[Path]:
+    """The record files under the folder of study ``name``, as ``RunStore.records`` counts
+    them (not a cell's ``.train.json``), unread; none for a name no study can have, so an
+    argument never sends the lookup outside the runs folder."""
+    if not STUDY_NAME.fullmatch(name):
+        return []
+    return [p for p in (store.root / name).glob("*/*.json") if not p.name.endswith(".train.json")]
+
+
 def has_records(store: RunStore, name: str) -> bool:
-    """Whether ``store`` holds records of the study ``name`` (a study's name only: an
-    argument never sends the lookup outside the runs folder)."""
-    return bool(STUDY_NAME.fullmatch(name)) and any((store.root / name).glob("*/*.json"))
+    """Whether ``store`` holds records of the study ``name``."""
+    return bool(_record_files(store, name))
 
 
 def recorded_studies(store: RunStore) -> list[str]:
@@ -38,7 +46,7 @@ def study_file(store: RunStore, name: str) -> str | None:
     else the one ``ablate`` wrote beside its report in the default reports folder; quoted
     for a shell."""
     try:
-        newest = max(store.root.glob(f"{name}/*/*.json"), key=lambda p: p.stat().st_mtime)
+        newest = max(_record_files(store, name), key=lambda p: p.stat().st_mtime)
         command = shlex.split(str(read_json(newest).get("command", "")))
     except (OSError, ValueError, AttributeError):  # a record being replaced, or none
         return None
