@@ -25,7 +25,11 @@ def _record_files(store: RunStore, name: str) -> list[Path]:
     argument never sends the lookup outside the runs folder."""
     if not STUDY_NAME.fullmatch(name):
         return []
-    return [p for p in (store.root / name).glob("*/*.json") if not p.name.endswith(".train.json")]
+    return [p for p in (store.root / name).glob("*/*.json") if _is_record(p)]
+
+
+def _is_record(path: Path) -> bool:
+    return not path.name.endswith(".train.json")  # a denoising cell's training history
 
 
 def has_records(store: RunStore, name: str) -> bool:
@@ -37,7 +41,8 @@ def recorded_studies(store: RunStore) -> list[str]:
     """The names of the studies with records under ``store``: folders no paper table owns
     named as a study can be (not a tracker's ``_tensorboard``, nor a name made to garble
     the terminal it is printed on)."""
-    names = {p.parent.parent.name for p in store.root.glob("*/*/*.json")} - set(TABLES)
+    records = filter(_is_record, store.root.glob("*/*/*.json"))
+    names = {p.parent.parent.name for p in records} - set(TABLES)
     return sorted(n for n in names if STUDY_NAME.fullmatch(n))
 
 
