@@ -158,7 +158,7 @@ def _line(r: dict[str, Any]) -> str:
         f"{m} {s:.1f} s ({min(r['wall_s'][m]):.1f}-{max(r['wall_s'][m]):.1f})"
         for m, s in r["median_s"].items()
     )
-    ratios = []
+    ratios, cores = [], machine.cpu_budget()
     if "ray_over_local" in r:
         verdict = "no slower" if r["ray_over_local"] <= 1 else "SLOWER"
         ratios.append(f"ray/local {r['ray_over_local']:.2f} ({verdict})")
@@ -168,12 +168,12 @@ def _line(r: dict[str, Any]) -> str:
     if "speedup_ray_over_ray_1" in r:
         verdict = "meets" if r["speedup_ray_over_ray_1"] >= 1.6 else "MISSES"
         ratios.append(
-            f"{machine.cpu_budget()} workers over 1: {r['speedup_ray_over_ray_1']:.2f}x ({verdict} 1.6x)"
+            f"{cores} workers over 1: {r['speedup_ray_over_ray_1']:.2f}x ({verdict} 1.6x)"
         )
     loads = r["load_1min"]
     return (
         f"{r['table']} {r['profile']}: {r['cells']} cells; {walls}; {'; '.join(ratios)}; "
-        f"load average {min(loads):.2f}-{max(loads):.2f} on {machine.cpu_budget()} cores"
+        f"load average {min(loads):.2f}-{max(loads):.2f} on {cores} cores"
     )
 
 
