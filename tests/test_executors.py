@@ -128,8 +128,9 @@ def test_local_executor_opens_the_data_once(tmp_path):
     from harness.run.executors import LocalExecutor
 
     _run_noop(RunStore(tmp_path / "runs"), 40, LocalExecutor())
-    assert len(_noop_records(tmp_path / "runs")) == 40
-    opened = {r["metrics"]["data_opened"] for r in _noop_records(tmp_path / "runs")}
+    records = _noop_records(tmp_path / "runs")
+    assert len(records) == 40
+    opened = {r["metrics"]["data_opened"] for r in records}
     assert len(opened) == 1  # opened before the first cell, never again
 
 
